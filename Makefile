@@ -1,0 +1,37 @@
+# The README's two commands: `make demo` and `make test`. Both install what they need.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin:$(HOME)/.cargo/bin
+
+.PHONY: test demo deps lint unit crds testbed-up testbed-down bench
+
+## make test: lint, unit tests, then the integration suite against the real testbed
+test:
+	scripts/test
+
+## make demo: bring up the testbed and show what the operator does with it
+demo:
+	scripts/demo
+
+deps:
+	scripts/install-deps
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+## unit tests only (no servers)
+unit:
+	cargo test --lib --bins --test api_offline
+
+## regenerate crds/ from the Rust types
+crds:
+	cargo run --quiet -- crdgen --out-dir crds
+
+testbed-up:
+	scripts/testbed up
+
+testbed-down:
+	scripts/testbed down
+
+bench:
+	scripts/bench

@@ -1,0 +1,300 @@
+//! GanetiCluster: one Ganeti cluster the operator manages, and what it last saw of it.
+
+use super::common::{Conditions, conditions_schema};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A Ganeti cluster reached through its Remote API (RAPI).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ganeti.dev",
+    version = "v1alpha1",
+    kind = "GanetiCluster",
+    plural = "ganeticlusters",
+    shortname = "gcl",
+    shortname = "gntcluster",
+    category = "ganeti",
+    status = "GanetiClusterStatus",
+    doc = "A Ganeti cluster reached through its Remote API: where it is, which credentials to use, and the defaults for instances created on it.",
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.softwareVersion"),
+    printcolumn(name = "Master", type_ = "string", json_path = ".status.master"),
+    printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodeCount"),
+    printcolumn(name = "Instances", type_ = "integer", json_path = ".status.instanceCount"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self.rapiUrl.startsWith('https://') || (self.rapiUrl.startsWith('http://') && has(self.insecure) && self.insecure)")
+    .message("rapiUrl must start with https:// (plain http:// is only accepted with insecure: true, for labs)")
+    .field_path(".rapiUrl"))]
+#[serde(rename_all = "camelCase")]
+pub struct GanetiClusterSpec {
+    /// Base URL of the cluster's Remote API, e.g. `https://cluster.example.org:5080`.
+    #[schemars(length(min = 8, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self)").message("rapiUrl must be a URL such as https://cluster.example.org:5080"))]
+    pub rapi_url: String,
+
+    /// The Secret (in the operator's Secret namespace) holding the RAPI user name and password.
+    pub credentials_secret: SecretKeysRef,
+
+    /// PEM CA bundle that signs the RAPI server certificate (Ganeti's own cluster
+    /// certificate works too). Absent: the system trust store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    #[x_kube(validation = Rule::new("self.contains('-----BEGIN CERTIFICATE-----')").message("caBundle must be PEM: one or more -----BEGIN CERTIFICATE----- blocks"))]
+    pub ca_bundle: Option<String>,
+
+    /// Permit a plain `http://` URL and skip TLS certificate checks. For labs only: the
+    /// cluster then reports an `InsecureTransport` warning condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
+
+    /// How often the operator reads the cluster's nodes, instances and jobs, as a
+    /// duration (`30s`, `2m`). Between 5s and 1h; default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$') && duration(self) >= duration('5s') && duration(self) <= duration('1h')")
+        .message("syncInterval must be a duration such as 30s or 2m, between 5s and 1h"))]
+    pub sync_interval: Option<String>,
+
+    /// Prefix of the permission tags the operator writes on instances. Default
+    /// `GANETI_WEB_MANAGER`, which Ganeti Web Manager reads too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9.+*/@_-]+$"))]
+    pub tag_prefix: Option<String>,
+
+    /// Settings for instances created on this cluster, where an application does not say.
+    #[serde(default)]
+    pub defaults: InstanceDefaults,
+}
+
+/// A Secret and the keys in it that hold a user name and a password.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeysRef {
+    /// Name of the Secret, in the namespace the operator reads Secrets from.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key of the user name in the Secret's data. Default `username`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_key: Option<String>,
+    /// Key of the password in the Secret's data. Default `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_key: Option<String>,
+}
+
+/// Defaults for new instances on a cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceDefaults {
+    /// Ganeti disk template, e.g. `plain`, `drbd`, `rbd`, `file`, `diskless`. Default `plain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_template: Option<DiskTemplate>,
+    /// OS definition (with variant), e.g. `debootstrap+default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub os: Option<String>,
+    /// Hypervisor, e.g. `kvm`. Absent: the cluster's default hypervisor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<Hypervisor>,
+    /// NIC mode: `bridged`, `routed` or `openvswitch`. Absent: the cluster's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic_mode: Option<NicMode>,
+    /// NIC link: the bridge (bridged), routing table (routed) or switch (openvswitch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub nic_link: Option<String>,
+    /// Ganeti network to attach NICs to (instead of mode and link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub network: Option<String>,
+    /// Instance allocator that picks nodes, e.g. `hail`. Absent: the cluster's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub iallocator: Option<String>,
+    /// Name of the OS parameter that receives the owners' SSH public keys, one per line
+    /// (e.g. `ssh_authorized_keys`). Absent: keys are not passed to the OS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), pattern(r"^[a-z0-9_]+$"))]
+    pub ssh_keys_os_parameter: Option<String>,
+}
+
+/// Ganeti disk templates.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskTemplate {
+    Diskless,
+    File,
+    Sharedfile,
+    Plain,
+    Drbd,
+    Rbd,
+    Blockdev,
+    Ext,
+    Gluster,
+}
+
+impl DiskTemplate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Diskless => "diskless",
+            Self::File => "file",
+            Self::Sharedfile => "sharedfile",
+            Self::Plain => "plain",
+            Self::Drbd => "drbd",
+            Self::Rbd => "rbd",
+            Self::Blockdev => "blockdev",
+            Self::Ext => "ext",
+            Self::Gluster => "gluster",
+        }
+    }
+}
+
+/// Ganeti hypervisors.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Hypervisor {
+    #[serde(rename = "kvm")]
+    Kvm,
+    #[serde(rename = "xen-pvm")]
+    XenPvm,
+    #[serde(rename = "xen-hvm")]
+    XenHvm,
+    #[serde(rename = "lxc")]
+    Lxc,
+    #[serde(rename = "chroot")]
+    Chroot,
+    #[serde(rename = "fake")]
+    Fake,
+}
+
+impl Hypervisor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kvm => "kvm",
+            Self::XenPvm => "xen-pvm",
+            Self::XenHvm => "xen-hvm",
+            Self::Lxc => "lxc",
+            Self::Chroot => "chroot",
+            Self::Fake => "fake",
+        }
+    }
+}
+
+/// How an instance's NIC connects.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NicMode {
+    Bridged,
+    Routed,
+    Openvswitch,
+}
+
+impl NicMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bridged => "bridged",
+            Self::Routed => "routed",
+            Self::Openvswitch => "openvswitch",
+        }
+    }
+}
+
+/// What the operator last saw of the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GanetiClusterStatus {
+    /// `Reachable` (RAPI answered with valid credentials), `Ready` (reachable, supported
+    /// version, inventory current), `InsecureTransport` (TLS checks are off).
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Conditions,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The cluster's name in Ganeti.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    /// Ganeti software version, e.g. `3.0.2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
+    /// The master node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// Enabled hypervisors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hypervisors: Vec<String>,
+    /// Number of nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_count: Option<u32>,
+    /// Number of instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_count: Option<u32>,
+    /// Totals over all nodes that are neither offline nor drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<ClusterCapacity>,
+    /// Every node, with its role and resources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeStatus>,
+    /// Instance counts by Ganeti status (`running`, `ADMIN_down`, `ERROR_down`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instances_by_status: BTreeMap<String, u32>,
+    /// Job counts by status (`queued`, `running`, `success`, `error`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jobs_by_status: BTreeMap<String, u32>,
+    /// When the last complete read of the cluster finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+}
+
+/// Resource totals of a cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterCapacity {
+    /// Physical memory, in bytes.
+    pub memory_total_bytes: u64,
+    /// Free memory, in bytes.
+    pub memory_free_bytes: u64,
+    /// Disk space for instances, in bytes.
+    pub disk_total_bytes: u64,
+    /// Free disk space, in bytes.
+    pub disk_free_bytes: u64,
+    /// Physical CPUs.
+    pub cpus: u32,
+}
+
+/// One Ganeti node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// Node name.
+    pub name: String,
+    /// `master`, `candidate`, `regular`, `drained` or `offline`.
+    pub role: String,
+    /// Physical memory, in bytes.
+    #[serde(default)]
+    pub memory_total_bytes: u64,
+    /// Free memory, in bytes.
+    #[serde(default)]
+    pub memory_free_bytes: u64,
+    /// Disk space, in bytes.
+    #[serde(default)]
+    pub disk_total_bytes: u64,
+    /// Free disk space, in bytes.
+    #[serde(default)]
+    pub disk_free_bytes: u64,
+    /// Physical CPUs.
+    #[serde(default)]
+    pub cpus: u32,
+    /// Instances with this node as primary.
+    #[serde(default)]
+    pub primary_instances: u32,
+    /// Instances with this node as secondary.
+    #[serde(default)]
+    pub secondary_instances: u32,
+}

@@ -1,0 +1,5 @@
+//! ganeti-operator: a Kubernetes-native self-service VM service on Ganeti clusters.
+
+pub mod api;
+pub mod metrics;
+pub mod server;

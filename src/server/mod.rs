@@ -1,0 +1,92 @@
+//! The HTTP server: health, readiness and metrics (the API and console come later).
+
+use crate::{api, metrics::Metrics};
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(client: kube::Client, metrics: Arc<Metrics>) -> Self {
+        Self { client, metrics }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Ready when the API server answers and every CRD is installed.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let outcome = match missing_crds(&state.client).await {
+        Ok(missing) if missing.is_empty() => (StatusCode::OK, "ok".to_string()),
+        Ok(missing) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("CRDs not installed: {}", missing.join(", ")),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Kubernetes API server unreachable: {e}"),
+        ),
+    };
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&["/readyz", if outcome.0.is_success() { "2xx" } else { "5xx" }])
+        .inc();
+    outcome
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&["/metrics", "2xx"])
+        .inc();
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// Names of this API's CRDs that the API server does not serve.
+pub async fn missing_crds(client: &kube::Client) -> anyhow::Result<Vec<String>> {
+    let resources = client
+        .list_api_group_resources(&format!("{}/{}", api::GROUP, api::VERSION))
+        .await;
+    let served: Vec<String> = match resources {
+        Ok(list) => list.resources.into_iter().map(|r| r.name).collect(),
+        Err(kube::Error::Api(e)) if e.code == 404 => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(api::crds()
+        .into_iter()
+        .map(|(_, crd)| crd.spec.names.plural)
+        .filter(|plural| !served.contains(plural))
+        .collect())
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in flight.
+pub async fn serve(
+    addr: SocketAddr,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "HTTP server listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
