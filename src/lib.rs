@@ -1,5 +1,6 @@
 //! ganeti-operator: a Kubernetes-native self-service VM service on Ganeti clusters.
 
 pub mod api;
+pub mod inventory;
 pub mod metrics;
 pub mod server;

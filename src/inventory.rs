@@ -1,0 +1,150 @@
+//! What the operator knows of each Ganeti cluster, as of its last bulk read: the
+//! domain model shared by the controllers, the authorization engine, quotas and the
+//! HTTP server. Built from RAPI answers by the GanetiCluster controller; no IO here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+/// One Ganeti instance.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Instance {
+    /// Ganeti instance name (FQDN).
+    pub name: String,
+    /// Ganeti status: running, ADMIN_down, ERROR_down, ...
+    pub status: String,
+    /// Whether the admin state is up (Ganeti `admin_state == "up"`).
+    pub admin_up: bool,
+    /// Whether it actually runs (Ganeti `oper_state`).
+    pub running: bool,
+    pub primary_node: String,
+    pub secondary_nodes: Vec<String>,
+    pub os: String,
+    pub hypervisor: String,
+    pub disk_template: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// Sum of the disk sizes.
+    pub disk_mib: u64,
+    pub ips: Vec<String>,
+    pub macs: Vec<String>,
+    /// VNC/SPICE port, when the hypervisor has one.
+    pub network_port: Option<u16>,
+    /// `vnc_bind_address` from the instance's hypervisor parameters.
+    pub vnc_bind_address: Option<String>,
+    pub tags: Vec<String>,
+    /// Creation time, seconds since the epoch.
+    pub ctime: Option<f64>,
+}
+
+/// One Ganeti node.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Node {
+    pub name: String,
+    /// master, candidate, regular, drained or offline.
+    pub role: NodeRole,
+    pub offline: bool,
+    pub drained: bool,
+    pub memory_total_mib: u64,
+    pub memory_free_mib: u64,
+    pub disk_total_mib: u64,
+    pub disk_free_mib: u64,
+    pub cpus: u32,
+    pub primary_instances: u32,
+    pub secondary_instances: u32,
+    /// Primary IP address.
+    pub primary_ip: Option<String>,
+    pub group: Option<String>,
+}
+
+/// A node's role in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub enum NodeRole {
+    Master,
+    Candidate,
+    #[default]
+    Regular,
+    Drained,
+    Offline,
+}
+
+impl NodeRole {
+    /// From RAPI's single-letter role (M, C, R, D, O).
+    pub fn from_letter(letter: &str) -> Option<Self> {
+        Some(match letter {
+            "M" => Self::Master,
+            "C" => Self::Candidate,
+            "R" => Self::Regular,
+            "D" => Self::Drained,
+            "O" => Self::Offline,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Master => "master",
+            Self::Candidate => "candidate",
+            Self::Regular => "regular",
+            Self::Drained => "drained",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+/// Cluster-wide facts from `/2/info`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterFacts {
+    pub name: String,
+    pub master: String,
+    pub software_version: String,
+    pub enabled_hypervisors: Vec<String>,
+    pub default_hypervisor: String,
+}
+
+/// One cluster as of one bulk read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClusterInventory {
+    /// The GanetiCluster object's name (not Ganeti's cluster name).
+    pub cluster: String,
+    pub facts: ClusterFacts,
+    pub nodes: Vec<Node>,
+    pub instances: Vec<Instance>,
+    /// Job counts by status.
+    pub jobs_by_status: BTreeMap<String, u32>,
+}
+
+impl ClusterInventory {
+    pub fn instance(&self, name: &str) -> Option<&Instance> {
+        self.instances.iter().find(|i| i.name == name)
+    }
+}
+
+/// Every cluster's latest inventory, shared between tasks. Readers get an `Arc`
+/// snapshot and never block the writer for long.
+#[derive(Debug, Default, Clone)]
+pub struct Inventory {
+    clusters: Arc<RwLock<HashMap<String, Arc<ClusterInventory>>>>,
+}
+
+impl Inventory {
+    pub fn get(&self, cluster: &str) -> Option<Arc<ClusterInventory>> {
+        self.clusters.read().expect("inventory lock").get(cluster).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<ClusterInventory>> {
+        let mut all: Vec<_> = self.clusters.read().expect("inventory lock").values().cloned().collect();
+        all.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        all
+    }
+
+    pub fn put(&self, inventory: ClusterInventory) {
+        self.clusters
+            .write()
+            .expect("inventory lock")
+            .insert(inventory.cluster.clone(), Arc::new(inventory));
+    }
+
+    pub fn remove(&self, cluster: &str) {
+        self.clusters.write().expect("inventory lock").remove(cluster);
+    }
+}
