@@ -111,6 +111,9 @@ pub struct ClusterInventory {
     pub instances: Vec<Instance>,
     /// Job counts by status.
     pub jobs_by_status: BTreeMap<String, u32>,
+    /// Whether the last read succeeded. A failed read keeps the previous data (other
+    /// controllers still need it) but marks it stale.
+    pub reachable: bool,
 }
 
 impl ClusterInventory {
@@ -146,5 +149,22 @@ impl Inventory {
 
     pub fn remove(&self, cluster: &str) {
         self.clusters.write().expect("inventory lock").remove(cluster);
+    }
+
+    /// Marks a cluster's data stale after a failed read (a no-op if never read).
+    pub fn mark_unreachable(&self, cluster: &str) {
+        let mut map = self.clusters.write().expect("inventory lock");
+        if let Some(entry) = map.get_mut(cluster)
+            && entry.reachable
+        {
+            let mut stale = (**entry).clone();
+            stale.reachable = false;
+            *entry = Arc::new(stale);
+        }
+    }
+
+    /// Drops every cluster for which `keep` says no (GanetiClusters that were deleted).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.clusters.write().expect("inventory lock").retain(|name, _| keep(name));
     }
 }

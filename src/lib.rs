@@ -1,6 +1,7 @@
 //! ganeti-operator: a Kubernetes-native self-service VM service on Ganeti clusters.
 
 pub mod api;
+pub mod controllers;
 pub mod inventory;
 pub mod metrics;
 pub mod server;

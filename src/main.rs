@@ -129,7 +129,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
-    let metrics = Arc::new(Metrics::new()?);
+    let inventory = ganeti_operator::inventory::Inventory::default();
+    let metrics = Arc::new(Metrics::new(inventory.clone())?);
     let state = server::AppState::new(client.clone(), metrics.clone());
     let shutdown = shutdown_signal();
     server::serve(args.listen, state, shutdown).await?;

@@ -8,6 +8,7 @@ pub mod application;
 pub mod binding;
 pub mod cluster;
 pub mod common;
+pub mod conditions;
 pub mod notification;
 pub mod profile;
 pub mod quantity;

@@ -5,7 +5,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A right's setting in a role. Absent means not allowed by this role.
+// A right's setting in a role; absent means not allowed by this role. (No doc comment:
+// schemars would let the type's description replace each right's own.)
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum Permission {
     /// The role grants the right (unless another role of the subject forbids it).

@@ -33,12 +33,18 @@ pub fn kubeconfig(identity: &str) -> PathBuf {
 
 /// Runs kubectl as `identity`; returns (success, stdout, stderr).
 pub fn kubectl(identity: &str, args: &[&str]) -> (bool, String, String) {
+    // A fresh discovery cache per call: CRDs installed a moment ago must be found.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let cache = std::env::temp_dir().join(format!("kubectl-cache-{}-{n}", std::process::id()));
     let out = Command::new(env("KUBECTL"))
+        .arg(format!("--cache-dir={}", cache.display()))
         .arg("--kubeconfig")
         .arg(kubeconfig(identity))
         .args(args)
         .output()
         .expect("running kubectl");
+    let _ = std::fs::remove_dir_all(&cache);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
