@@ -1,1 +1,64 @@
+//! The controllers: one folder per kind, each `observe -> plan (pure) -> apply`.
+
 pub mod cluster;
+
+use crate::inventory::Inventory;
+use crate::metrics::Metrics;
+use std::sync::Arc;
+
+/// Name under which the operator writes (server-side apply field manager, Events).
+pub const FIELD_MANAGER: &str = "ganeti-operator";
+
+/// Settings every controller may read.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Namespace of the Secrets that GanetiClusters (and SMTP settings) name.
+    pub secrets_namespace: String,
+}
+
+/// What reconcilers share: the API client, the inventory, metrics, settings.
+pub struct Context {
+    pub client: kube::Client,
+    pub inventory: Inventory,
+    pub metrics: Arc<Metrics>,
+    pub config: Config,
+    pub clusters: cluster::ClusterState,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, inventory: Inventory, metrics: Arc<Metrics>, config: Config) -> Arc<Self> {
+        Arc::new(Self { client, inventory, metrics, config, clusters: Default::default() })
+    }
+}
+
+/// Why a reconciliation failed, with a bounded category for metrics and Events.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(e)) if e.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(e)) if e.code == 403 => "forbidden",
+            Error::Kube(_) => "kubernetes",
+            Error::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// Records a reconciliation's duration and outcome.
+pub fn observe(metrics: &Metrics, controller: &str, started: std::time::Instant, error: Option<&Error>) {
+    metrics.reconciles.with_label_values(&[controller]).inc();
+    metrics
+        .reconcile_duration
+        .with_label_values(&[controller])
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(e) = error {
+        metrics.reconcile_errors.with_label_values(&[controller, e.category()]).inc();
+    }
+}

@@ -1,0 +1,172 @@
+//! Identity rules for InstanceApplications, enforced by the real API server's admission
+//! policies (manifests/admission.yaml): who filed, on whose behalf, who decides.
+
+mod support;
+
+use ganeti_operator::api::InstanceApplication;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use std::time::Duration;
+use support::crds::install_crds;
+use support::repo_path;
+use support::testbed::{kube_client, kubectl_ok};
+
+/// Installs CRDs, user RBAC and the admission policies; gives each user a namespace
+/// they may file applications in. Waits until the policies are in force.
+async fn setup() {
+    let root = kube_client("root").await;
+    install_crds(&root).await;
+    for f in ["manifests/access.yaml", "manifests/admission.yaml"] {
+        kubectl_ok("root", &["apply", "--server-side", "--force-conflicts", "-f", repo_path(f).to_str().unwrap()]);
+    }
+    for user in ["alice", "bob", "carol"] {
+        let ns = format!("adm-{user}");
+        let (_, _, _) = support::testbed::kubectl("root", &["create", "namespace", &ns]);
+        let (_, _, _) = support::testbed::kubectl(
+            "root",
+            &["create", "rolebinding", "applicant", "--clusterrole=ganeti.dev:applicant", "--user", user, "-n", &ns],
+        );
+    }
+    // Policies reach the admission chain asynchronously: probe until one bites.
+    let alice: Api<InstanceApplication> = Api::namespaced(kube_client("alice").await, "adm-alice");
+    for attempt in 0.. {
+        let probe = app("policy-probe", json!({"kind": "User", "name": "bob"}), None);
+        match alice.create(&PostParams { dry_run: true, ..Default::default() }, &probe).await {
+            Err(kube::Error::Api(e)) if e.code == 403 || e.message.contains("ValidatingAdmissionPolicy") => break,
+            other if attempt >= 100 => panic!("admission policies never took effect: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn app(name: &str, owner: serde_json::Value, applicant: Option<&str>) -> InstanceApplication {
+    let mut spec = json!({
+        "hostname": format!("{name}.example.org"),
+        "vcpus": 1, "memory": "1Gi", "disks": [{"size": "10Gi"}],
+        "owner": owner, "purpose": "admission test",
+    });
+    if let Some(a) = applicant {
+        spec["applicant"] = json!(a);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "ganeti.dev/v1alpha1", "kind": "InstanceApplication",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+async fn api_as(user: &str, ns: &str) -> Api<InstanceApplication> {
+    Api::namespaced(kube_client(user).await, ns)
+}
+
+async fn fresh(api: &Api<InstanceApplication>, name: &str) {
+    let _ = api.delete(name, &DeleteParams::default()).await;
+    for _ in 0..50 {
+        if api.get_opt(name).await.unwrap().is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn refusal(result: Result<InstanceApplication, kube::Error>) -> String {
+    match result {
+        Ok(a) => panic!("accepted, but should be refused: {:?}", a.spec),
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 403, "{e:?}");
+            e.message
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn the_applicant_is_recorded_and_nobody_files_as_someone_else() {
+    setup().await;
+    let alice = api_as("alice", "adm-alice").await;
+    fresh(&alice, "own-vm").await;
+    let created = alice
+        .create(&PostParams::default(), &app("own-vm", json!({"kind": "User", "name": "alice"}), None))
+        .await
+        .expect("alice files for herself");
+    assert_eq!(created.spec.applicant.as_deref(), Some("alice"), "recorded by admission");
+
+    let msg = refusal(
+        alice
+            .create(&PostParams::default(), &app("as-bob", json!({"kind": "User", "name": "alice"}), Some("bob")))
+            .await,
+    );
+    assert!(msg.contains("nobody files an application as someone else"), "{msg}");
+
+    let msg = refusal(
+        alice.create(&PostParams::default(), &app("for-bob", json!({"kind": "User", "name": "bob"}), None)).await,
+    );
+    assert!(msg.contains("would belong to user \"bob\""), "{msg}");
+
+    // The applicant cannot be changed afterwards either (CRD transition rule).
+    let patch = json!({"spec": {"applicant": "mallory"}});
+    let err = alice.patch("own-vm", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_err();
+    assert!(err.to_string().contains("applicant cannot change"), "{err}");
+}
+
+#[tokio::test]
+async fn group_applications_only_from_members() {
+    setup().await;
+    let carol = api_as("carol", "adm-carol").await;
+    fresh(&carol, "team-vm").await;
+    let created = carol
+        .create(&PostParams::default(), &app("team-vm", json!({"kind": "Group", "name": "team-a"}), None))
+        .await
+        .expect("carol is in team-a");
+    assert_eq!(created.spec.applicant.as_deref(), Some("carol"));
+
+    let bob = api_as("bob", "adm-bob").await;
+    fresh(&bob, "team-vm").await;
+    let msg = refusal(
+        bob.create(&PostParams::default(), &app("team-vm", json!({"kind": "Group", "name": "team-a"}), None)).await,
+    );
+    assert!(msg.contains("not a member of group \"team-a\""), "{msg}");
+}
+
+#[tokio::test]
+async fn only_admins_decide_and_the_decider_is_recorded() {
+    setup().await;
+    let alice = api_as("alice", "adm-alice").await;
+    fresh(&alice, "decide-me").await;
+    alice
+        .create(&PostParams::default(), &app("decide-me", json!({"kind": "User", "name": "alice"}), None))
+        .await
+        .unwrap();
+
+    // alice approving herself is refused.
+    let approve = json!({"spec": {"decision": {"verdict": "Approved"}}});
+    let msg = refusal(alice.patch("decide-me", &PatchParams::default(), &Patch::Merge(&approve)).await);
+    assert!(msg.contains("only admins decide applications"), "{msg}");
+
+    // Nor may she file one pre-approved.
+    fresh(&alice, "pre-approved").await;
+    let mut pre = app("pre-approved", json!({"kind": "User", "name": "alice"}), None);
+    pre.spec.decision = Some(serde_json::from_value(json!({"verdict": "Approved"})).unwrap());
+    let msg = refusal(alice.create(&PostParams::default(), &pre).await);
+    assert!(msg.contains("only admins decide"), "{msg}");
+
+    // An admin decides; admission records who, whatever the request claimed.
+    let admin = api_as("admin", "adm-alice").await;
+    let approve = json!({"spec": {"decision": {"verdict": "Approved", "decidedBy": "someone-else"}}});
+    let decided = admin
+        .patch("decide-me", &PatchParams::default(), &Patch::Merge(&approve))
+        .await
+        .expect("admins decide");
+    let decision = decided.spec.decision.unwrap();
+    assert_eq!(decision.decided_by.as_deref(), Some("admin"));
+
+    // And alice cannot rewrite the recorded decision afterwards.
+    let forge = json!({"spec": {"decision": {"verdict": "Approved", "decidedBy": "alice"}}});
+    let msg = refusal(alice.patch("decide-me", &PatchParams::default(), &Patch::Merge(&forge)).await);
+    assert!(msg.contains("only admins decide"), "{msg}");
+
+    // A rejection needs a reason (CRD rule), even from an admin.
+    let reject = json!({"spec": {"decision": {"verdict": "Rejected", "reason": null}}});
+    let err = admin.patch("decide-me", &PatchParams::default(), &Patch::Merge(&reject)).await.unwrap_err();
+    assert!(err.to_string().contains("a rejection needs a reason"), "{err}");
+}
