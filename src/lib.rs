@@ -4,4 +4,5 @@ pub mod api;
 pub mod controllers;
 pub mod inventory;
 pub mod metrics;
+pub mod quota;
 pub mod server;

@@ -170,3 +170,61 @@ async fn only_admins_decide_and_the_decider_is_recorded() {
     let err = admin.patch("decide-me", &PatchParams::default(), &Patch::Merge(&reject)).await.unwrap_err();
     assert!(err.to_string().contains("a rejection needs a reason"), "{err}");
 }
+
+#[tokio::test]
+async fn users_keep_only_their_own_profile_and_admins_set_groups() {
+    use ganeti_operator::api::UserProfile;
+    setup().await;
+    let profile = |name: &str, user: &str, groups: &[&str]| -> UserProfile {
+        serde_json::from_value(json!({
+            "apiVersion": "ganeti.dev/v1alpha1", "kind": "UserProfile", "metadata": {"name": name},
+            "spec": {"username": user, "email": format!("{user}@example.org"), "groups": groups},
+        }))
+        .unwrap()
+    };
+    let root: Api<UserProfile> = Api::all(kube_client("root").await);
+    for name in ["adm-alice-profile", "adm-bob-profile"] {
+        let _ = root.delete(name, &DeleteParams::default()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alice: Api<UserProfile> = Api::all(kube_client("alice").await);
+    alice.create(&PostParams::default(), &profile("adm-alice-profile", "alice", &[])).await.expect("own profile");
+
+    let err = alice.create(&PostParams::default(), &profile("adm-bob-profile", "bob", &[])).await.unwrap_err();
+    assert!(err.to_string().contains("you may only keep your own profile"), "{err}");
+
+    let join = json!({"spec": {"groups": ["ganeti-admins"]}});
+    let err = alice.patch("adm-alice-profile", &PatchParams::default(), &Patch::Merge(&join)).await.unwrap_err();
+    assert!(err.to_string().contains("only admins set group memberships"), "{err}");
+
+    let rename = json!({"spec": {"fullName": "Alice L."}});
+    alice.patch("adm-alice-profile", &PatchParams::default(), &Patch::Merge(&rename)).await.expect("own edits");
+
+    let admin: Api<UserProfile> = Api::all(kube_client("admin").await);
+    let team = json!({"spec": {"groups": ["team-a"]}});
+    admin.patch("adm-alice-profile", &PatchParams::default(), &Patch::Merge(&team)).await.expect("admins set groups");
+
+    let bob: Api<UserProfile> = Api::all(kube_client("bob").await);
+    let err = bob.delete("adm-alice-profile", &DeleteParams::default()).await.unwrap_err();
+    assert!(err.to_string().contains("you may only keep your own profile"), "{err}");
+    root.delete("adm-alice-profile", &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_preconfigured_roles_cannot_be_changed_or_deleted() {
+    use ganeti_operator::api::Role;
+    setup().await;
+    kubectl_ok(
+        "root",
+        &["apply", "--server-side", "-f", repo_path("examples/10-roles-preconfigured.yaml").to_str().unwrap()],
+    );
+    let admin: Api<Role> = Api::all(kube_client("admin").await);
+    let widen = json!({"spec": {"vms": {"destroy": "forbidden"}}});
+    let err = admin.patch("user", &PatchParams::default(), &Patch::Merge(&widen)).await.unwrap_err();
+    assert!(err.to_string().contains("the preconfigured role \"user\" cannot be changed"), "{err}");
+    let err = admin.delete("administrator", &DeleteParams::default()).await.unwrap_err();
+    assert!(err.to_string().contains("cannot be deleted"), "{err}");
+    // Labels and annotations may still change.
+    let label = json!({"metadata": {"labels": {"example.org/reviewed": "yes"}}});
+    admin.patch("advanced-user", &PatchParams::default(), &Patch::Merge(&label)).await.expect("metadata edits pass");
+}
