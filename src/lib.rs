@@ -1,8 +1,11 @@
 //! ganeti-operator: a Kubernetes-native self-service VM service on Ganeti clusters.
 
 pub mod api;
+pub mod authz;
 pub mod controllers;
 pub mod inventory;
 pub mod metrics;
 pub mod quota;
+pub mod rapi;
 pub mod server;
+pub mod tags;

@@ -26,8 +26,19 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: kube::Client, inventory: Inventory, metrics: Arc<Metrics>, config: Config) -> Arc<Self> {
-        Arc::new(Self { client, inventory, metrics, config, clusters: Default::default() })
+    pub fn new(
+        client: kube::Client,
+        inventory: Inventory,
+        metrics: Arc<Metrics>,
+        config: Config,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            inventory,
+            metrics,
+            config,
+            clusters: Default::default(),
+        })
     }
 }
 
@@ -59,6 +70,9 @@ pub fn observe(metrics: &Metrics, controller: &str, started: std::time::Instant,
         .with_label_values(&[controller])
         .observe(started.elapsed().as_secs_f64());
     if let Some(e) = error {
-        metrics.reconcile_errors.with_label_values(&[controller, e.category()]).inc();
+        metrics
+            .reconcile_errors
+            .with_label_values(&[controller, e.category()])
+            .inc();
     }
 }

@@ -63,7 +63,9 @@ pub enum SyncOutcome<'a> {
 
 /// Whether a Ganeti version string is one we support.
 pub fn version_supported(version: &str) -> bool {
-    SUPPORTED_MAJOR_VERSIONS.iter().any(|major| version.split('.').next() == Some(*major))
+    SUPPORTED_MAJOR_VERSIONS
+        .iter()
+        .any(|major| version.split('.').next() == Some(*major))
 }
 
 /// The status after `outcome`, or `None` when the current status already says it all
@@ -85,7 +87,15 @@ pub fn plan_status(
         SyncOutcome::Synced(inv) => {
             fill_from_inventory(&mut next, inv);
             let conds = &mut next.conditions;
-            conditions::set(conds, "Reachable", Status::True, "Synced", "the Remote API answered", generation, now);
+            conditions::set(
+                conds,
+                "Reachable",
+                Status::True,
+                "Synced",
+                "the Remote API answered",
+                generation,
+                now,
+            );
             conditions::set(
                 conds,
                 "Ready",
@@ -107,8 +117,24 @@ pub fn plan_status(
             } else {
                 (Status::False, reason.as_str(), message.as_str())
             };
-            conditions::set(conds, "Reachable", reachable.0, reachable.1, reachable.2, generation, now);
-            conditions::set(conds, "Ready", Status::False, reason.as_str(), message.clone(), generation, now);
+            conditions::set(
+                conds,
+                "Reachable",
+                reachable.0,
+                reachable.1,
+                reachable.2,
+                generation,
+                now,
+            );
+            conditions::set(
+                conds,
+                "Ready",
+                Status::False,
+                reason.as_str(),
+                message.clone(),
+                generation,
+                now,
+            );
         }
     }
 
@@ -210,13 +236,42 @@ mod tests {
                 default_hypervisor: "kvm".into(),
             },
             nodes: vec![
-                Node { name: "n2".into(), role: if drained { NodeRole::Drained } else { NodeRole::Regular }, drained, memory_total_mib: 1024, cpus: 4, ..Default::default() },
-                Node { name: "n1".into(), role: NodeRole::Master, memory_total_mib: 2048, cpus: 8, ..Default::default() },
+                Node {
+                    name: "n2".into(),
+                    role: if drained {
+                        NodeRole::Drained
+                    } else {
+                        NodeRole::Regular
+                    },
+                    drained,
+                    memory_total_mib: 1024,
+                    cpus: 4,
+                    ..Default::default()
+                },
+                Node {
+                    name: "n1".into(),
+                    role: NodeRole::Master,
+                    memory_total_mib: 2048,
+                    cpus: 8,
+                    ..Default::default()
+                },
             ],
             instances: vec![
-                Instance { name: "a".into(), status: "running".into(), ..Default::default() },
-                Instance { name: "b".into(), status: "ADMIN_down".into(), ..Default::default() },
-                Instance { name: "c".into(), status: "running".into(), ..Default::default() },
+                Instance {
+                    name: "a".into(),
+                    status: "running".into(),
+                    ..Default::default()
+                },
+                Instance {
+                    name: "b".into(),
+                    status: "ADMIN_down".into(),
+                    ..Default::default()
+                },
+                Instance {
+                    name: "c".into(),
+                    status: "running".into(),
+                    ..Default::default()
+                },
             ],
             jobs_by_status: [("success".into(), 7)].into(),
             reachable: true,
@@ -233,7 +288,8 @@ mod tests {
     fn a_sync_fills_status_and_a_second_identical_sync_writes_nothing() {
         let mut c = cluster(false);
         let inventory = inv(false);
-        let status = plan_status(&c, &SyncOutcome::Synced(&inventory), t(1000), HEARTBEAT).expect("first write");
+        let status =
+            plan_status(&c, &SyncOutcome::Synced(&inventory), t(1000), HEARTBEAT).expect("first write");
         assert_eq!(status.node_count, Some(2));
         assert_eq!(status.nodes[0].name, "n1", "sorted");
         assert_eq!(status.instances_by_status.get("running"), Some(&2));
@@ -242,7 +298,10 @@ mod tests {
         assert!(conditions::is_true(&status.conditions, "Ready"));
         assert_eq!(status.last_sync_time, Some(Time(t(1000))));
         c.status = Some(status);
-        assert_eq!(plan_status(&c, &SyncOutcome::Synced(&inventory), t(1030), HEARTBEAT), None);
+        assert_eq!(
+            plan_status(&c, &SyncOutcome::Synced(&inventory), t(1030), HEARTBEAT),
+            None
+        );
         // ...until the heartbeat is due.
         let hb = plan_status(&c, &SyncOutcome::Synced(&inventory), t(1300), HEARTBEAT).expect("heartbeat");
         assert_eq!(hb.last_sync_time, Some(Time(t(1300))));
@@ -255,31 +314,55 @@ mod tests {
         let drained = inv(true);
         let status = plan_status(&c, &SyncOutcome::Synced(&drained), t(1030), HEARTBEAT).expect("changed");
         assert_eq!(status.nodes[1].role, "drained");
-        assert_eq!(status.capacity.unwrap().cpus, 8, "drained nodes do not count as capacity");
+        assert_eq!(
+            status.capacity.unwrap().cpus,
+            8,
+            "drained nodes do not count as capacity"
+        );
     }
 
     #[test]
     fn a_failure_keeps_the_last_inventory_and_says_why() {
         let mut c = cluster(false);
         c.status = plan_status(&c, &SyncOutcome::Synced(&inv(false)), t(1000), HEARTBEAT);
-        let failed = SyncOutcome::Failed { reason: FailureReason::AuthFailed, message: "401 from RAPI".into() };
+        let failed = SyncOutcome::Failed {
+            reason: FailureReason::AuthFailed,
+            message: "401 from RAPI".into(),
+        };
         let status = plan_status(&c, &failed, t(1030), HEARTBEAT).expect("changed");
         let reachable = conditions::get(&status.conditions, "Reachable").unwrap();
-        assert_eq!((reachable.status.as_str(), reachable.reason.as_str()), ("False", "AuthFailed"));
+        assert_eq!(
+            (reachable.status.as_str(), reachable.reason.as_str()),
+            ("False", "AuthFailed")
+        );
         assert!(!conditions::is_true(&status.conditions, "Ready"));
         assert_eq!(status.node_count, Some(2), "last known inventory stays");
-        assert_eq!(status.last_sync_time, Some(Time(t(1000))), "a failed sync is not a sync");
+        assert_eq!(
+            status.last_sync_time,
+            Some(Time(t(1000))),
+            "a failed sync is not a sync"
+        );
         c.status = Some(status);
-        assert_eq!(plan_status(&c, &failed, t(1060), HEARTBEAT), None, "same failure, no write");
+        assert_eq!(
+            plan_status(&c, &failed, t(1060), HEARTBEAT),
+            None,
+            "same failure, no write"
+        );
     }
 
     #[test]
     fn unsupported_version_is_reachable_but_not_ready() {
         let c = cluster(false);
-        let out = SyncOutcome::Failed { reason: FailureReason::UnsupportedVersion, message: "Ganeti 1.2".into() };
+        let out = SyncOutcome::Failed {
+            reason: FailureReason::UnsupportedVersion,
+            message: "Ganeti 1.2".into(),
+        };
         let status = plan_status(&c, &out, t(1), HEARTBEAT).unwrap();
         assert!(conditions::is_true(&status.conditions, "Reachable"));
-        assert_eq!(conditions::get(&status.conditions, "Ready").unwrap().reason, "UnsupportedVersion");
+        assert_eq!(
+            conditions::get(&status.conditions, "Ready").unwrap().reason,
+            "UnsupportedVersion"
+        );
         assert!(version_supported("3.0.2") && version_supported("2.16.0") && !version_supported("1.2"));
     }
 

@@ -1,0 +1,680 @@
+//! The index: roles and bindings compiled to bit masks and id lists, bindings keyed by
+//! subject, instances keyed by (cluster, name) with their tags parsed once.
+
+use super::preconfigured::{ADMINISTRATOR, preconfigured_roles};
+use super::{Decision, Grant, Principal, Reason, Request, Right};
+use crate::api::binding::{RoleBinding, RoleBindingSpec};
+use crate::api::common::{InstanceRef, Subject, SubjectKind};
+use crate::api::role::{ClusterRight, Permission, Role, RoleSpec, ScopeKind, SystemRight, VmRight};
+use crate::inventory::ClusterInventory;
+use crate::tags::{self, GwmPerm, ParsedTag};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+/// Position of a binding in the index (see [`AuthzIndex::binding_name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BindingId(pub(crate) u32);
+
+/// Position of an instance in the index (see [`AuthzIndex::instance_ref`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId(pub(crate) u32);
+
+pub(crate) const fn vm_bit(r: VmRight) -> u32 {
+    1 << r as u32
+}
+pub(crate) const fn cl_bit(r: ClusterRight) -> u32 {
+    1 << r as u32
+}
+pub(crate) const fn sys_bit(r: SystemRight) -> u32 {
+    1 << r as u32
+}
+const VM_ADMIN: u32 = vm_bit(VmRight::Admin);
+const CL_ADMIN: u32 = cl_bit(ClusterRight::Admin);
+/// Rights an admin lock leaves alone.
+const LOCK_EXEMPT: u32 = vm_bit(VmRight::View) | vm_bit(VmRight::Lock) | vm_bit(VmRight::Isolate);
+
+/// Allowed and forbidden rights of one kind, as bit masks.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Masks {
+    pub allow: u32,
+    pub forbid: u32,
+}
+
+impl Masks {
+    pub(crate) fn from_iter<R: Copy>(
+        iter: impl Iterator<Item = (R, Permission)>,
+        bit: impl Fn(R) -> u32,
+    ) -> Self {
+        let mut m = Masks::default();
+        for (r, p) in iter {
+            match p {
+                Permission::Allowed => m.allow |= bit(r),
+                Permission::Forbidden => m.forbid |= bit(r),
+            }
+        }
+        m
+    }
+    fn any(&self, mask: u32) -> bool {
+        (self.allow | self.forbid) & mask != 0
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledRole {
+    pub name: Arc<str>,
+    pub spec: RoleSpec,
+    pub vm: Masks,
+    pub cl: Masks,
+    pub sys: Masks,
+    pub scope: ScopeKind,
+    /// Sorted cluster ids of scope `Clusters`.
+    pub scope_clusters: Vec<u32>,
+    /// Sorted instance ids of scope `Instances`.
+    pub scope_instances: Vec<u32>,
+    /// Sorted cluster ids of the instances of scope `Instances` (its cluster reach).
+    pub scope_instance_clusters: Vec<u32>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledBinding {
+    pub name: Arc<str>,
+    pub role: u32,
+    pub spec: RoleBindingSpec,
+    pub narrowed: bool,
+    pub clusters: Vec<u32>,
+    pub instances: Vec<u32>,
+    /// `clusters` plus the clusters of `instances`, sorted: the cluster reach narrowing.
+    pub reach_clusters: Vec<u32>,
+}
+
+/// A permission tag on an instance, parsed.
+#[derive(Debug)]
+pub(crate) struct TagGrant {
+    pub tag: Box<str>,
+    pub subject: Subject,
+    pub perm: GwmPerm,
+    pub rights: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct InstanceFacts {
+    pub cluster: u32,
+    pub name: Arc<str>,
+    /// Owners, with the tag that says so.
+    pub owners: Vec<(Subject, Box<str>)>,
+    pub grants: Vec<TagGrant>,
+    pub locked: bool,
+    pub isolated: bool,
+}
+
+#[derive(Debug, Default)]
+struct ClusterEntry {
+    id: u32,
+    instances: HashMap<Box<str>, u32>,
+}
+
+/// Roles, bindings and instance facts, indexed for [`AuthzIndex::decide`].
+#[derive(Debug, Default)]
+pub struct AuthzIndex {
+    pub(crate) roles: Vec<CompiledRole>,
+    pub(crate) bindings: Vec<CompiledBinding>,
+    by_user: HashMap<Box<str>, Vec<u32>>,
+    by_group: HashMap<Box<str>, Vec<u32>>,
+    clusters: HashMap<Box<str>, ClusterEntry>,
+    pub(crate) cluster_names: Vec<Arc<str>>,
+    pub(crate) instances: Vec<InstanceFacts>,
+    dangling: Vec<Arc<str>>,
+}
+
+/// Collects roles, bindings and instances; [`AuthzIndexBuilder::build`] compiles them.
+#[derive(Debug, Default)]
+pub struct AuthzIndexBuilder {
+    roles: Vec<(Arc<str>, RoleSpec)>,
+    bindings: Vec<(Arc<str>, RoleBindingSpec)>,
+    index: AuthzIndex,
+}
+
+impl AuthzIndexBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds Role objects (those named like a preconfigured role are ignored).
+    pub fn roles<'a>(mut self, roles: impl IntoIterator<Item = &'a Role>) -> Self {
+        for role in roles {
+            self = self.role(role.metadata.name.as_deref().unwrap_or_default(), &role.spec);
+        }
+        self
+    }
+
+    pub fn role(mut self, name: &str, spec: &RoleSpec) -> Self {
+        self.roles.push((name.into(), spec.clone()));
+        self
+    }
+
+    pub fn bindings<'a>(mut self, bindings: impl IntoIterator<Item = &'a RoleBinding>) -> Self {
+        for b in bindings {
+            self = self.binding(b.metadata.name.as_deref().unwrap_or_default(), &b.spec);
+        }
+        self
+    }
+
+    pub fn binding(mut self, name: &str, spec: &RoleBindingSpec) -> Self {
+        self.bindings.push((name.into(), spec.clone()));
+        self
+    }
+
+    /// Adds every instance of one cluster's inventory; `prefix` is its tag prefix.
+    pub fn cluster(mut self, inventory: &ClusterInventory, prefix: &str) -> Self {
+        self.index.cluster_id(&inventory.cluster);
+        for i in &inventory.instances {
+            self = self.instance(&inventory.cluster, &i.name, &i.tags, prefix);
+        }
+        self
+    }
+
+    /// Adds one instance with its Ganeti tags.
+    pub fn instance(mut self, cluster: &str, name: &str, tag_list: &[String], prefix: &str) -> Self {
+        let id = self.index.instance_id(cluster, name) as usize;
+        let facts = &mut self.index.instances[id];
+        for tag in tag_list {
+            match tags::parse(tag, prefix) {
+                Some(ParsedTag::GwmGrant { perm, subject }) => facts.grants.push(TagGrant {
+                    tag: tag.as_str().into(),
+                    subject,
+                    perm,
+                    rights: perm.vm_rights().iter().fold(0, |m, r| m | vm_bit(*r)),
+                }),
+                Some(ParsedTag::Owner(s) | ParsedTag::GanetimgrOwner(s)) => {
+                    facts.owners.push((s, tag.as_str().into()))
+                }
+                Some(ParsedTag::AdminLock) => facts.locked = true,
+                Some(ParsedTag::Isolate) => facts.isolated = true,
+                Some(ParsedTag::Other) | None => {}
+            }
+        }
+        self
+    }
+
+    pub fn build(mut self) -> AuthzIndex {
+        let mut ix = self.index;
+        let mut role_ids: HashMap<Arc<str>, u32> = HashMap::new();
+        // Built once per process: the index is rebuilt on every change.
+        static PRECONFIGURED: LazyLock<Vec<(Arc<str>, RoleSpec)>> = LazyLock::new(|| {
+            preconfigured_roles()
+                .into_iter()
+                .map(|r| (Arc::from(r.metadata.name.as_deref().unwrap_or_default()), r.spec))
+                .collect()
+        });
+        let stored = self
+            .roles
+            .drain(..)
+            .filter(|(name, _)| !PRECONFIGURED.iter().any(|(p, _)| p == name));
+        let all: Vec<(Arc<str>, RoleSpec)> = PRECONFIGURED.iter().cloned().chain(stored).collect();
+        for (name, spec) in all {
+            let role = ix.compile_role(name.clone(), spec);
+            role_ids.insert(name, ix.roles.len() as u32);
+            ix.roles.push(role);
+        }
+        for (name, spec) in self.bindings {
+            let Some(&role) = role_ids.get(&*spec.role_ref) else {
+                ix.dangling.push(name);
+                continue;
+            };
+            let id = ix.bindings.len() as u32;
+            let clusters = sorted(spec.clusters.iter().map(|c| ix.cluster_id(c)));
+            let instances = sorted(spec.instances.iter().map(|i| ix.instance_ref_id(i)));
+            let reach_clusters = sorted(
+                clusters
+                    .iter()
+                    .copied()
+                    .chain(instances.iter().map(|i| ix.instances[*i as usize].cluster)),
+            );
+            for s in &spec.subjects {
+                let map = match s.kind {
+                    SubjectKind::User => &mut ix.by_user,
+                    SubjectKind::Group => &mut ix.by_group,
+                };
+                let list = map.entry(s.name.as_str().into()).or_default();
+                // A subject listed twice in one binding needs the binding once.
+                if list.last() != Some(&id) {
+                    list.push(id);
+                }
+            }
+            ix.bindings.push(CompiledBinding {
+                name,
+                role,
+                narrowed: !spec.clusters.is_empty() || !spec.instances.is_empty(),
+                spec,
+                clusters,
+                instances,
+                reach_clusters,
+            });
+        }
+        ix
+    }
+}
+
+fn sorted(ids: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut v: Vec<u32> = ids.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn contains(sorted: &[u32], id: Option<u32>) -> bool {
+    id.is_some_and(|id| sorted.binary_search(&id).is_ok())
+}
+
+/// Where one request points, resolved once.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    cluster: Option<u32>,
+    instance: Option<u32>,
+    facts: Option<&'a InstanceFacts>,
+    owned: bool,
+}
+
+impl AuthzIndex {
+    pub fn builder() -> AuthzIndexBuilder {
+        AuthzIndexBuilder::new()
+    }
+
+    /// Builds from Role and RoleBinding objects and cluster inventories with their tag
+    /// prefixes.
+    pub fn build<'a>(
+        roles: &[Role],
+        bindings: &[RoleBinding],
+        clusters: impl IntoIterator<Item = (&'a ClusterInventory, &'a str)>,
+    ) -> Self {
+        let mut b = AuthzIndexBuilder::new().roles(roles).bindings(bindings);
+        for (inventory, prefix) in clusters {
+            b = b.cluster(inventory, prefix);
+        }
+        b.build()
+    }
+
+    fn cluster_id(&mut self, name: &str) -> u32 {
+        if let Some(e) = self.clusters.get(name) {
+            return e.id;
+        }
+        let id = self.cluster_names.len() as u32;
+        self.cluster_names.push(name.into());
+        self.clusters.insert(
+            name.into(),
+            ClusterEntry {
+                id,
+                instances: HashMap::new(),
+            },
+        );
+        id
+    }
+
+    fn instance_id(&mut self, cluster: &str, name: &str) -> u32 {
+        let cid = self.cluster_id(cluster);
+        let next = self.instances.len() as u32;
+        let entry = self.clusters.get_mut(cluster).expect("cluster just interned");
+        if let Some(&id) = entry.instances.get(name) {
+            return id;
+        }
+        entry.instances.insert(name.into(), next);
+        self.instances.push(InstanceFacts {
+            cluster: cid,
+            name: name.into(),
+            owners: Vec::new(),
+            grants: Vec::new(),
+            locked: false,
+            isolated: false,
+        });
+        next
+    }
+
+    fn instance_ref_id(&mut self, r: &InstanceRef) -> u32 {
+        self.instance_id(&r.cluster, &r.name)
+    }
+
+    fn compile_role(&mut self, name: Arc<str>, spec: RoleSpec) -> CompiledRole {
+        let vm = spec
+            .vms
+            .as_ref()
+            .map_or_else(Masks::default, |r| Masks::from_iter(r.iter(), vm_bit));
+        let cl = spec
+            .clusters
+            .as_ref()
+            .map_or_else(Masks::default, |r| Masks::from_iter(r.iter(), cl_bit));
+        let sys = spec
+            .system
+            .as_ref()
+            .map_or_else(Masks::default, |r| Masks::from_iter(r.iter(), sys_bit));
+        let scope = spec.scope.kind;
+        let (mut scope_clusters, mut scope_instances) = (Vec::new(), Vec::new());
+        match scope {
+            ScopeKind::Clusters => {
+                scope_clusters = sorted(spec.scope.clusters.iter().map(|c| self.cluster_id(c)))
+            }
+            ScopeKind::Instances => {
+                scope_instances = sorted(spec.scope.instances.iter().map(|i| self.instance_ref_id(i)))
+            }
+            ScopeKind::All | ScopeKind::Own => {}
+        }
+        let scope_instance_clusters = sorted(
+            scope_instances
+                .iter()
+                .map(|i| self.instances[*i as usize].cluster),
+        );
+        CompiledRole {
+            name,
+            spec,
+            vm,
+            cl,
+            sys,
+            scope,
+            scope_clusters,
+            scope_instances,
+            scope_instance_clusters,
+        }
+    }
+
+    /// Bindings of a principal: the user's, then each group's (a binding naming both the
+    /// user and a group may come twice; combination is idempotent).
+    pub(crate) fn bindings_of<'s>(&'s self, p: &Principal<'s>) -> impl Iterator<Item = u32> + 's {
+        let user = self.by_user.get(p.user).map(Vec::as_slice).unwrap_or_default();
+        let groups = p
+            .groups
+            .iter()
+            .filter_map(|g| self.by_group.get(g.as_str()))
+            .flat_map(|v| v.iter().copied());
+        user.iter().copied().chain(groups)
+    }
+
+    fn target(&self, p: &Principal<'_>, cluster: &str, instance: Option<&str>) -> Target<'_> {
+        let entry = self.clusters.get(cluster);
+        let iid = instance.and_then(|n| entry.and_then(|e| e.instances.get(n).copied()));
+        let facts = iid.map(|i| &self.instances[i as usize]);
+        Target {
+            cluster: entry.map(|e| e.id),
+            instance: iid,
+            facts,
+            owned: facts.is_some_and(|f| f.owners.iter().any(|(s, _)| p.is(s))),
+        }
+    }
+
+    /// Whether binding `b` reaches the VM of `t` (role scope ∩ binding narrowing).
+    fn vm_reach(&self, b: &CompiledBinding, role: &CompiledRole, t: &Target<'_>) -> bool {
+        let scoped = match role.scope {
+            ScopeKind::All => true,
+            ScopeKind::Own => t.owned,
+            ScopeKind::Clusters => contains(&role.scope_clusters, t.cluster),
+            ScopeKind::Instances => contains(&role.scope_instances, t.instance),
+        };
+        scoped && (!b.narrowed || contains(&b.clusters, t.cluster) || contains(&b.instances, t.instance))
+    }
+
+    /// Whether binding `b` reaches the cluster of `t`.
+    fn cluster_reach(&self, b: &CompiledBinding, role: &CompiledRole, t: &Target<'_>) -> bool {
+        let scoped = match role.scope {
+            ScopeKind::All | ScopeKind::Own => true,
+            ScopeKind::Clusters => contains(&role.scope_clusters, t.cluster),
+            ScopeKind::Instances => contains(&role.scope_instance_clusters, t.cluster),
+        };
+        scoped && (!b.narrowed || contains(&b.reach_clusters, t.cluster))
+    }
+
+    /// Decides one request for one principal.
+    pub fn decide(&self, p: &Principal<'_>, request: &Request<'_>) -> Decision {
+        match *request {
+            Request::Vm {
+                cluster,
+                instance,
+                right,
+            } => self.decide_vm(p, &self.target(p, cluster, Some(instance)), right),
+            Request::Cluster { cluster, right } => {
+                self.decide_cluster(p, &self.target(p, cluster, None), right)
+            }
+            Request::System(right) => self.decide_system(p, right),
+        }
+    }
+
+    fn decide_vm(&self, p: &Principal<'_>, t: &Target<'_>, right: VmRight) -> Decision {
+        let bit = vm_bit(right);
+        let mut allow: Option<Grant> = None;
+        let mut forbid: Option<BindingId> = None;
+        let mut vm_admin: Option<Grant> = None;
+        let mut vm_admin_forbid: Option<BindingId> = None;
+        let mut cl_admin: Option<Grant> = None;
+        let mut cl_admin_forbid: Option<BindingId> = None;
+        for id in self.bindings_of(p) {
+            let b = &self.bindings[id as usize];
+            let role = &self.roles[b.role as usize];
+            let vm_relevant = role.vm.any(bit | VM_ADMIN) || role.cl.allow & CL_ADMIN != 0;
+            let cl_relevant = role.cl.forbid & CL_ADMIN != 0;
+            if !vm_relevant && !cl_relevant {
+                continue;
+            }
+            let binding = BindingId(id);
+            if vm_relevant && self.vm_reach(b, role, t) {
+                if role.vm.forbid & bit != 0 {
+                    forbid.get_or_insert(binding);
+                }
+                if role.vm.forbid & VM_ADMIN != 0 {
+                    vm_admin_forbid.get_or_insert(binding);
+                }
+                if role.vm.allow & bit != 0 {
+                    allow.get_or_insert(Grant::Role {
+                        binding,
+                        via: Right::Vm(right),
+                    });
+                }
+                if role.vm.allow & VM_ADMIN != 0 {
+                    vm_admin.get_or_insert(Grant::Role {
+                        binding,
+                        via: Right::Vm(VmRight::Admin),
+                    });
+                }
+                if role.cl.allow & CL_ADMIN != 0 {
+                    cl_admin.get_or_insert(Grant::Role {
+                        binding,
+                        via: Right::Cluster(ClusterRight::Admin),
+                    });
+                }
+            }
+            if cl_relevant && self.cluster_reach(b, role, t) {
+                cl_admin_forbid.get_or_insert(binding);
+            }
+        }
+        let cl_admin_held = if cl_admin_forbid.is_none() { cl_admin } else { None };
+        // VM admin through a role (or cluster admin): what lifts an admin lock.
+        let role_admin = if vm_admin_forbid.is_none() {
+            vm_admin.or(cl_admin_held)
+        } else {
+            None
+        };
+        let (mut tag_allow, mut tag_admin) = (None, None);
+        if let Some(f) = t.facts {
+            for (n, g) in f.grants.iter().enumerate() {
+                if g.rights & (bit | VM_ADMIN) == 0 || !p.is(&g.subject) {
+                    continue;
+                }
+                let grant = Grant::Tag {
+                    instance: InstanceId(t.instance.unwrap_or_default()),
+                    tag: n as u32,
+                };
+                if g.rights & bit != 0 {
+                    tag_allow.get_or_insert(grant);
+                }
+                if g.rights & VM_ADMIN != 0 {
+                    tag_admin.get_or_insert(grant);
+                }
+            }
+        }
+        if let Some(binding) = forbid {
+            return Decision::denied(Reason::Forbidden {
+                binding,
+                right: Right::Vm(right),
+            });
+        }
+        let admin = if vm_admin_forbid.is_none() {
+            role_admin.or(tag_admin)
+        } else {
+            None
+        };
+        let grant = if right == VmRight::Admin {
+            admin
+        } else {
+            allow.or(tag_allow).or(admin)
+        };
+        let Some(grant) = grant else {
+            if let Some(binding) =
+                vm_admin_forbid.filter(|_| vm_admin.or(tag_admin).or(cl_admin_held).is_some())
+            {
+                return Decision::denied(Reason::Forbidden {
+                    binding,
+                    right: Right::Vm(VmRight::Admin),
+                });
+            }
+            if let Some(binding) = cl_admin_forbid.filter(|_| cl_admin.is_some()) {
+                return Decision::denied(Reason::Forbidden {
+                    binding,
+                    right: Right::Cluster(ClusterRight::Admin),
+                });
+            }
+            return Decision::denied(Reason::NotGranted);
+        };
+        if t.facts.is_some_and(|f| f.locked) && bit & LOCK_EXEMPT == 0 && role_admin.is_none() {
+            return Decision::denied(Reason::AdminLock);
+        }
+        Decision::granted(grant)
+    }
+
+    fn decide_cluster(&self, p: &Principal<'_>, t: &Target<'_>, right: ClusterRight) -> Decision {
+        let bit = cl_bit(right);
+        let (mut allow, mut forbid, mut admin, mut admin_forbid) = (None, None, None, None);
+        for id in self.bindings_of(p) {
+            let b = &self.bindings[id as usize];
+            let role = &self.roles[b.role as usize];
+            if !role.cl.any(bit | CL_ADMIN) || !self.cluster_reach(b, role, t) {
+                continue;
+            }
+            let binding = BindingId(id);
+            if role.cl.forbid & bit != 0 {
+                forbid.get_or_insert(binding);
+            }
+            if role.cl.forbid & CL_ADMIN != 0 {
+                admin_forbid.get_or_insert(binding);
+            }
+            if role.cl.allow & bit != 0 {
+                allow.get_or_insert(binding);
+            }
+            if role.cl.allow & CL_ADMIN != 0 {
+                admin.get_or_insert(binding);
+            }
+        }
+        if let Some(binding) = forbid {
+            return Decision::denied(Reason::Forbidden {
+                binding,
+                right: Right::Cluster(right),
+            });
+        }
+        if let Some(binding) = allow {
+            return Decision::granted(Grant::Role {
+                binding,
+                via: Right::Cluster(right),
+            });
+        }
+        match (admin, admin_forbid) {
+            (Some(binding), None) => Decision::granted(Grant::Role {
+                binding,
+                via: Right::Cluster(ClusterRight::Admin),
+            }),
+            (Some(_), Some(binding)) => Decision::denied(Reason::Forbidden {
+                binding,
+                right: Right::Cluster(ClusterRight::Admin),
+            }),
+            (None, _) => Decision::denied(Reason::NotGranted),
+        }
+    }
+
+    fn decide_system(&self, p: &Principal<'_>, right: SystemRight) -> Decision {
+        let bit = sys_bit(right);
+        let mut allow = None;
+        for id in self.bindings_of(p) {
+            let b = &self.bindings[id as usize];
+            let role = &self.roles[b.role as usize];
+            if role.sys.forbid & bit != 0 {
+                return Decision::denied(Reason::Forbidden {
+                    binding: BindingId(id),
+                    right: Right::System(right),
+                });
+            }
+            if role.sys.allow & bit != 0 && !b.narrowed {
+                allow.get_or_insert(BindingId(id));
+            }
+        }
+        match allow {
+            Some(binding) => Decision::granted(Grant::Role {
+                binding,
+                via: Right::System(right),
+            }),
+            None => Decision::denied(Reason::NotGranted),
+        }
+    }
+
+    /// Whether the principal has an un-narrowed binding to `administrator`.
+    pub fn is_administrator(&self, p: &Principal<'_>) -> bool {
+        self.bindings_of(p).any(|id| {
+            let b = &self.bindings[id as usize];
+            !b.narrowed && &*self.roles[b.role as usize].name == ADMINISTRATOR
+        })
+    }
+
+    /// Names of the bindings whose role does not exist.
+    pub fn dangling_bindings(&self) -> &[Arc<str>] {
+        &self.dangling
+    }
+
+    pub fn binding_name(&self, id: BindingId) -> &str {
+        &self.bindings[id.0 as usize].name
+    }
+
+    /// The role a binding refers to.
+    pub fn binding_role(&self, id: BindingId) -> &str {
+        &self.roles[self.bindings[id.0 as usize].role as usize].name
+    }
+
+    /// (cluster, instance name) of an instance id.
+    pub fn instance_ref(&self, id: InstanceId) -> (&str, &str) {
+        let f = &self.instances[id.0 as usize];
+        (&self.cluster_names[f.cluster as usize], &f.name)
+    }
+
+    /// The tag behind a [`Grant::Tag`].
+    pub fn tag(&self, instance: InstanceId, tag: u32) -> &str {
+        &self.instances[instance.0 as usize].grants[tag as usize].tag
+    }
+
+    /// Owners of an instance (from owner tags), if the index knows it.
+    pub fn owners(&self, cluster: &str, instance: &str) -> impl Iterator<Item = &Subject> {
+        let id = self.clusters.get(cluster).and_then(|e| e.instances.get(instance));
+        id.into_iter()
+            .flat_map(|i| self.instances[*i as usize].owners.iter().map(|(s, _)| s))
+    }
+
+    /// Whether an instance carries `ganetimgr:adminlock`.
+    pub fn is_locked(&self, cluster: &str, instance: &str) -> bool {
+        self.find_instance(cluster, instance).is_some_and(|f| f.locked)
+    }
+
+    /// Whether an instance carries `ganetimgr:isolate`.
+    pub fn is_isolated(&self, cluster: &str, instance: &str) -> bool {
+        self.find_instance(cluster, instance).is_some_and(|f| f.isolated)
+    }
+
+    pub(crate) fn find_instance(&self, cluster: &str, instance: &str) -> Option<&InstanceFacts> {
+        let id = self.clusters.get(cluster)?.instances.get(instance)?;
+        Some(&self.instances[*id as usize])
+    }
+
+    pub(crate) fn find_role(&self, name: &str) -> Option<&CompiledRole> {
+        self.roles.iter().find(|r| &*r.name == name)
+    }
+}

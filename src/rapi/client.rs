@@ -1,0 +1,806 @@
+//! The async RAPI client: one per Ganeti cluster.
+
+use super::error::RapiError;
+use super::tls::{self, TlsMode};
+use super::types::*;
+use crate::inventory::NodeRole;
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// RAPI user and password, from a Kubernetes Secret. Debug never shows the password.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: SecretString,
+}
+
+impl Credentials {
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            username: username.into(),
+            password: SecretString::from(password.into()),
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Receives the duration and outcome of every RAPI request, for metrics.
+/// `outcome` is `"ok"` or a `RapiError::category()`.
+pub trait RapiObserver: Send + Sync {
+    fn observe(&self, op: &'static str, outcome: &'static str, seconds: f64);
+}
+
+/// The default observer: records nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoopObserver;
+
+impl RapiObserver for NoopObserver {
+    fn observe(&self, _: &'static str, _: &'static str, _: f64) {}
+}
+
+/// How to reach one cluster.
+#[derive(Debug, Clone)]
+pub struct RapiConfig {
+    /// e.g. `https://cluster.example.org:5080`.
+    pub base_url: String,
+    pub credentials: Credentials,
+    pub tls: TlsMode,
+    pub connect_timeout: Duration,
+    /// Per request.
+    pub request_timeout: Duration,
+    /// For one `/2/jobs/<id>/wait` long-poll (Ganeti holds it up to 10 s).
+    pub wait_timeout: Duration,
+    /// Extra attempts for reads that failed transiently.
+    pub read_retries: usize,
+}
+
+impl RapiConfig {
+    pub fn new(base_url: impl Into<String>, credentials: Credentials, tls: TlsMode) -> Self {
+        Self {
+            base_url: base_url.into(),
+            credentials,
+            tls,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            wait_timeout: Duration::from_secs(40),
+            read_retries: 3,
+        }
+    }
+}
+
+/// Typed client for Ganeti's RAPI v2. Cheap to clone.
+#[derive(Clone)]
+pub struct RapiClient {
+    http: reqwest::Client,
+    base: Url,
+    credentials: Credentials,
+    request_timeout: Duration,
+    wait_timeout: Duration,
+    read_retries: usize,
+    insecure: bool,
+    observer: Arc<dyn RapiObserver>,
+}
+
+impl fmt::Debug for RapiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RapiClient")
+            .field("base", &self.base.as_str())
+            .field("credentials", &self.credentials)
+            .field("insecure", &self.insecure)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a failed request may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A read: retried on transient failures.
+    Read,
+    /// Sent once: writes (they may have been applied), and reads whose "transient"
+    /// answers are not (a stopped instance's console is 503), or that loop anyway.
+    Once,
+}
+
+impl RapiClient {
+    pub fn new(config: RapiConfig) -> Result<Self, RapiError> {
+        let mut base = Url::parse(&config.base_url).map_err(|e| RapiError::Config {
+            detail: format!("base URL {:?}: {e}", config.base_url),
+        })?;
+        if base.scheme() != "https" {
+            return Err(RapiError::Config {
+                detail: "RAPI base URL must use https".into(),
+            });
+        }
+        if base.cannot_be_a_base() {
+            return Err(RapiError::Config {
+                detail: "RAPI base URL cannot carry paths".into(),
+            });
+        }
+        base.set_query(None);
+        let tls_config = tls::client_config(&config.tls)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls_config)
+            .connect_timeout(config.connect_timeout)
+            .user_agent(concat!("ganeti-operator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RapiError::Config {
+                detail: e.to_string(),
+            })?;
+        Ok(Self {
+            http,
+            base,
+            credentials: config.credentials,
+            request_timeout: config.request_timeout,
+            wait_timeout: config.wait_timeout,
+            read_retries: config.read_retries,
+            insecure: config.tls == TlsMode::Insecure,
+            observer: Arc::new(NoopObserver),
+        })
+    }
+
+    /// Plugs a metrics observer in.
+    pub fn with_observer(mut self, observer: Arc<dyn RapiObserver>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Whether certificate checks are off (the caller reports a warning condition).
+    pub fn is_insecure(&self) -> bool {
+        self.insecure
+    }
+
+    /// `base` + `/2/...` path segments (each percent-encoded) + query.
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut url = self.base.clone();
+        {
+            // cannot_be_a_base was rejected in new(), so this cannot fail.
+            let mut path = url.path_segments_mut().expect("base URL");
+            path.pop_if_empty();
+            path.extend(segments);
+        }
+        if !query.is_empty() {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+        }
+        url
+    }
+
+    /// One request: timed, observed, retried with jittered backoff if it is a read and
+    /// failed transiently.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        kind: Kind,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<T, RapiError> {
+        let attempt = || async {
+            let started = Instant::now();
+            let result = self
+                .attempt::<T>(method.clone(), url.clone(), body, timeout)
+                .await;
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.category(),
+            };
+            self.observer
+                .observe(op, outcome, started.elapsed().as_secs_f64());
+            result
+        };
+        match kind {
+            Kind::Once => attempt().await,
+            Kind::Read => {
+                attempt
+                    .retry(read_backoff(self.read_retries))
+                    .when(RapiError::is_retryable_read)
+                    .notify(|e, after| {
+                        tracing::debug!(op, error = %e, retry_in = ?after, "retrying RAPI read");
+                    })
+                    .await
+            }
+        }
+    }
+
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<T, RapiError> {
+        let mut req = self.http.request(method, url).timeout(timeout).basic_auth(
+            &self.credentials.username,
+            Some(self.credentials.password.expose_secret()),
+        );
+        if let Some(body) = body {
+            // RAPI answers 415 to a body without this content type; .json() sets it.
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(|e| RapiError::from_reqwest(&e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| RapiError::from_reqwest(&e))?;
+        if !status.is_success() {
+            return Err(RapiError::from_status(status.as_u16(), &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| RapiError::Decode {
+            detail: e.to_string(),
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<T, RapiError> {
+        let url = self.url(segments, query);
+        self.call(op, Kind::Read, Method::GET, url, None, self.request_timeout)
+            .await
+    }
+
+    /// A write: carries `reason` (which Kubernetes object and user caused it) into
+    /// Ganeti's reason trail, and is sent once.
+    async fn write(
+        &self,
+        op: &'static str,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        let mut q = query.to_vec();
+        q.push(("reason", reason));
+        let url = self.url(segments, &q);
+        self.call(op, Kind::Once, method, url, body, self.request_timeout)
+            .await
+    }
+
+    // --- cluster -------------------------------------------------------------------
+
+    /// `GET /2/info`.
+    pub async fn info(&self) -> Result<Info, RapiError> {
+        self.get("info", &["2", "info"], &[]).await
+    }
+
+    /// `GET /2/features`; the operator requires [`FEATURE_INSTANCE_CREATE_V1`].
+    pub async fn features(&self) -> Result<Vec<String>, RapiError> {
+        self.get("features", &["2", "features"], &[]).await
+    }
+
+    /// `GET /2/tags`.
+    pub async fn cluster_tags(&self) -> Result<Vec<String>, RapiError> {
+        self.get("cluster_tags", &["2", "tags"], &[]).await
+    }
+
+    /// `PUT /2/tags?tag=...`: all tags in one job.
+    pub async fn add_cluster_tags(&self, tags: &[&str], reason: &str) -> Result<JobId, RapiError> {
+        let q: Vec<_> = tags.iter().map(|t| ("tag", *t)).collect();
+        self.write("cluster_tags_add", Method::PUT, &["2", "tags"], &q, None, reason)
+            .await
+    }
+
+    /// `DELETE /2/tags?tag=...`.
+    pub async fn remove_cluster_tags(&self, tags: &[&str], reason: &str) -> Result<JobId, RapiError> {
+        let q: Vec<_> = tags.iter().map(|t| ("tag", *t)).collect();
+        self.write(
+            "cluster_tags_remove",
+            Method::DELETE,
+            &["2", "tags"],
+            &q,
+            None,
+            reason,
+        )
+        .await
+    }
+
+    // --- bulk reads ----------------------------------------------------------------
+
+    /// `GET /2/instances?bulk=1`.
+    pub async fn instances(&self) -> Result<Vec<WireInstance>, RapiError> {
+        self.get("instances_bulk", &["2", "instances"], &[("bulk", "1")])
+            .await
+    }
+
+    /// `GET /2/instances/<name>`.
+    pub async fn instance(&self, name: &str) -> Result<WireInstance, RapiError> {
+        self.get("instance", &["2", "instances", name], &[]).await
+    }
+
+    /// Instance name → hypervisor, via `GET /2/query/instance` (the bulk answer lacks
+    /// the hypervisor). Needs a user with the `read` or `write` option.
+    pub async fn instance_hypervisors(&self) -> Result<HashMap<String, String>, RapiError> {
+        #[derive(serde::Deserialize)]
+        struct QueryResponse {
+            data: Vec<Vec<(i64, Value)>>,
+        }
+        let resp: QueryResponse = self
+            .get(
+                "instances_query",
+                &["2", "query", "instance"],
+                &[("fields", "name,hypervisor")],
+            )
+            .await?;
+        Ok(resp
+            .data
+            .into_iter()
+            .filter_map(|row| match row.as_slice() {
+                [(_, Value::String(name)), (_, Value::String(hv))] => Some((name.clone(), hv.clone())),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// `GET /2/nodes?bulk=1`.
+    pub async fn nodes(&self) -> Result<Vec<WireNode>, RapiError> {
+        self.get("nodes_bulk", &["2", "nodes"], &[("bulk", "1")]).await
+    }
+
+    /// `GET /2/groups?bulk=1`.
+    pub async fn groups(&self) -> Result<Vec<WireGroup>, RapiError> {
+        self.get("groups_bulk", &["2", "groups"], &[("bulk", "1")]).await
+    }
+
+    /// `GET /2/jobs?bulk=1` (without op results).
+    pub async fn jobs(&self) -> Result<Vec<Job>, RapiError> {
+        self.get("jobs_bulk", &["2", "jobs"], &[("bulk", "1")]).await
+    }
+
+    // --- jobs ----------------------------------------------------------------------
+
+    /// `GET /2/jobs/<id>`. An unknown (or archived) job is `NotFound`: Ganeti 3.0.2
+    /// answers it with 200 and all fields null.
+    pub async fn job(&self, id: JobId) -> Result<Job, RapiError> {
+        let id_text = id.to_string();
+        let raw: Value = self.get("job", &["2", "jobs", &id_text], &[]).await?;
+        if raw.get("status").is_none_or(Value::is_null) {
+            return Err(RapiError::NotFound {
+                message: format!("job {id} is unknown"),
+            });
+        }
+        serde_json::from_value(raw).map_err(|e| RapiError::Decode {
+            detail: e.to_string(),
+        })
+    }
+
+    /// One `GET /2/jobs/<id>/wait` long-poll for a status change: `Ok(None)` when
+    /// nothing changed within Ganeti's poll window (10 s), else the new status.
+    pub async fn wait_job_change(
+        &self,
+        id: JobId,
+        previous: Option<JobStatus>,
+    ) -> Result<Option<JobStatus>, RapiError> {
+        let id_text = id.to_string();
+        let url = self.url(&["2", "jobs", &id_text, "wait"], &[]);
+        let body = json!({
+            "fields": ["status"],
+            "previous_job_info": previous.map(|s| json!([s.as_str()])),
+            "previous_log_serial": null,
+        });
+        // A GET with a body, as RAPI wants; a read, but not retried here: the caller
+        // loops anyway.
+        let change: Option<JobChange> = self
+            .call(
+                "job_wait",
+                Kind::Once,
+                Method::GET,
+                url,
+                Some(&body),
+                self.wait_timeout,
+            )
+            .await?;
+        let Some(change) = change else { return Ok(None) };
+        match change.job_info.first() {
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| RapiError::Decode {
+                    detail: format!("job status {v}: {e}"),
+                }),
+            None => Err(RapiError::Decode {
+                detail: "wait answer without job_info".into(),
+            }),
+        }
+    }
+
+    /// Waits until the job is final and returns it (look at `Job::failure()` or use
+    /// `into_success()`). Long-polls `/wait`; falls back to plain GET polling when the
+    /// user may not use it (4xx other than 404, e.g. a read-only user's 403), or when
+    /// Ganeti errs on it (500 "Can't load job file" for an unknown job). `Timeout` when
+    /// `deadline` passes first.
+    pub async fn wait_job(&self, id: JobId, deadline: Duration) -> Result<Job, RapiError> {
+        let until = Instant::now() + deadline;
+        let mut previous: Option<JobStatus> = None;
+        let mut long_poll = true;
+        let mut poll_delay = Duration::from_millis(250);
+        loop {
+            if Instant::now() >= until {
+                return Err(RapiError::Timeout);
+            }
+            if long_poll {
+                match self.wait_job_change(id, previous).await {
+                    Ok(Some(status)) if status.is_final() => return self.job(id).await,
+                    Ok(Some(status)) => previous = Some(status),
+                    Ok(None) => {}
+                    Err(RapiError::NotFound { .. }) => {
+                        return Err(RapiError::NotFound {
+                            message: format!("job {id} is unknown"),
+                        });
+                    }
+                    Err(
+                        RapiError::Unauthorized
+                        | RapiError::Forbidden
+                        | RapiError::BadRequest { .. }
+                        | RapiError::Http { .. },
+                    ) => {
+                        tracing::debug!(job = %id, "job wait refused; polling instead");
+                        long_poll = false;
+                    }
+                    Err(e) if e.is_retryable_read() => {
+                        tokio::time::sleep(poll_delay).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                let job = self.job(id).await?;
+                if job.status.is_final() {
+                    return Ok(job);
+                }
+                let left = until.saturating_duration_since(Instant::now());
+                tokio::time::sleep(poll_delay.min(left)).await;
+                poll_delay = (poll_delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    // --- instances -----------------------------------------------------------------
+
+    /// `POST /2/instances` with a v1 body; returns the job id.
+    pub async fn create_instance(&self, req: &InstanceCreate, reason: &str) -> Result<JobId, RapiError> {
+        let body = serde_json::to_value(req).map_err(|e| RapiError::Config {
+            detail: e.to_string(),
+        })?;
+        self.write(
+            "instance_create",
+            Method::POST,
+            &["2", "instances"],
+            &[],
+            Some(&body),
+            reason,
+        )
+        .await
+    }
+
+    /// `PUT /2/instances/<n>/startup`.
+    pub async fn startup_instance(&self, name: &str, reason: &str) -> Result<JobId, RapiError> {
+        self.write(
+            "instance_startup",
+            Method::PUT,
+            &["2", "instances", name, "startup"],
+            &[],
+            None,
+            reason,
+        )
+        .await
+    }
+
+    /// `PUT /2/instances/<n>/shutdown`, with Ganeti's default timeout unless given.
+    pub async fn shutdown_instance(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        let body = match timeout {
+            Some(t) => json!({ "timeout": t.as_secs() }),
+            None => json!({}),
+        };
+        self.write(
+            "instance_shutdown",
+            Method::PUT,
+            &["2", "instances", name, "shutdown"],
+            &[],
+            Some(&body),
+            reason,
+        )
+        .await
+    }
+
+    /// `POST /2/instances/<n>/reboot?type=...`.
+    pub async fn reboot_instance(
+        &self,
+        name: &str,
+        kind: RebootType,
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        self.write(
+            "instance_reboot",
+            Method::POST,
+            &["2", "instances", name, "reboot"],
+            &[("type", kind.as_str())],
+            None,
+            reason,
+        )
+        .await
+    }
+
+    /// `PUT /2/instances/<n>/rename`.
+    pub async fn rename_instance(
+        &self,
+        name: &str,
+        new_name: &str,
+        name_check: bool,
+        ip_check: bool,
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        let body = json!({ "new_name": new_name, "name_check": name_check, "ip_check": ip_check });
+        self.write(
+            "instance_rename",
+            Method::PUT,
+            &["2", "instances", name, "rename"],
+            &[],
+            Some(&body),
+            reason,
+        )
+        .await
+    }
+
+    /// `POST /2/instances/<n>/reinstall` (v1 body).
+    pub async fn reinstall_instance(
+        &self,
+        name: &str,
+        req: &InstanceReinstall,
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        let body = serde_json::to_value(req).map_err(|e| RapiError::Config {
+            detail: e.to_string(),
+        })?;
+        self.write(
+            "instance_reinstall",
+            Method::POST,
+            &["2", "instances", name, "reinstall"],
+            &[],
+            Some(&body),
+            reason,
+        )
+        .await
+    }
+
+    /// `DELETE /2/instances/<n>`.
+    pub async fn remove_instance(&self, name: &str, reason: &str) -> Result<JobId, RapiError> {
+        self.write(
+            "instance_remove",
+            Method::DELETE,
+            &["2", "instances", name],
+            &[],
+            None,
+            reason,
+        )
+        .await
+    }
+
+    /// `GET /2/instances/<n>/tags`.
+    pub async fn instance_tags(&self, name: &str) -> Result<Vec<String>, RapiError> {
+        self.get("instance_tags", &["2", "instances", name, "tags"], &[])
+            .await
+    }
+
+    /// `PUT /2/instances/<n>/tags?tag=a&tag=b`: one job for all tags.
+    pub async fn add_instance_tags(
+        &self,
+        name: &str,
+        tags: &[&str],
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        let q: Vec<_> = tags.iter().map(|t| ("tag", *t)).collect();
+        self.write(
+            "instance_tags_add",
+            Method::PUT,
+            &["2", "instances", name, "tags"],
+            &q,
+            None,
+            reason,
+        )
+        .await
+    }
+
+    /// `DELETE /2/instances/<n>/tags?tag=a&tag=b`.
+    pub async fn remove_instance_tags(
+        &self,
+        name: &str,
+        tags: &[&str],
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        let q: Vec<_> = tags.iter().map(|t| ("tag", *t)).collect();
+        self.write(
+            "instance_tags_remove",
+            Method::DELETE,
+            &["2", "instances", name, "tags"],
+            &q,
+            None,
+            reason,
+        )
+        .await
+    }
+
+    /// `GET /2/instances/<n>/console`. A stopped instance is `Unavailable` (503);
+    /// Ganeti 3.0.2 answers an unknown instance with 500, not 404.
+    pub async fn console(&self, name: &str) -> Result<Console, RapiError> {
+        let url = self.url(&["2", "instances", name, "console"], &[]);
+        self.call(
+            "instance_console",
+            Kind::Once,
+            Method::GET,
+            url,
+            None,
+            self.request_timeout,
+        )
+        .await
+    }
+
+    // --- nodes ---------------------------------------------------------------------
+
+    /// `GET /2/nodes/<n>/role`.
+    pub async fn node_role(&self, node: &str) -> Result<NodeRole, RapiError> {
+        let name: String = self.get("node_role", &["2", "nodes", node, "role"], &[]).await?;
+        parse_node_role_name(&name).ok_or_else(|| RapiError::Decode {
+            detail: format!("unknown node role {name:?}"),
+        })
+    }
+
+    /// `PUT /2/nodes/<n>/role` with the role name as a JSON string body. `force` is
+    /// needed e.g. to demote a master candidate below the pool size.
+    pub async fn set_node_role(
+        &self,
+        node: &str,
+        role: NodeRole,
+        force: bool,
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        let body = Value::String(node_role_name(role).to_owned());
+        let q: &[(&str, &str)] = if force { &[("force", "1")] } else { &[] };
+        self.write(
+            "node_role_set",
+            Method::PUT,
+            &["2", "nodes", node, "role"],
+            q,
+            Some(&body),
+            reason,
+        )
+        .await
+    }
+}
+
+/// Jittered exponential backoff for reads: 200 ms, 400 ms, 800 ms, ... capped at 5 s.
+fn read_backoff(retries: usize) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_max_times(retries)
+        .with_jitter()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(url: &str) -> RapiClient {
+        RapiClient::new(RapiConfig::new(
+            url,
+            Credentials::new("u", "s3cret-pw"),
+            TlsMode::Insecure,
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let c = client("https://ganeti.example:5080");
+        let text = format!("{c:?} {:?}", c.credentials);
+        assert!(!text.contains("s3cret-pw"), "{text}");
+        assert!(text.contains("<redacted>"));
+    }
+
+    #[test]
+    fn urls_are_built_and_encoded() {
+        let c = client("https://ganeti.example:5080/");
+        let url = c.url(
+            &["2", "instances", "vm1.example", "tags"],
+            &[
+                ("tag", "a:b"),
+                ("tag", "c d"),
+                ("reason", "VM ns/x by alice@example"),
+            ],
+        );
+        assert_eq!(
+            url.as_str(),
+            "https://ganeti.example:5080/2/instances/vm1.example/tags?tag=a%3Ab&tag=c+d&reason=VM+ns%2Fx+by+alice%40example"
+        );
+        // A name cannot smuggle path segments.
+        let url = c.url(&["2", "instances", "../info"], &[]);
+        assert_eq!(url.path(), "/2/instances/..%2Finfo");
+        // A base with a prefix path keeps it.
+        let c = client("https://proxy.example/ganeti");
+        assert_eq!(
+            c.url(&["2", "info"], &[]).as_str(),
+            "https://proxy.example/ganeti/2/info"
+        );
+    }
+
+    #[test]
+    fn only_https_urls_are_accepted() {
+        let err = RapiClient::new(RapiConfig::new(
+            "http://x:5080",
+            Credentials::new("u", "p"),
+            TlsMode::Insecure,
+        ))
+        .unwrap_err();
+        assert_eq!(err.category(), "config_error");
+        assert!(
+            RapiClient::new(RapiConfig::new(
+                "not a url",
+                Credentials::new("u", "p"),
+                TlsMode::Insecure
+            ))
+            .is_err()
+        );
+    }
+
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<(&'static str, &'static str)>>);
+    impl RapiObserver for Recorder {
+        fn observe(&self, op: &'static str, outcome: &'static str, _: f64) {
+            self.0.lock().unwrap().push((op, outcome));
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_are_retried_on_connect_errors_and_writes_are_not() {
+        // A port nobody listens on: connection refused at once.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let rec = Arc::new(Recorder::default());
+        let mut cfg = RapiConfig::new(
+            format!("https://127.0.0.1:{port}"),
+            Credentials::new("u", "p"),
+            TlsMode::Insecure,
+        );
+        cfg.read_retries = 2;
+        let c = RapiClient::new(cfg).unwrap().with_observer(rec.clone());
+        let err = c.info().await.unwrap_err();
+        assert_eq!(err.category(), "unreachable", "{err:?}");
+        let err = c.startup_instance("vm", "test").await.unwrap_err();
+        assert_eq!(err.category(), "unreachable");
+        let seen = rec.0.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                ("info", "unreachable"),
+                ("info", "unreachable"),
+                ("info", "unreachable"),
+                ("instance_startup", "unreachable")
+            ]
+        );
+    }
+}

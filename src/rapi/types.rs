@@ -1,0 +1,809 @@
+//! RAPI request and answer types (shapes checked against Ganeti 3.0.2), and their
+//! conversion into the domain model of `crate::inventory`.
+//!
+//! Wire types are lenient: every field Ganeti may leave out or send as `null` (for
+//! example `dtotal` on a diskless node, or `oper_state` of an instance on an offline
+//! node) is optional, so one odd object cannot break a whole bulk read.
+
+use super::error::GanetiFailure;
+use crate::inventory::{self, NodeRole};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A Ganeti job id. Ganeti 3.0 answers a bare JSON number; older versions a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct JobId(pub u64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for JobId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(JobId(n)),
+            Raw::S(s) => s.parse().map(JobId).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// `/2/info`, the fields the operator uses (the rest is ignored).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Info {
+    pub name: String,
+    pub master: String,
+    pub software_version: String,
+    #[serde(default)]
+    pub protocol_version: Option<u64>,
+    #[serde(default)]
+    pub enabled_hypervisors: Vec<String>,
+    #[serde(default)]
+    pub default_hypervisor: Option<String>,
+    #[serde(default)]
+    pub enabled_disk_templates: Vec<String>,
+    #[serde(default)]
+    pub candidate_pool_size: Option<u32>,
+    #[serde(default)]
+    pub uuid: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Cluster-level backend parameters (`{"default": {...}}`).
+    #[serde(default)]
+    pub beparams: BTreeMap<String, Value>,
+}
+
+impl From<Info> for inventory::ClusterFacts {
+    fn from(i: Info) -> Self {
+        Self {
+            name: i.name,
+            master: i.master,
+            software_version: i.software_version,
+            enabled_hypervisors: i.enabled_hypervisors,
+            default_hypervisor: i.default_hypervisor.unwrap_or_default(),
+        }
+    }
+}
+
+/// The feature string a v1 instance-creation body needs.
+pub const FEATURE_INSTANCE_CREATE_V1: &str = "instance-create-reqv1";
+
+/// Backend parameters as RAPI reports them (filled with cluster defaults).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct WireBeParams {
+    pub maxmem: Option<u64>,
+    pub minmem: Option<u64>,
+    /// Older name of maxmem; Ganeti 3.0 still reports it.
+    pub memory: Option<u64>,
+    pub vcpus: Option<u32>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// One element of `/2/instances?bulk=1`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WireInstance {
+    pub name: String,
+    /// up, down or offline.
+    #[serde(default)]
+    pub admin_state: Option<String>,
+    #[serde(default)]
+    pub oper_state: Option<bool>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub os: Option<String>,
+    #[serde(default)]
+    pub pnode: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub snodes: Vec<String>,
+    #[serde(default)]
+    pub disk_template: Option<String>,
+    #[serde(rename = "disk.sizes", default, deserialize_with = "null_as_default")]
+    pub disk_sizes: Vec<Option<u64>>,
+    #[serde(default)]
+    pub disk_usage: Option<u64>,
+    #[serde(rename = "nic.ips", default, deserialize_with = "null_as_default")]
+    pub nic_ips: Vec<Option<String>>,
+    #[serde(rename = "nic.macs", default, deserialize_with = "null_as_default")]
+    pub nic_macs: Vec<Option<String>>,
+    #[serde(rename = "nic.modes", default, deserialize_with = "null_as_default")]
+    pub nic_modes: Vec<Option<String>>,
+    #[serde(rename = "nic.links", default, deserialize_with = "null_as_default")]
+    pub nic_links: Vec<Option<String>>,
+    #[serde(rename = "nic.networks", default, deserialize_with = "null_as_default")]
+    pub nic_networks: Vec<Option<String>>,
+    #[serde(default)]
+    pub network_port: Option<u16>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub beparams: WireBeParams,
+    /// Effective hypervisor parameters (empty for the fake hypervisor).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub hvparams: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub oper_ram: Option<u64>,
+    #[serde(default)]
+    pub oper_vcpus: Option<u32>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub ctime: Option<f64>,
+    #[serde(default)]
+    pub mtime: Option<f64>,
+    #[serde(default)]
+    pub uuid: Option<String>,
+    #[serde(default)]
+    pub serial_no: Option<u64>,
+    /// Not part of the bulk answer (RAPI has no such field there); filled from
+    /// `RapiClient::instance_hypervisors` when the caller wants it.
+    #[serde(default)]
+    pub hypervisor: Option<String>,
+}
+
+impl From<WireInstance> for inventory::Instance {
+    fn from(w: WireInstance) -> Self {
+        let vnc_bind_address = w
+            .hvparams
+            .get("vnc_bind_address")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+        Self {
+            admin_up: w.admin_state.as_deref() == Some("up"),
+            running: w.oper_state.unwrap_or(false),
+            status: w.status.unwrap_or_default(),
+            primary_node: w.pnode.unwrap_or_default(),
+            secondary_nodes: w.snodes,
+            os: w.os.unwrap_or_default(),
+            hypervisor: w.hypervisor.unwrap_or_default(),
+            disk_template: w.disk_template.unwrap_or_default(),
+            vcpus: w.beparams.vcpus.unwrap_or(0),
+            memory_mib: w.beparams.maxmem.or(w.beparams.memory).unwrap_or(0),
+            disk_mib: w.disk_sizes.iter().flatten().sum(),
+            ips: w.nic_ips.into_iter().flatten().collect(),
+            macs: w.nic_macs.into_iter().flatten().collect(),
+            network_port: w.network_port,
+            vnc_bind_address,
+            tags: w.tags,
+            ctime: w.ctime,
+            name: w.name,
+        }
+    }
+}
+
+/// One element of `/2/nodes?bulk=1`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WireNode {
+    pub name: String,
+    /// Single letter: M, C, R, D or O.
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub offline: Option<bool>,
+    #[serde(default)]
+    pub drained: Option<bool>,
+    #[serde(default)]
+    pub master_candidate: Option<bool>,
+    #[serde(default)]
+    pub master_capable: Option<bool>,
+    #[serde(default)]
+    pub vm_capable: Option<bool>,
+    #[serde(default)]
+    pub mtotal: Option<u64>,
+    #[serde(default)]
+    pub mnode: Option<u64>,
+    #[serde(default)]
+    pub mfree: Option<u64>,
+    /// null on clusters without LVM storage (e.g. diskless-only).
+    #[serde(default)]
+    pub dtotal: Option<u64>,
+    #[serde(default)]
+    pub dfree: Option<u64>,
+    #[serde(default)]
+    pub ctotal: Option<u32>,
+    #[serde(default)]
+    pub cnodes: Option<u32>,
+    #[serde(default)]
+    pub csockets: Option<u32>,
+    #[serde(default)]
+    pub pinst_cnt: Option<u32>,
+    #[serde(default)]
+    pub sinst_cnt: Option<u32>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub pinst_list: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub sinst_list: Vec<String>,
+    #[serde(default)]
+    pub pip: Option<String>,
+    #[serde(default)]
+    pub sip: Option<String>,
+    #[serde(rename = "group.uuid", default)]
+    pub group_uuid: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub uuid: Option<String>,
+}
+
+impl From<WireNode> for inventory::Node {
+    fn from(w: WireNode) -> Self {
+        let offline = w.offline.unwrap_or(false);
+        let drained = w.drained.unwrap_or(false);
+        // Fall back to the flags when the letter is missing or unknown.
+        let role = w
+            .role
+            .as_deref()
+            .and_then(NodeRole::from_letter)
+            .unwrap_or(if offline {
+                NodeRole::Offline
+            } else if drained {
+                NodeRole::Drained
+            } else if w.master_candidate == Some(true) {
+                NodeRole::Candidate
+            } else {
+                NodeRole::Regular
+            });
+        Self {
+            name: w.name,
+            role,
+            offline,
+            drained,
+            memory_total_mib: w.mtotal.unwrap_or(0),
+            memory_free_mib: w.mfree.unwrap_or(0),
+            disk_total_mib: w.dtotal.unwrap_or(0),
+            disk_free_mib: w.dfree.unwrap_or(0),
+            cpus: w.ctotal.unwrap_or(0),
+            primary_instances: w.pinst_cnt.unwrap_or(0),
+            secondary_instances: w.sinst_cnt.unwrap_or(0),
+            primary_ip: w.pip,
+            group: w.group_uuid,
+        }
+    }
+}
+
+/// One element of `/2/groups?bulk=1`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WireGroup {
+    pub name: String,
+    #[serde(default)]
+    pub uuid: Option<String>,
+    #[serde(default)]
+    pub node_cnt: Option<u32>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub node_list: Vec<String>,
+    #[serde(default)]
+    pub alloc_policy: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub tags: Vec<String>,
+}
+
+/// Job (and opcode) status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Waiting,
+    Canceling,
+    Running,
+    Canceled,
+    Success,
+    Error,
+}
+
+impl JobStatus {
+    /// No further change will happen.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Canceled | Self::Success | Self::Error)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Waiting => "waiting",
+            Self::Canceling => "canceling",
+            Self::Running => "running",
+            Self::Canceled => "canceled",
+            Self::Success => "success",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// `[seconds, microseconds]` as seconds since the epoch.
+fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let raw: Option<(f64, f64)> = Option::deserialize(d)?;
+    Ok(raw.map(|(s, us)| s + us / 1e6))
+}
+
+/// Ganeti sends `null` for absent lists and maps in places.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A job as `GET /2/jobs/<id>` (and, without results, `/2/jobs?bulk=1`) reports it.
+///
+/// Ganeti 3.0.2 answers an unknown job id with 200 and every field `null`: the
+/// client turns that into `RapiError::NotFound`, so `status` is always present here.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Job {
+    pub id: u64,
+    pub status: JobStatus,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub summary: Vec<String>,
+    /// Per opcode.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub opstatus: Vec<JobStatus>,
+    /// Per opcode: its result, or for a failed opcode `[error_type, [message, ecode]]`.
+    /// Absent in bulk listings.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub opresult: Vec<Value>,
+    #[serde(default, deserialize_with = "timestamp")]
+    pub received_ts: Option<f64>,
+    #[serde(default, deserialize_with = "timestamp")]
+    pub start_ts: Option<f64>,
+    #[serde(default, deserialize_with = "timestamp")]
+    pub end_ts: Option<f64>,
+}
+
+impl Job {
+    /// Why the job failed, when it did (error or canceled).
+    pub fn failure(&self) -> Option<GanetiFailure> {
+        match self.status {
+            JobStatus::Error => {}
+            JobStatus::Canceled => {
+                return Some(GanetiFailure {
+                    error_type: "JobCanceled".into(),
+                    message: format!("job {} was canceled", self.id),
+                    ecode: None,
+                });
+            }
+            _ => return None,
+        }
+        let failed = self
+            .opstatus
+            .iter()
+            .zip(&self.opresult)
+            .find(|(s, _)| **s == JobStatus::Error)
+            .and_then(|(_, r)| GanetiFailure::from_opresult(r));
+        Some(failed.unwrap_or_else(|| GanetiFailure {
+            error_type: "JobError".into(),
+            message: format!("job {} failed: {}", self.id, Value::from(self.opresult.clone())),
+            ecode: None,
+        }))
+    }
+
+    /// The job if it succeeded, else `RapiError::JobFailed`.
+    pub fn into_success(self) -> Result<Job, super::RapiError> {
+        match self.failure() {
+            Some(f) => Err(super::RapiError::JobFailed(f)),
+            None => Ok(self),
+        }
+    }
+}
+
+/// Answer of `GET /2/jobs/<id>/wait` when something changed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct JobChange {
+    /// The requested fields, in order (the client asks for `["status"]`).
+    pub job_info: Vec<Value>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub log_entries: Vec<Value>,
+}
+
+/// `GET /2/instances/<n>/console`, by kind.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Console {
+    /// No console, only a message (e.g. the fake hypervisor).
+    Msg {
+        instance: String,
+        #[serde(default)]
+        message: Option<String>,
+    },
+    Ssh {
+        instance: String,
+        host: String,
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        command: Vec<String>,
+    },
+    Vnc {
+        instance: String,
+        host: String,
+        port: u16,
+        #[serde(default)]
+        display: Option<u32>,
+    },
+    Spice {
+        instance: String,
+        host: String,
+        port: u16,
+    },
+}
+
+/// `POST /2/instances/<n>/reboot?type=...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootType {
+    Soft,
+    Hard,
+    Full,
+}
+
+impl RebootType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Soft => "soft",
+            Self::Hard => "hard",
+            Self::Full => "full",
+        }
+    }
+}
+
+/// The role names of `/2/nodes/<n>/role`.
+pub fn node_role_name(role: NodeRole) -> &'static str {
+    match role {
+        NodeRole::Master => "master",
+        NodeRole::Candidate => "master-candidate",
+        NodeRole::Regular => "regular",
+        NodeRole::Drained => "drained",
+        NodeRole::Offline => "offline",
+    }
+}
+
+pub fn parse_node_role_name(s: &str) -> Option<NodeRole> {
+    Some(match s {
+        "master" => NodeRole::Master,
+        "master-candidate" => NodeRole::Candidate,
+        "regular" => NodeRole::Regular,
+        "drained" => NodeRole::Drained,
+        "offline" => NodeRole::Offline,
+        _ => return None,
+    })
+}
+
+/// Map whose values stay out of Debug output (private and secret OS parameters).
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct SecretParams(pub BTreeMap<String, String>);
+
+impl SecretParams {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<redacted>")))
+            .finish()
+    }
+}
+
+/// One disk of a new instance.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct DiskSpec {
+    /// MiB.
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vg: Option<String>,
+}
+
+/// One NIC of a new instance.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct NicSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Backend parameters of a new instance.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct BeParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maxmem: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minmem: Option<u64>,
+}
+
+impl BeParams {
+    fn is_empty(&self) -> bool {
+        self.vcpus.is_none() && self.maxmem.is_none() && self.minmem.is_none()
+    }
+}
+
+/// Body of `POST /2/instances` (version 1, feature `instance-create-reqv1`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceCreate {
+    #[serde(rename = "__version__")]
+    version: u8,
+    mode: &'static str,
+    pub instance_name: String,
+    pub disk_template: String,
+    pub disks: Vec<DiskSpec>,
+    pub nics: Vec<NicSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pnode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iallocator: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub hvparams: BTreeMap<String, Value>,
+    #[serde(skip_serializing_if = "BeParams::is_empty")]
+    pub beparams: BeParams,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub osparams: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "SecretParams::is_empty")]
+    pub osparams_private: SecretParams,
+    #[serde(skip_serializing_if = "SecretParams::is_empty")]
+    pub osparams_secret: SecretParams,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_install: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_for_sync: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Always sent: Ganeti's defaults (resolve the name, ping the IP) must not decide.
+    pub name_check: bool,
+    pub ip_check: bool,
+}
+
+impl InstanceCreate {
+    /// A create request with name and IP checks off; set the rest by field.
+    pub fn new(instance_name: impl Into<String>, disk_template: impl Into<String>) -> Self {
+        Self {
+            version: 1,
+            mode: "create",
+            instance_name: instance_name.into(),
+            disk_template: disk_template.into(),
+            disks: Vec::new(),
+            nics: Vec::new(),
+            os_type: None,
+            pnode: None,
+            snode: None,
+            iallocator: None,
+            hypervisor: None,
+            hvparams: BTreeMap::new(),
+            beparams: BeParams::default(),
+            osparams: BTreeMap::new(),
+            osparams_private: SecretParams::default(),
+            osparams_secret: SecretParams::default(),
+            start: None,
+            no_install: None,
+            wait_for_sync: None,
+            tags: Vec::new(),
+            name_check: false,
+            ip_check: false,
+        }
+    }
+}
+
+/// Body of `POST /2/instances/<n>/reinstall` (feature `instance-reinstall-reqv1`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct InstanceReinstall {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub osparams: Option<BTreeMap<String, String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    // Trimmed answers of the Ganeti 3.0.2 testbed.
+    const INSTANCES: &str = r#"[{"name": "probe1.ganeti.test", "admin_state": "up", "os": "noop", "pnode": "node1.ganeti.test", "snodes": [], "disk_template": "diskless", "nic.ips": ["198.51.100.99"], "nic.macs": ["aa:00:00:2f:e7:87"], "nic.modes": ["routed"], "nic.uuids": ["51fe46ce-6661-4315-b343-8dd38bf4b683"], "nic.names": [null], "nic.links": [""], "nic.networks": [null], "nic.networks.names": [null], "nic.bridges": [null], "network_port": null, "disk.sizes": [], "disk.spindles": [], "disk_usage": 0, "disk.uuids": [], "disk.names": [], "beparams": {"minmem": 128, "maxmem": 128, "vcpus": 1, "auto_balance": true, "always_failover": false, "spindle_use": 1, "memory": 128}, "hvparams": {}, "oper_state": true, "oper_ram": 128, "oper_vcpus": 1, "status": "running", "custom_hvparams": {}, "custom_beparams": {"minmem": 128, "maxmem": 128, "vcpus": 1}, "custom_nicparams": [{}], "ctime": 1795541331.996601, "mtime": 1795541332.2330883, "uuid": "904d2888-beac-412d-a393-ef6ad505e7f2", "serial_no": 2, "tags": ["a:b"]},
+        {"name": "kvm1.ganeti.test", "admin_state": "down", "os": "noop", "pnode": "node1.ganeti.test", "snodes": ["node2.ganeti.test"], "disk_template": "drbd", "nic.ips": [null, "198.51.100.60"], "nic.macs": ["aa:00:00:00:00:01", "aa:00:00:00:00:02"], "nic.modes": ["bridged", "routed"], "nic.links": ["br0", ""], "network_port": 11000, "disk.sizes": [1024, 2048], "disk_usage": 3328, "beparams": {"maxmem": 2048, "minmem": 1024, "vcpus": 2}, "hvparams": {"vnc_bind_address": "0.0.0.0", "kernel_path": ""}, "oper_state": null, "oper_ram": null, "oper_vcpus": null, "status": "ADMIN_down", "ctime": 1795541331.5, "tags": []}]"#;
+    const NODES: &str = r#"[{"name": "node1.ganeti.test", "offline": false, "master_candidate": true, "drained": false, "dtotal": null, "dfree": null, "sptotal": null, "spfree": null, "mtotal": 24105, "mnode": 1351, "mfree": 23491, "pinst_cnt": 0, "sinst_cnt": 0, "ctotal": 2, "cnos": 2, "cnodes": 1, "csockets": 1, "pip": "198.51.100.10", "sip": "198.51.100.10", "role": "M", "pinst_list": [], "sinst_list": [], "master_capable": true, "vm_capable": true, "ndparams": {"oob_program": "", "spindle_count": 1}, "group.uuid": "557cabb3-3d53-488c-a93d-a2e903431d7e", "ctime": 1795541317.5783312, "mtime": 1795541317.5783312, "uuid": "8b14cfb1-a886-4c1d-89af-77919c71f8cd", "serial_no": 1, "tags": []},
+        {"name": "node2.ganeti.test", "offline": true, "drained": null, "role": "O", "mtotal": null, "mfree": null, "dtotal": 102400, "dfree": 51200, "pinst_cnt": 0, "sinst_cnt": 1, "pip": "198.51.100.11", "group.uuid": null, "tags": null}]"#;
+    const INFO: &str = r#"{"software_version": "3.0.2", "protocol_version": 3000000, "config_version": 3000000, "os_api_version": 20, "name": "cluster.ganeti.test", "master": "node1.ganeti.test", "default_hypervisor": "fake", "enabled_hypervisors": ["fake", "kvm"], "hvparams": {"fake": {"migration_mode": "live"}}, "beparams": {"default": {"minmem": 128, "maxmem": 128, "vcpus": 1}}, "candidate_pool_size": 10, "volume_group_name": null, "uuid": "048bb0c0-89b3-4b9a-8d21-8fc884007067", "tags": [], "enabled_disk_templates": ["diskless"]}"#;
+    const JOB_OK: &str = r#"{"id": 2, "ops": [{"OP_ID": "OP_INSTANCE_CREATE"}], "status": "success", "summary": ["INSTANCE_CREATE(probe1.ganeti.test)"], "opstatus": ["success"], "received_ts": [1795541331, 727868], "start_ts": [1795541331, 866993], "end_ts": [1795541332, 302401], "oplog": [[[1, [1795541331, 992744], "message", "* creating instance disks..."]]], "opresult": [["node1.ganeti.test"]]}"#;
+    const JOB_FAILED: &str = r#"{"id": 3, "status": "error", "summary": ["INSTANCE_CREATE(probe1.ganeti.test)"], "opstatus": ["error"], "received_ts": [1795541340, 942454], "start_ts": [1795541341, 79335], "end_ts": [1795541341, 84994], "oplog": [[]], "opresult": [["OpPrereqError", ["Instance 'probe1.ganeti.test' is already in the cluster", "already_exists"]]]}"#;
+    const JOBS_BULK: &str = r#"[{"id": 1, "ops": [{"OP_ID": "OP_CLUSTER_POST_INIT"}], "status": "success", "summary": ["CLUSTER_POST_INIT"], "opstatus": ["success"], "received_ts": [1795541319, 859656], "start_ts": [1795541320, 5618], "end_ts": [1795541320, 45064]},
+        {"id": 4, "status": "running", "summary": ["INSTANCE_STARTUP(x)"], "opstatus": ["running"], "received_ts": [1795541319, 0], "start_ts": [1795541320, 0], "end_ts": null}]"#;
+
+    #[test]
+    fn bulk_instances_convert_into_the_inventory() {
+        let wire: Vec<WireInstance> = serde_json::from_str(INSTANCES).unwrap();
+        let inv: Vec<inventory::Instance> = wire.into_iter().map(Into::into).collect();
+        let a = &inv[0];
+        assert_eq!(a.name, "probe1.ganeti.test");
+        assert!(a.admin_up && a.running);
+        assert_eq!(a.status, "running");
+        assert_eq!((a.vcpus, a.memory_mib, a.disk_mib), (1, 128, 0));
+        assert_eq!(a.ips, vec!["198.51.100.99"]);
+        assert_eq!(a.macs, vec!["aa:00:00:2f:e7:87"]);
+        assert_eq!(a.network_port, None);
+        assert_eq!(a.vnc_bind_address, None);
+        assert_eq!(a.tags, vec!["a:b"]);
+        assert_eq!(a.ctime, Some(1795541331.996601));
+        let b = &inv[1];
+        assert!(!b.admin_up && !b.running);
+        assert_eq!((b.vcpus, b.memory_mib, b.disk_mib), (2, 2048, 3072));
+        assert_eq!(b.ips, vec!["198.51.100.60"], "a NIC without IP is skipped");
+        assert_eq!(b.secondary_nodes, vec!["node2.ganeti.test"]);
+        assert_eq!(b.network_port, Some(11000));
+        assert_eq!(b.vnc_bind_address.as_deref(), Some("0.0.0.0"));
+    }
+
+    #[test]
+    fn memory_falls_back_to_the_old_field() {
+        let w: WireInstance =
+            serde_json::from_value(json!({"name": "x", "beparams": {"memory": 512}})).unwrap();
+        assert_eq!(inventory::Instance::from(w).memory_mib, 512);
+        let w: WireInstance =
+            serde_json::from_value(json!({"name": "x", "beparams": null, "tags": null})).unwrap();
+        assert_eq!(inventory::Instance::from(w).memory_mib, 0);
+    }
+
+    #[test]
+    fn bulk_nodes_convert_into_the_inventory() {
+        let wire: Vec<WireNode> = serde_json::from_str(NODES).unwrap();
+        let inv: Vec<inventory::Node> = wire.into_iter().map(Into::into).collect();
+        let n = &inv[0];
+        assert_eq!(n.role, NodeRole::Master);
+        assert_eq!((n.memory_total_mib, n.memory_free_mib), (24105, 23491));
+        assert_eq!(
+            (n.disk_total_mib, n.disk_free_mib),
+            (0, 0),
+            "null on a diskless cluster"
+        );
+        assert_eq!(n.cpus, 2);
+        assert_eq!(n.primary_ip.as_deref(), Some("198.51.100.10"));
+        assert_eq!(n.group.as_deref(), Some("557cabb3-3d53-488c-a93d-a2e903431d7e"));
+        let o = &inv[1];
+        assert_eq!(o.role, NodeRole::Offline);
+        assert!(o.offline && !o.drained);
+        assert_eq!((o.disk_total_mib, o.secondary_instances), (102400, 1));
+        assert_eq!(o.group, None);
+    }
+
+    #[test]
+    fn info_converts_into_cluster_facts() {
+        let info: Info = serde_json::from_str(INFO).unwrap();
+        let facts = inventory::ClusterFacts::from(info);
+        assert_eq!(facts.name, "cluster.ganeti.test");
+        assert_eq!(facts.master, "node1.ganeti.test");
+        assert_eq!(facts.software_version, "3.0.2");
+        assert_eq!(facts.default_hypervisor, "fake");
+        assert_eq!(facts.enabled_hypervisors, vec!["fake", "kvm"]);
+    }
+
+    #[test]
+    fn jobs_parse_with_results_and_failures() {
+        let ok: Job = serde_json::from_str(JOB_OK).unwrap();
+        assert_eq!(ok.status, JobStatus::Success);
+        assert_eq!(ok.opresult, vec![json!(["node1.ganeti.test"])]);
+        assert!((ok.end_ts.unwrap() - 1795541332.302401).abs() < 1e-6);
+        assert_eq!(ok.failure(), None);
+        assert!(ok.into_success().is_ok());
+
+        let failed: Job = serde_json::from_str(JOB_FAILED).unwrap();
+        let f = failed.failure().unwrap();
+        assert_eq!(f.error_type, "OpPrereqError");
+        assert_eq!(f.ecode, Some(super::super::ErrorCode::AlreadyExists));
+        assert!(matches!(
+            failed.into_success(),
+            Err(super::super::RapiError::JobFailed(_))
+        ));
+
+        let bulk: Vec<Job> = serde_json::from_str(JOBS_BULK).unwrap();
+        assert_eq!(bulk[1].status, JobStatus::Running);
+        assert!(!bulk[1].status.is_final());
+        assert_eq!(bulk[1].end_ts, None);
+        assert!(bulk[1].opresult.is_empty());
+
+        // An unknown id: Ganeti 3.0.2 answers 200 with nulls; this must not parse as a job.
+        let unknown = r#"{"id": 9999, "ops": null, "status": null, "summary": null, "opstatus": null, "received_ts": null, "start_ts": null, "end_ts": null, "oplog": null, "opresult": null}"#;
+        assert!(serde_json::from_str::<Job>(unknown).is_err());
+    }
+
+    #[test]
+    fn consoles_parse_by_kind() {
+        let msg: Console = serde_json::from_str(r#"{"instance": "probe1.ganeti.test", "kind": "msg", "message": "Console not available for fake hypervisor"}"#).unwrap();
+        assert!(matches!(msg, Console::Msg { message: Some(m), .. } if m.contains("fake")));
+        let vnc: Console = serde_json::from_value(
+            json!({"instance": "i", "kind": "vnc", "host": "node1", "port": 11000, "display": 5100}),
+        )
+        .unwrap();
+        assert_eq!(
+            vnc,
+            Console::Vnc {
+                instance: "i".into(),
+                host: "node1".into(),
+                port: 11000,
+                display: Some(5100)
+            }
+        );
+        let ssh: Console = serde_json::from_value(json!({"instance": "i", "kind": "ssh", "host": "node1", "user": "root", "command": ["xl", "console", "i"]})).unwrap();
+        assert!(matches!(ssh, Console::Ssh { command, .. } if command.len() == 3));
+    }
+
+    #[test]
+    fn job_ids_are_numbers_or_strings() {
+        assert_eq!(serde_json::from_str::<JobId>("2").unwrap(), JobId(2));
+        assert_eq!(serde_json::from_str::<JobId>("\"17\"").unwrap(), JobId(17));
+        assert!(serde_json::from_str::<JobId>("\"x\"").is_err());
+    }
+
+    #[test]
+    fn create_bodies_skip_nones_and_always_carry_the_checks() {
+        let mut req = InstanceCreate::new("vm1.ganeti.test", "diskless");
+        req.nics.push(NicSpec {
+            ip: Some("198.51.100.80".into()),
+            ..Default::default()
+        });
+        req.os_type = Some("noop".into());
+        req.osparams
+            .insert("ssh_authorized_keys".into(), "ssh-ed25519 AAAA".into());
+        req.osparams_secret
+            .0
+            .insert("root_password".into(), "hunter2".into());
+        req.tags = vec!["a:b".into()];
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "__version__": 1, "mode": "create", "instance_name": "vm1.ganeti.test",
+                "disk_template": "diskless", "disks": [], "nics": [{"ip": "198.51.100.80"}],
+                "os_type": "noop", "osparams": {"ssh_authorized_keys": "ssh-ed25519 AAAA"},
+                "osparams_secret": {"root_password": "hunter2"},
+                "tags": ["a:b"], "name_check": false, "ip_check": false
+            })
+        );
+        assert!(!format!("{req:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn node_role_names_round_trip() {
+        for role in [
+            NodeRole::Master,
+            NodeRole::Candidate,
+            NodeRole::Regular,
+            NodeRole::Drained,
+            NodeRole::Offline,
+        ] {
+            assert_eq!(parse_node_role_name(node_role_name(role)), Some(role));
+        }
+    }
+}
