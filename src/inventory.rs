@@ -131,11 +131,21 @@ pub struct Inventory {
 
 impl Inventory {
     pub fn get(&self, cluster: &str) -> Option<Arc<ClusterInventory>> {
-        self.clusters.read().expect("inventory lock").get(cluster).cloned()
+        self.clusters
+            .read()
+            .expect("inventory lock")
+            .get(cluster)
+            .cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<ClusterInventory>> {
-        let mut all: Vec<_> = self.clusters.read().expect("inventory lock").values().cloned().collect();
+        let mut all: Vec<_> = self
+            .clusters
+            .read()
+            .expect("inventory lock")
+            .values()
+            .cloned()
+            .collect();
         all.sort_by(|a, b| a.cluster.cmp(&b.cluster));
         all
     }
@@ -165,6 +175,9 @@ impl Inventory {
 
     /// Drops every cluster for which `keep` says no (GanetiClusters that were deleted).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.clusters.write().expect("inventory lock").retain(|name, _| keep(name));
+        self.clusters
+            .write()
+            .expect("inventory lock")
+            .retain(|name, _| keep(name));
     }
 }

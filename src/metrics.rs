@@ -35,16 +35,25 @@ impl Metrics {
     pub fn new(inventory: Inventory) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let build_info = IntGauge::with_opts(
-            Opts::new("ganeti_operator_build_info", "Build information of the running operator; always 1.")
-                .const_label("version", env!("CARGO_PKG_VERSION")),
+            Opts::new(
+                "ganeti_operator_build_info",
+                "Build information of the running operator; always 1.",
+            )
+            .const_label("version", env!("CARGO_PKG_VERSION")),
         )?;
         build_info.set(1);
         let http_requests = IntCounterVec::new(
-            Opts::new("ganeti_operator_http_requests_total", "HTTP requests served, by route and status class."),
+            Opts::new(
+                "ganeti_operator_http_requests_total",
+                "HTTP requests served, by route and status class.",
+            ),
             &["route", "code"],
         )?;
         let reconciles = IntCounterVec::new(
-            Opts::new("ganeti_operator_reconciles_total", "Reconciliations run, by controller."),
+            Opts::new(
+                "ganeti_operator_reconciles_total",
+                "Reconciliations run, by controller.",
+            ),
             &["controller"],
         )?;
         let reconcile_errors = IntCounterVec::new(
@@ -59,7 +68,9 @@ impl Metrics {
                 "ganeti_operator_reconcile_duration_seconds",
                 "Time spent in one reconciliation, by controller.",
             )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             &["controller"],
         )?;
         let rapi_duration = HistogramVec::new(
@@ -67,7 +78,9 @@ impl Metrics {
                 "ganeti_operator_rapi_request_duration_seconds",
                 "Ganeti RAPI request duration, by operation and outcome.",
             )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             &["operation", "outcome"],
         )?;
         registry.register(Box::new(build_info.clone()))?;
@@ -148,11 +161,24 @@ pub fn render_inventory(
     owner_of: &dyn Fn(&Instance) -> Option<String>,
     out: &mut String,
 ) {
-    header(out, "ganeti_cluster_up", "Whether the last read of the cluster's RAPI succeeded (1) or not (0).");
+    header(
+        out,
+        "ganeti_cluster_up",
+        "Whether the last read of the cluster's RAPI succeeded (1) or not (0).",
+    );
     for c in clusters {
-        sample(out, "ganeti_cluster_up", &[("cluster", &c.cluster)], f64::from(u8::from(c.reachable)));
+        sample(
+            out,
+            "ganeti_cluster_up",
+            &[("cluster", &c.cluster)],
+            f64::from(u8::from(c.reachable)),
+        );
     }
-    header(out, "ganeti_cluster_info", "Ganeti version and master node of the cluster; always 1.");
+    header(
+        out,
+        "ganeti_cluster_info",
+        "Ganeti version and master node of the cluster; always 1.",
+    );
     for c in clusters {
         let labels = [
             ("cluster", c.cluster.as_str()),
@@ -161,27 +187,62 @@ pub fn render_inventory(
         ];
         sample(out, "ganeti_cluster_info", &labels, 1.0);
     }
-    header(out, "ganeti_cluster_jobs", "Jobs in the cluster's queue, by status.");
+    header(
+        out,
+        "ganeti_cluster_jobs",
+        "Jobs in the cluster's queue, by status.",
+    );
     for c in clusters {
         for (status, count) in &c.jobs_by_status {
-            sample(out, "ganeti_cluster_jobs", &[("cluster", &c.cluster), ("status", status)], f64::from(*count));
+            sample(
+                out,
+                "ganeti_cluster_jobs",
+                &[("cluster", &c.cluster), ("status", status)],
+                f64::from(*count),
+            );
         }
     }
 
     type NodeField = fn(&crate::inventory::Node) -> f64;
     const MIB: f64 = 1024.0 * 1024.0;
     let node_gauges: [(&str, &str, NodeField); 9] = [
-        ("ganeti_node_memory_total_bytes", "Physical memory of the node.", |n| n.memory_total_mib as f64 * MIB),
-        ("ganeti_node_memory_free_bytes", "Free memory of the node.", |n| n.memory_free_mib as f64 * MIB),
-        ("ganeti_node_disk_total_bytes", "Disk space of the node for instances.", |n| n.disk_total_mib as f64 * MIB),
-        ("ganeti_node_disk_free_bytes", "Free disk space of the node.", |n| n.disk_free_mib as f64 * MIB),
-        ("ganeti_node_cpus", "Physical CPUs of the node.", |n| f64::from(n.cpus)),
-        ("ganeti_node_primary_instances", "Instances with this node as primary.", |n| f64::from(n.primary_instances)),
-        ("ganeti_node_secondary_instances", "Instances with this node as secondary.", |n| {
-            f64::from(n.secondary_instances)
+        (
+            "ganeti_node_memory_total_bytes",
+            "Physical memory of the node.",
+            |n| n.memory_total_mib as f64 * MIB,
+        ),
+        ("ganeti_node_memory_free_bytes", "Free memory of the node.", |n| {
+            n.memory_free_mib as f64 * MIB
         }),
-        ("ganeti_node_offline", "Whether the node is offline.", |n| f64::from(u8::from(n.offline))),
-        ("ganeti_node_drained", "Whether the node is drained.", |n| f64::from(u8::from(n.drained))),
+        (
+            "ganeti_node_disk_total_bytes",
+            "Disk space of the node for instances.",
+            |n| n.disk_total_mib as f64 * MIB,
+        ),
+        (
+            "ganeti_node_disk_free_bytes",
+            "Free disk space of the node.",
+            |n| n.disk_free_mib as f64 * MIB,
+        ),
+        ("ganeti_node_cpus", "Physical CPUs of the node.", |n| {
+            f64::from(n.cpus)
+        }),
+        (
+            "ganeti_node_primary_instances",
+            "Instances with this node as primary.",
+            |n| f64::from(n.primary_instances),
+        ),
+        (
+            "ganeti_node_secondary_instances",
+            "Instances with this node as secondary.",
+            |n| f64::from(n.secondary_instances),
+        ),
+        ("ganeti_node_offline", "Whether the node is offline.", |n| {
+            f64::from(u8::from(n.offline))
+        }),
+        ("ganeti_node_drained", "Whether the node is drained.", |n| {
+            f64::from(u8::from(n.drained))
+        }),
     ];
     for (name, help, field) in node_gauges {
         header(out, name, help);
@@ -191,27 +252,61 @@ pub fn render_inventory(
             }
         }
     }
-    header(out, "ganeti_node_role", "The node's role (master, candidate, regular, drained, offline); 1 for the current one.");
+    header(
+        out,
+        "ganeti_node_role",
+        "The node's role (master, candidate, regular, drained, offline); 1 for the current one.",
+    );
     for c in clusters {
         for n in &c.nodes {
-            for role in [NodeRole::Master, NodeRole::Candidate, NodeRole::Regular, NodeRole::Drained, NodeRole::Offline] {
-                let labels = [("cluster", c.cluster.as_str()), ("node", n.name.as_str()), ("role", role.as_str())];
-                sample(out, "ganeti_node_role", &labels, f64::from(u8::from(n.role == role)));
+            for role in [
+                NodeRole::Master,
+                NodeRole::Candidate,
+                NodeRole::Regular,
+                NodeRole::Drained,
+                NodeRole::Offline,
+            ] {
+                let labels = [
+                    ("cluster", c.cluster.as_str()),
+                    ("node", n.name.as_str()),
+                    ("role", role.as_str()),
+                ];
+                sample(
+                    out,
+                    "ganeti_node_role",
+                    &labels,
+                    f64::from(u8::from(n.role == role)),
+                );
             }
         }
     }
 
     type InstanceField = fn(&Instance) -> f64;
     let instance_gauges: [(&str, &str, InstanceField); 4] = [
-        ("ganeti_instance_up", "Whether the instance is running.", |i| f64::from(u8::from(i.running))),
-        ("ganeti_instance_vcpus", "Virtual CPUs of the instance.", |i| f64::from(i.vcpus)),
-        ("ganeti_instance_memory_bytes", "Memory of the instance.", |i| i.memory_mib as f64 * MIB),
-        ("ganeti_instance_disk_bytes", "Total disk size of the instance.", |i| i.disk_mib as f64 * MIB),
+        ("ganeti_instance_up", "Whether the instance is running.", |i| {
+            f64::from(u8::from(i.running))
+        }),
+        ("ganeti_instance_vcpus", "Virtual CPUs of the instance.", |i| {
+            f64::from(i.vcpus)
+        }),
+        ("ganeti_instance_memory_bytes", "Memory of the instance.", |i| {
+            i.memory_mib as f64 * MIB
+        }),
+        (
+            "ganeti_instance_disk_bytes",
+            "Total disk size of the instance.",
+            |i| i.disk_mib as f64 * MIB,
+        ),
     ];
     // Owners are computed once per instance, not once per family.
     let owners: Vec<Vec<String>> = clusters
         .iter()
-        .map(|c| c.instances.iter().map(|i| owner_of(i).unwrap_or_default()).collect())
+        .map(|c| {
+            c.instances
+                .iter()
+                .map(|i| owner_of(i).unwrap_or_default())
+                .collect()
+        })
         .collect();
     for (name, help, field) in instance_gauges {
         header(out, name, help);
@@ -227,10 +322,18 @@ pub fn render_inventory(
             }
         }
     }
-    header(out, "ganeti_instance_status", "The instance's Ganeti status; 1 for the current one.");
+    header(
+        out,
+        "ganeti_instance_status",
+        "The instance's Ganeti status; 1 for the current one.",
+    );
     for c in clusters {
         for i in &c.instances {
-            let labels = [("cluster", c.cluster.as_str()), ("instance", i.name.as_str()), ("status", i.status.as_str())];
+            let labels = [
+                ("cluster", c.cluster.as_str()),
+                ("instance", i.name.as_str()),
+                ("status", i.status.as_str()),
+            ];
             sample(out, "ganeti_instance_status", &labels, 1.0);
         }
     }
@@ -245,8 +348,18 @@ mod tests {
         let inv = Inventory::default();
         inv.put(ClusterInventory {
             cluster: "prod".into(),
-            facts: ClusterFacts { master: "n1".into(), software_version: "3.0.2".into(), ..Default::default() },
-            nodes: vec![Node { name: "n1".into(), role: NodeRole::Master, memory_total_mib: 2, cpus: 4, ..Default::default() }],
+            facts: ClusterFacts {
+                master: "n1".into(),
+                software_version: "3.0.2".into(),
+                ..Default::default()
+            },
+            nodes: vec![Node {
+                name: "n1".into(),
+                role: NodeRole::Master,
+                memory_total_mib: 2,
+                cpus: 4,
+                ..Default::default()
+            }],
             instances: vec![Instance {
                 name: "vm\"1".into(),
                 status: "running".into(),

@@ -17,22 +17,51 @@ async fn setup() {
     let root = kube_client("root").await;
     install_crds(&root).await;
     for f in ["manifests/access.yaml", "manifests/admission.yaml"] {
-        kubectl_ok("root", &["apply", "--server-side", "--force-conflicts", "-f", repo_path(f).to_str().unwrap()]);
+        kubectl_ok(
+            "root",
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                repo_path(f).to_str().unwrap(),
+            ],
+        );
     }
     for user in ["alice", "bob", "carol"] {
         let ns = format!("adm-{user}");
         let (_, _, _) = support::testbed::kubectl("root", &["create", "namespace", &ns]);
         let (_, _, _) = support::testbed::kubectl(
             "root",
-            &["create", "rolebinding", "applicant", "--clusterrole=ganeti.dev:applicant", "--user", user, "-n", &ns],
+            &[
+                "create",
+                "rolebinding",
+                "applicant",
+                "--clusterrole=ganeti.dev:applicant",
+                "--user",
+                user,
+                "-n",
+                &ns,
+            ],
         );
     }
     // Policies reach the admission chain asynchronously: probe until one bites.
     let alice: Api<InstanceApplication> = Api::namespaced(kube_client("alice").await, "adm-alice");
     for attempt in 0.. {
         let probe = app("policy-probe", json!({"kind": "User", "name": "bob"}), None);
-        match alice.create(&PostParams { dry_run: true, ..Default::default() }, &probe).await {
-            Err(kube::Error::Api(e)) if e.code == 403 || e.message.contains("ValidatingAdmissionPolicy") => break,
+        match alice
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &probe,
+            )
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 403 || e.message.contains("ValidatingAdmissionPolicy") => {
+                break;
+            }
             other if attempt >= 100 => panic!("admission policies never took effect: {other:?}"),
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
@@ -86,26 +115,47 @@ async fn the_applicant_is_recorded_and_nobody_files_as_someone_else() {
     let alice = api_as("alice", "adm-alice").await;
     fresh(&alice, "own-vm").await;
     let created = alice
-        .create(&PostParams::default(), &app("own-vm", json!({"kind": "User", "name": "alice"}), None))
+        .create(
+            &PostParams::default(),
+            &app("own-vm", json!({"kind": "User", "name": "alice"}), None),
+        )
         .await
         .expect("alice files for herself");
-    assert_eq!(created.spec.applicant.as_deref(), Some("alice"), "recorded by admission");
+    assert_eq!(
+        created.spec.applicant.as_deref(),
+        Some("alice"),
+        "recorded by admission"
+    );
 
     let msg = refusal(
         alice
-            .create(&PostParams::default(), &app("as-bob", json!({"kind": "User", "name": "alice"}), Some("bob")))
+            .create(
+                &PostParams::default(),
+                &app("as-bob", json!({"kind": "User", "name": "alice"}), Some("bob")),
+            )
             .await,
     );
-    assert!(msg.contains("nobody files an application as someone else"), "{msg}");
+    assert!(
+        msg.contains("nobody files an application as someone else"),
+        "{msg}"
+    );
 
     let msg = refusal(
-        alice.create(&PostParams::default(), &app("for-bob", json!({"kind": "User", "name": "bob"}), None)).await,
+        alice
+            .create(
+                &PostParams::default(),
+                &app("for-bob", json!({"kind": "User", "name": "bob"}), None),
+            )
+            .await,
     );
     assert!(msg.contains("would belong to user \"bob\""), "{msg}");
 
     // The applicant cannot be changed afterwards either (CRD transition rule).
     let patch = json!({"spec": {"applicant": "mallory"}});
-    let err = alice.patch("own-vm", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_err();
+    let err = alice
+        .patch("own-vm", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("applicant cannot change"), "{err}");
 }
 
@@ -115,7 +165,10 @@ async fn group_applications_only_from_members() {
     let carol = api_as("carol", "adm-carol").await;
     fresh(&carol, "team-vm").await;
     let created = carol
-        .create(&PostParams::default(), &app("team-vm", json!({"kind": "Group", "name": "team-a"}), None))
+        .create(
+            &PostParams::default(),
+            &app("team-vm", json!({"kind": "Group", "name": "team-a"}), None),
+        )
         .await
         .expect("carol is in team-a");
     assert_eq!(created.spec.applicant.as_deref(), Some("carol"));
@@ -123,7 +176,11 @@ async fn group_applications_only_from_members() {
     let bob = api_as("bob", "adm-bob").await;
     fresh(&bob, "team-vm").await;
     let msg = refusal(
-        bob.create(&PostParams::default(), &app("team-vm", json!({"kind": "Group", "name": "team-a"}), None)).await,
+        bob.create(
+            &PostParams::default(),
+            &app("team-vm", json!({"kind": "Group", "name": "team-a"}), None),
+        )
+        .await,
     );
     assert!(msg.contains("not a member of group \"team-a\""), "{msg}");
 }
@@ -134,13 +191,20 @@ async fn only_admins_decide_and_the_decider_is_recorded() {
     let alice = api_as("alice", "adm-alice").await;
     fresh(&alice, "decide-me").await;
     alice
-        .create(&PostParams::default(), &app("decide-me", json!({"kind": "User", "name": "alice"}), None))
+        .create(
+            &PostParams::default(),
+            &app("decide-me", json!({"kind": "User", "name": "alice"}), None),
+        )
         .await
         .unwrap();
 
     // alice approving herself is refused.
     let approve = json!({"spec": {"decision": {"verdict": "Approved"}}});
-    let msg = refusal(alice.patch("decide-me", &PatchParams::default(), &Patch::Merge(&approve)).await);
+    let msg = refusal(
+        alice
+            .patch("decide-me", &PatchParams::default(), &Patch::Merge(&approve))
+            .await,
+    );
     assert!(msg.contains("only admins decide applications"), "{msg}");
 
     // Nor may she file one pre-approved.
@@ -162,12 +226,19 @@ async fn only_admins_decide_and_the_decider_is_recorded() {
 
     // And alice cannot rewrite the recorded decision afterwards.
     let forge = json!({"spec": {"decision": {"verdict": "Approved", "decidedBy": "alice"}}});
-    let msg = refusal(alice.patch("decide-me", &PatchParams::default(), &Patch::Merge(&forge)).await);
+    let msg = refusal(
+        alice
+            .patch("decide-me", &PatchParams::default(), &Patch::Merge(&forge))
+            .await,
+    );
     assert!(msg.contains("only admins decide"), "{msg}");
 
     // A rejection needs a reason (CRD rule), even from an admin.
     let reject = json!({"spec": {"decision": {"verdict": "Rejected", "reason": null}}});
-    let err = admin.patch("decide-me", &PatchParams::default(), &Patch::Merge(&reject)).await.unwrap_err();
+    let err = admin
+        .patch("decide-me", &PatchParams::default(), &Patch::Merge(&reject))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("a rejection needs a reason"), "{err}");
 }
 
@@ -188,26 +259,62 @@ async fn users_keep_only_their_own_profile_and_admins_set_groups() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let alice: Api<UserProfile> = Api::all(kube_client("alice").await);
-    alice.create(&PostParams::default(), &profile("adm-alice-profile", "alice", &[])).await.expect("own profile");
+    alice
+        .create(
+            &PostParams::default(),
+            &profile("adm-alice-profile", "alice", &[]),
+        )
+        .await
+        .expect("own profile");
 
-    let err = alice.create(&PostParams::default(), &profile("adm-bob-profile", "bob", &[])).await.unwrap_err();
-    assert!(err.to_string().contains("you may only keep your own profile"), "{err}");
+    let err = alice
+        .create(&PostParams::default(), &profile("adm-bob-profile", "bob", &[]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("you may only keep your own profile"),
+        "{err}"
+    );
 
     let join = json!({"spec": {"groups": ["ganeti-admins"]}});
-    let err = alice.patch("adm-alice-profile", &PatchParams::default(), &Patch::Merge(&join)).await.unwrap_err();
-    assert!(err.to_string().contains("only admins set group memberships"), "{err}");
+    let err = alice
+        .patch("adm-alice-profile", &PatchParams::default(), &Patch::Merge(&join))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("only admins set group memberships"),
+        "{err}"
+    );
 
     let rename = json!({"spec": {"fullName": "Alice L."}});
-    alice.patch("adm-alice-profile", &PatchParams::default(), &Patch::Merge(&rename)).await.expect("own edits");
+    alice
+        .patch(
+            "adm-alice-profile",
+            &PatchParams::default(),
+            &Patch::Merge(&rename),
+        )
+        .await
+        .expect("own edits");
 
     let admin: Api<UserProfile> = Api::all(kube_client("admin").await);
     let team = json!({"spec": {"groups": ["team-a"]}});
-    admin.patch("adm-alice-profile", &PatchParams::default(), &Patch::Merge(&team)).await.expect("admins set groups");
+    admin
+        .patch("adm-alice-profile", &PatchParams::default(), &Patch::Merge(&team))
+        .await
+        .expect("admins set groups");
 
     let bob: Api<UserProfile> = Api::all(kube_client("bob").await);
-    let err = bob.delete("adm-alice-profile", &DeleteParams::default()).await.unwrap_err();
-    assert!(err.to_string().contains("you may only keep your own profile"), "{err}");
-    root.delete("adm-alice-profile", &DeleteParams::default()).await.unwrap();
+    let err = bob
+        .delete("adm-alice-profile", &DeleteParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("you may only keep your own profile"),
+        "{err}"
+    );
+    root.delete("adm-alice-profile", &DeleteParams::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -216,15 +323,35 @@ async fn the_preconfigured_roles_cannot_be_changed_or_deleted() {
     setup().await;
     kubectl_ok(
         "root",
-        &["apply", "--server-side", "-f", repo_path("examples/10-roles-preconfigured.yaml").to_str().unwrap()],
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            repo_path("examples/10-roles-preconfigured.yaml")
+                .to_str()
+                .unwrap(),
+        ],
     );
     let admin: Api<Role> = Api::all(kube_client("admin").await);
     let widen = json!({"spec": {"vms": {"destroy": "forbidden"}}});
-    let err = admin.patch("user", &PatchParams::default(), &Patch::Merge(&widen)).await.unwrap_err();
-    assert!(err.to_string().contains("the preconfigured role \"user\" cannot be changed"), "{err}");
-    let err = admin.delete("administrator", &DeleteParams::default()).await.unwrap_err();
+    let err = admin
+        .patch("user", &PatchParams::default(), &Patch::Merge(&widen))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the preconfigured role \"user\" cannot be changed"),
+        "{err}"
+    );
+    let err = admin
+        .delete("administrator", &DeleteParams::default())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("cannot be deleted"), "{err}");
     // Labels and annotations may still change.
     let label = json!({"metadata": {"labels": {"example.org/reviewed": "yes"}}});
-    admin.patch("advanced-user", &PatchParams::default(), &Patch::Merge(&label)).await.expect("metadata edits pass");
+    admin
+        .patch("advanced-user", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .expect("metadata edits pass");
 }

@@ -176,7 +176,10 @@ async fn malformed_manifests_are_refused_by_the_api_server_with_their_message() 
             api.create(&PostParams::default(), &obj).await
         };
         match result {
-            Ok(_) => wrong.push(format!("{}: accepted; expected a refusal saying {:?}", case.name, case.expect)),
+            Ok(_) => wrong.push(format!(
+                "{}: accepted; expected a refusal saying {:?}",
+                case.name, case.expect
+            )),
             Err(kube::Error::Api(status)) if status.code == 422 && status.message.contains(&case.expect) => {}
             Err(kube::Error::Api(status)) => wrong.push(format!(
                 "{}: refused ({}), but not saying {:?}: {}",

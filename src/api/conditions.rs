@@ -95,12 +95,31 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_the_status_flips() {
         let mut c = Vec::new();
-        assert!(set(&mut c, "Ready", Status::False, "Unreachable", "down", Some(1), t(10)));
-        assert!(set(&mut c, "Ready", Status::False, "Timeout", "slow", Some(1), t(20)));
+        assert!(set(
+            &mut c,
+            "Ready",
+            Status::False,
+            "Unreachable",
+            "down",
+            Some(1),
+            t(10)
+        ));
+        assert!(set(
+            &mut c,
+            "Ready",
+            Status::False,
+            "Timeout",
+            "slow",
+            Some(1),
+            t(20)
+        ));
         assert_eq!(c[0].last_transition_time, Time(t(10)));
         assert!(set(&mut c, "Ready", Status::True, "Synced", "ok", Some(1), t(30)));
         assert_eq!(c[0].last_transition_time, Time(t(30)));
-        assert!(!set(&mut c, "Ready", Status::True, "Synced", "ok", Some(1), t(40)), "no-op");
+        assert!(
+            !set(&mut c, "Ready", Status::True, "Synced", "ok", Some(1), t(40)),
+            "no-op"
+        );
         assert_eq!(c.len(), 1);
         assert!(is_true(&c, "Ready"));
         assert!(remove(&mut c, "Ready"));
