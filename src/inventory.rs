@@ -111,6 +111,8 @@ pub struct ClusterInventory {
     pub instances: Vec<Instance>,
     /// Job counts by status.
     pub jobs_by_status: BTreeMap<String, u32>,
+    /// Prefix of the permission tags on this cluster (GanetiCluster `tagPrefix`).
+    pub tag_prefix: String,
     /// Whether the last read succeeded. A failed read keeps the previous data (other
     /// controllers still need it) but marks it stale.
     pub reachable: bool,
@@ -119,6 +121,21 @@ pub struct ClusterInventory {
 impl ClusterInventory {
     pub fn instance(&self, name: &str) -> Option<&Instance> {
         self.instances.iter().find(|i| i.name == name)
+    }
+
+    /// The instance's owner, from the operator's owner tags or ganetimgr's (the
+    /// operator's own tag wins when both are present).
+    pub fn owner_of(&self, instance: &Instance) -> Option<crate::api::Subject> {
+        use crate::tags::{ParsedTag, parse};
+        let mut foreign = None;
+        for tag in &instance.tags {
+            match parse(tag, &self.tag_prefix) {
+                Some(ParsedTag::Owner(s)) => return Some(s),
+                Some(ParsedTag::GanetimgrOwner(s)) if foreign.is_none() => foreign = Some(s),
+                _ => {}
+            }
+        }
+        foreign
     }
 }
 

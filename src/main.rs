@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use ganeti_operator::{api, metrics::Metrics, server};
+use ganeti_operator::{api, controllers, metrics::Metrics, server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -131,9 +131,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let inventory = ganeti_operator::inventory::Inventory::default();
     let metrics = Arc::new(Metrics::new(inventory.clone())?);
+    let config = controllers::Config {
+        secrets_namespace: args.secrets_namespace,
+    };
+    let ctx = controllers::Context::new(client.clone(), inventory, metrics.clone(), config);
+
+    // One token ends everything: the controllers stop taking work, the HTTP server
+    // finishes the requests in flight.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal_stop.cancel();
+    });
+    let clusters = tokio::spawn(controllers::cluster::run(
+        ctx.clone(),
+        stop.clone().cancelled_owned(),
+    ));
     let state = server::AppState::new(client.clone(), metrics.clone());
-    let shutdown = shutdown_signal();
-    server::serve(args.listen, state, shutdown).await?;
+    let http = server::serve(args.listen, state, stop.clone().cancelled_owned());
+    let http_result = http.await;
+    stop.cancel();
+    clusters.await?;
+    http_result?;
     tracing::info!("shut down cleanly");
     Ok(())
 }

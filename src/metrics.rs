@@ -29,6 +29,8 @@ pub struct Metrics {
     pub reconcile_duration: HistogramVec,
     /// RAPI request duration, by operation and outcome category.
     pub rapi_duration: HistogramVec,
+    /// Status writes to the API server, by controller (0 on an unchanged pass).
+    pub status_writes: IntCounterVec,
 }
 
 impl Metrics {
@@ -83,6 +85,14 @@ impl Metrics {
             ]),
             &["operation", "outcome"],
         )?;
+        let status_writes = IntCounterVec::new(
+            Opts::new(
+                "ganeti_operator_status_writes_total",
+                "Status writes to the Kubernetes API server, by controller.",
+            ),
+            &["controller"],
+        )?;
+        registry.register(Box::new(status_writes.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
@@ -98,17 +108,18 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             rapi_duration,
+            status_writes,
         })
     }
 
     /// Everything in Prometheus' text exposition format.
-    pub fn render(&self, owner_of: &dyn Fn(&Instance) -> Option<String>) -> String {
+    pub fn render(&self) -> String {
         let mut out = Vec::with_capacity(64 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
         let mut text = String::from_utf8(out).expect("the text format is UTF-8");
-        render_inventory(&self.inventory.all(), owner_of, &mut text);
+        render_inventory(&self.inventory.all(), &mut text);
         text
     }
 
@@ -156,11 +167,7 @@ fn header(out: &mut String, name: &str, help: &str) {
 
 /// Appends the inventory metrics. Each family is written whole (all clusters), as the
 /// text format requires one block per family.
-pub fn render_inventory(
-    clusters: &[std::sync::Arc<ClusterInventory>],
-    owner_of: &dyn Fn(&Instance) -> Option<String>,
-    out: &mut String,
-) {
+pub fn render_inventory(clusters: &[std::sync::Arc<ClusterInventory>], out: &mut String) {
     header(
         out,
         "ganeti_cluster_up",
@@ -304,7 +311,7 @@ pub fn render_inventory(
         .map(|c| {
             c.instances
                 .iter()
-                .map(|i| owner_of(i).unwrap_or_default())
+                .map(|i| c.owner_of(i).map(|s| s.name).unwrap_or_default())
                 .collect()
         })
         .collect();
@@ -360,8 +367,10 @@ mod tests {
                 cpus: 4,
                 ..Default::default()
             }],
+            tag_prefix: "GANETI_WEB_MANAGER".into(),
             instances: vec![Instance {
                 name: "vm\"1".into(),
+                tags: vec!["GANETI_WEB_MANAGER:owner:U:alice".into()],
                 status: "running".into(),
                 running: true,
                 primary_node: "n1".into(),
@@ -378,7 +387,7 @@ mod tests {
     #[test]
     fn inventory_metrics_are_rendered_with_escaped_labels() {
         let m = Metrics::new(inventory()).unwrap();
-        let text = m.render(&|_| Some("alice".into()));
+        let text = m.render();
         assert!(text.contains("ganeti_cluster_up{cluster=\"prod\"} 1\n"), "{text}");
         assert!(text.contains("ganeti_cluster_info{cluster=\"prod\",version=\"3.0.2\",master=\"n1\"} 1\n"));
         assert!(text.contains("ganeti_cluster_jobs{cluster=\"prod\",status=\"success\"} 3\n"));
@@ -398,7 +407,7 @@ mod tests {
         let inv = inventory();
         inv.mark_unreachable("prod");
         let m = Metrics::new(inv).unwrap();
-        let text = m.render(&|_| None);
+        let text = m.render();
         assert!(text.contains("ganeti_cluster_up{cluster=\"prod\"} 0\n"));
         assert!(text.contains("ganeti_node_cpus{cluster=\"prod\",node=\"n1\"} 4\n"));
     }

@@ -133,9 +133,11 @@ impl RapiClient {
             });
         }
         base.set_query(None);
-        let tls_config = tls::client_config(&config.tls)?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls_config)
+        let builder = match &config.tls {
+            TlsMode::SystemRoots => reqwest::Client::builder().use_rustls_tls(),
+            mode => reqwest::Client::builder().use_preconfigured_tls(tls::client_config(mode)?),
+        };
+        let http = builder
             .connect_timeout(config.connect_timeout)
             .user_agent(concat!("ganeti-operator/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -24,6 +24,8 @@ pub enum TlsMode {
     CaBundle(Vec<u8>),
     /// Accept any certificate. Development only: the caller must surface a warning.
     Insecure,
+    /// The public web PKI (a RAPI certificate from a public CA; no caBundle given).
+    SystemRoots,
 }
 
 impl std::fmt::Debug for TlsMode {
@@ -31,6 +33,7 @@ impl std::fmt::Debug for TlsMode {
         match self {
             Self::CaBundle(pem) => write!(f, "CaBundle({} bytes)", pem.len()),
             Self::Insecure => f.write_str("Insecure"),
+            Self::SystemRoots => f.write_str("SystemRoots"),
         }
     }
 }
@@ -88,6 +91,11 @@ pub fn client_config(mode: &TlsMode) -> Result<rustls::ClientConfig, RapiError> 
             detail: e.to_string(),
         })?;
     let verifier = match mode {
+        TlsMode::SystemRoots => {
+            return Err(RapiError::Config {
+                detail: "system roots are reqwest's default configuration, not a pinned one".into(),
+            });
+        }
         TlsMode::Insecure => PinningVerifier {
             pinned: Vec::new(),
             webpki: None,

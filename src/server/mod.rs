@@ -56,7 +56,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         .inc();
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&|_| None),
+        state.metrics.render(),
     )
 }
 

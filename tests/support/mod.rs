@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod crds;
+pub mod operator;
 pub mod testbed;
 
 use ganeti_operator::api;

@@ -1,24 +1,416 @@
 //! The GanetiCluster controller: reads each cluster in bulk once per interval into the
 //! shared inventory, and reports it as status and metrics.
+//!
+//! observe (Secret, RAPI bulk reads) -> plan (`plan::plan_status`, pure) -> apply (a
+//! status patch only when something changed).
 
 pub mod plan;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use super::{Context, Error, FIELD_MANAGER, observe};
+use crate::api::GanetiCluster;
+use crate::inventory::ClusterInventory;
+use crate::rapi::{self, Credentials, RapiClient, RapiConfig, RapiError, RapiObserver, TlsMode};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use plan::{FailureReason, SyncOutcome};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CONTROLLER: &str = "ganeticluster";
+/// Default `syncInterval`.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+/// `lastSyncTime` alone is rewritten at most this often.
+const HEARTBEAT: SignedDuration = SignedDuration::from_secs(300);
 
 /// What the controller remembers between reconciliations (in memory only).
 #[derive(Default)]
 pub struct ClusterState {
     /// Per cluster: the inputs of the last successful read and when it happened, so a
     /// reconcile triggered by our own status write does not read Ganeti again.
-    #[allow(dead_code)] // read by the reconciler (next commit)
-    pub(crate) last_sync: Mutex<HashMap<String, SyncMark>>,
+    last_sync: Mutex<HashMap<String, SyncMark>>,
+    /// Per cluster: the RAPI client and the inputs it was built from.
+    clients: Mutex<HashMap<String, (ClientKey, Arc<RapiClient>)>>,
+}
+
+impl ClusterState {
+    /// The RAPI client of a cluster, as last built by the controller (other controllers
+    /// and the HTTP server use it to write to Ganeti).
+    pub fn client(&self, cluster: &str) -> Option<Arc<RapiClient>> {
+        self.clients
+            .lock()
+            .expect("clients lock")
+            .get(cluster)
+            .map(|(_, c)| c.clone())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SyncMark {
-    pub generation: Option<i64>,
-    pub secret_version: Option<String>,
-    pub at: Instant,
+struct SyncMark {
+    key: ClientKey,
+    generation: Option<i64>,
+    at: Instant,
+}
+
+/// Everything a RAPI client is built from; a change means a new client.
+#[derive(Debug, Clone, PartialEq)]
+struct ClientKey {
+    url: String,
+    ca_bundle: Option<String>,
+    insecure: bool,
+    secret_version: Option<String>,
+}
+
+/// Feeds RAPI request durations into the operator's metrics.
+struct MetricsObserver(Arc<crate::metrics::Metrics>);
+
+impl RapiObserver for MetricsObserver {
+    fn observe(&self, op: &'static str, outcome: &'static str, seconds: f64) {
+        self.0
+            .rapi_duration
+            .with_label_values(&[op, outcome])
+            .observe(seconds);
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let clusters: Api<GanetiCluster> = Api::all(ctx.client.clone());
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.secrets_namespace);
+    let controller = Controller::new(clusters, watcher::Config::default());
+    let store = controller.store();
+    controller
+        // A changed credentials Secret triggers its clusters at once.
+        .watches(secrets, watcher::Config::default(), move |secret| {
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|c| c.spec.credentials_secret.name == name)
+                .map(|c| ObjectRef::from_obj(&*c))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "ganeticluster reconcile event");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_cluster: Arc<GanetiCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %error, category = error.category(), "GanetiCluster reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// The cluster's sync interval (validated by the CRD; a bad value falls back to 30s).
+pub fn sync_interval(cluster: &GanetiCluster) -> Duration {
+    cluster
+        .spec
+        .sync_interval
+        .as_deref()
+        .and_then(|s| s.parse::<SignedDuration>().ok().or_else(|| parse_go_duration(s)))
+        .and_then(|d| Duration::try_from(d).ok())
+        .filter(|d| *d >= Duration::from_secs(5))
+        .unwrap_or(DEFAULT_SYNC_INTERVAL)
+}
+
+/// `30s`, `2m`, `1h30m` (the Kubernetes duration syntax the CRD accepts).
+fn parse_go_duration(s: &str) -> Option<SignedDuration> {
+    let mut total = 0f64;
+    let mut number = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let unit = if c == 'm' && chars.peek() == Some(&'s') {
+            chars.next();
+            0.001
+        } else {
+            match c {
+                's' => 1.0,
+                'm' => 60.0,
+                'h' => 3600.0,
+                _ => return None,
+            }
+        };
+        total += number.parse::<f64>().ok()? * unit;
+        number.clear();
+    }
+    number.is_empty().then(|| SignedDuration::from_secs_f64(total))
+}
+
+async fn reconcile(cluster: Arc<GanetiCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&cluster, &ctx).await;
+    observe(&ctx.metrics, CONTROLLER, started, result.as_ref().err());
+    // Drop the inventory of clusters that no longer exist.
+    result
+}
+
+async fn reconcile_inner(cluster: &GanetiCluster, ctx: &Context) -> Result<Action, Error> {
+    let name = cluster.name_any();
+    let interval = sync_interval(cluster);
+    if cluster.meta().deletion_timestamp.is_some() {
+        forget(ctx, &name);
+        return Ok(Action::await_change());
+    }
+
+    let (key, credentials) = match read_credentials(cluster, ctx).await? {
+        Ok(found) => found,
+        Err((reason, message)) => {
+            let outcome = SyncOutcome::Failed { reason, message };
+            ctx.inventory.mark_unreachable(&name);
+            write_status(cluster, ctx, &outcome).await?;
+            return Ok(Action::requeue(interval));
+        }
+    };
+
+    // Our own status write triggers a reconcile: do not read Ganeti again for it.
+    if let Some(mark) = ctx.clusters.last_sync.lock().expect("lock").get(&name)
+        && mark.key == key
+        && mark.generation == cluster.metadata.generation
+        && mark.at.elapsed() < interval
+    {
+        return Ok(Action::requeue(interval - mark.at.elapsed()));
+    }
+
+    let client = match client_for(ctx, &name, &key, credentials) {
+        Ok(c) => c,
+        Err(e) => {
+            let outcome = SyncOutcome::Failed {
+                reason: FailureReason::InvalidSpec,
+                message: e.to_string(),
+            };
+            write_status(cluster, ctx, &outcome).await?;
+            return Ok(Action::requeue(interval));
+        }
+    };
+
+    let prefix = cluster
+        .spec
+        .tag_prefix
+        .clone()
+        .unwrap_or_else(|| crate::tags::DEFAULT_PREFIX.to_string());
+    match read_cluster(&client, &name, prefix).await {
+        Ok(inventory) => {
+            ctx.inventory.put(inventory);
+            let snapshot = ctx.inventory.get(&name).expect("just stored");
+            write_status(cluster, ctx, &SyncOutcome::Synced(&snapshot)).await?;
+            ctx.clusters.last_sync.lock().expect("lock").insert(
+                name.clone(),
+                SyncMark {
+                    key,
+                    generation: cluster.metadata.generation,
+                    at: Instant::now(),
+                },
+            );
+        }
+        Err(outcome) => {
+            if let SyncOutcome::Failed { reason, message } = &outcome {
+                tracing::warn!(cluster = %name, reason = reason.as_str(), %message, "cluster read failed");
+            }
+            ctx.inventory.mark_unreachable(&name);
+            ctx.clusters.last_sync.lock().expect("lock").remove(&name);
+            write_status(cluster, ctx, &outcome).await?;
+        }
+    }
+    Ok(Action::requeue(interval))
+}
+
+fn forget(ctx: &Context, name: &str) {
+    ctx.inventory.remove(name);
+    ctx.clusters.last_sync.lock().expect("lock").remove(name);
+    ctx.clusters.clients.lock().expect("lock").remove(name);
+}
+
+type CredentialsResult = Result<(ClientKey, Credentials), (FailureReason, String)>;
+
+/// Reads the credentials Secret. The outer error is the API server failing; the inner
+/// one a problem the cluster's status should report.
+async fn read_credentials(cluster: &GanetiCluster, ctx: &Context) -> Result<CredentialsResult, Error> {
+    let reference = &cluster.spec.credentials_secret;
+    let ns = &ctx.config.secrets_namespace;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(secret) = secrets.get_opt(&reference.name).await? else {
+        return Ok(Err((
+            FailureReason::MissingSecret,
+            format!(
+                "Secret {ns}/{} does not exist: create it with the RAPI user's username and password",
+                reference.name
+            ),
+        )));
+    };
+    let data = secret.data.clone().unwrap_or_default();
+    let read = |key: &str| -> Option<String> {
+        data.get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .map(|s| s.trim_end_matches('\n').to_string())
+    };
+    let user_key = reference.username_key.as_deref().unwrap_or("username");
+    let password_key = reference.password_key.as_deref().unwrap_or("password");
+    let (Some(user), Some(password)) = (read(user_key), read(password_key)) else {
+        return Ok(Err((
+            FailureReason::InvalidSecret,
+            format!(
+                "Secret {ns}/{} lacks the keys {user_key:?} and {password_key:?}",
+                reference.name
+            ),
+        )));
+    };
+    let key = ClientKey {
+        url: cluster.spec.rapi_url.clone(),
+        ca_bundle: cluster.spec.ca_bundle.clone(),
+        insecure: cluster.spec.insecure == Some(true),
+        secret_version: secret.metadata.resource_version.clone(),
+    };
+    Ok(Ok((key, Credentials::new(user, password))))
+}
+
+fn client_for(
+    ctx: &Context,
+    name: &str,
+    key: &ClientKey,
+    credentials: Credentials,
+) -> Result<Arc<RapiClient>, RapiError> {
+    let mut clients = ctx.clusters.clients.lock().expect("lock");
+    if let Some((k, c)) = clients.get(name)
+        && k == key
+    {
+        return Ok(c.clone());
+    }
+    let tls = if key.insecure {
+        TlsMode::Insecure
+    } else {
+        match &key.ca_bundle {
+            Some(pem) => TlsMode::CaBundle(pem.as_bytes().to_vec()),
+            None => TlsMode::SystemRoots,
+        }
+    };
+    let client = Arc::new(
+        RapiClient::new(RapiConfig::new(key.url.clone(), credentials, tls))?
+            .with_observer(Arc::new(MetricsObserver(ctx.metrics.clone()))),
+    );
+    clients.insert(name.to_string(), (key.clone(), client.clone()));
+    Ok(client)
+}
+
+/// One bulk read of a cluster: info, features, nodes, instances and jobs, concurrently.
+async fn read_cluster(
+    client: &RapiClient,
+    name: &str,
+    tag_prefix: String,
+) -> Result<ClusterInventory, SyncOutcome<'static>> {
+    let (info, features, nodes, instances, jobs) = tokio::join!(
+        client.info(),
+        client.features(),
+        client.nodes(),
+        client.instances(),
+        client.jobs()
+    );
+    let info = info.map_err(failure)?;
+    if !plan::version_supported(&info.software_version) {
+        return Err(SyncOutcome::Failed {
+            reason: FailureReason::UnsupportedVersion,
+            message: format!(
+                "Ganeti {} is not supported (need 2.x or 3.x)",
+                info.software_version
+            ),
+        });
+    }
+    let features = features.map_err(failure)?;
+    if !features.iter().any(|f| f == rapi::FEATURE_INSTANCE_CREATE_V1) {
+        return Err(SyncOutcome::Failed {
+            reason: FailureReason::UnsupportedVersion,
+            message: format!(
+                "the Remote API lacks the feature {}",
+                rapi::FEATURE_INSTANCE_CREATE_V1
+            ),
+        });
+    }
+    let mut jobs_by_status = BTreeMap::new();
+    for job in jobs.map_err(failure)? {
+        *jobs_by_status.entry(job.status.as_str().to_string()).or_insert(0) += 1;
+    }
+    Ok(ClusterInventory {
+        cluster: name.to_string(),
+        facts: info.into(),
+        nodes: nodes.map_err(failure)?.into_iter().map(Into::into).collect(),
+        instances: instances.map_err(failure)?.into_iter().map(Into::into).collect(),
+        jobs_by_status,
+        tag_prefix,
+        reachable: true,
+    })
+}
+
+/// Maps a RAPI error onto the condition reason an admin acts on.
+fn failure(e: RapiError) -> SyncOutcome<'static> {
+    let reason = match e.category() {
+        "auth_failed" => FailureReason::AuthFailed,
+        "forbidden" => FailureReason::Forbidden,
+        "tls_error" => FailureReason::TlsError,
+        "timeout" => FailureReason::Timeout,
+        "unreachable" => FailureReason::Unreachable,
+        "unavailable" => FailureReason::Unavailable,
+        "config_error" => FailureReason::InvalidSpec,
+        _ => FailureReason::BadResponse,
+    };
+    let hint = match reason {
+        FailureReason::AuthFailed => ": check the username and password in the credentials Secret",
+        FailureReason::TlsError => ": check spec.caBundle against the RAPI certificate",
+        FailureReason::Unreachable => ": check spec.rapiUrl and that ganeti-rapi runs on the master",
+        _ => "",
+    };
+    SyncOutcome::Failed {
+        reason,
+        message: format!("{e}{hint}"),
+    }
+}
+
+async fn write_status(
+    cluster: &GanetiCluster,
+    ctx: &Context,
+    outcome: &SyncOutcome<'_>,
+) -> Result<(), Error> {
+    let Some(status) = plan::plan_status(cluster, outcome, Timestamp::now(), HEARTBEAT) else {
+        return Ok(());
+    };
+    tracing::debug!(cluster = %cluster.name_any(), "writing status");
+    let api: Api<GanetiCluster> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({
+        "apiVersion": "ganeti.dev/v1alpha1",
+        "kind": "GanetiCluster",
+        "status": status,
+    });
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.status_writes.with_label_values(&[CONTROLLER]).inc();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_kubernetes_syntax() {
+        assert_eq!(parse_go_duration("30s"), Some(SignedDuration::from_secs(30)));
+        assert_eq!(parse_go_duration("1h30m"), Some(SignedDuration::from_secs(5400)));
+        assert_eq!(parse_go_duration("500ms"), Some(SignedDuration::from_millis(500)));
+        assert_eq!(parse_go_duration("5x"), None);
+    }
 }

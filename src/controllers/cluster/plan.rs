@@ -164,6 +164,15 @@ pub fn plan_status(
     (next != current).then_some(next)
 }
 
+/// Free memory and disk move with every sync (the hosts' page cache, logs). Status
+/// rounds them down to 1% of the total, so it is rewritten on meaningful change only;
+/// the metrics carry the exact values.
+fn coarse_free(free_mib: u64, total_mib: u64) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let step = (total_mib / 100).max(1);
+    (free_mib.min(total_mib.max(free_mib)) / step) * step * MIB
+}
+
 fn fill_from_inventory(status: &mut GanetiClusterStatus, inv: &ClusterInventory) {
     status.cluster_name = Some(inv.facts.name.clone());
     status.software_version = Some(inv.facts.software_version.clone());
@@ -175,9 +184,9 @@ fn fill_from_inventory(status: &mut GanetiClusterStatus, inv: &ClusterInventory)
     let mut capacity = ClusterCapacity::default();
     for n in inv.nodes.iter().filter(|n| !n.offline && !n.drained) {
         capacity.memory_total_bytes += n.memory_total_mib * MIB;
-        capacity.memory_free_bytes += n.memory_free_mib * MIB;
+        capacity.memory_free_bytes += coarse_free(n.memory_free_mib, n.memory_total_mib);
         capacity.disk_total_bytes += n.disk_total_mib * MIB;
-        capacity.disk_free_bytes += n.disk_free_mib * MIB;
+        capacity.disk_free_bytes += coarse_free(n.disk_free_mib, n.disk_total_mib);
         capacity.cpus += n.cpus;
     }
     status.capacity = Some(capacity);
@@ -188,9 +197,9 @@ fn fill_from_inventory(status: &mut GanetiClusterStatus, inv: &ClusterInventory)
             name: n.name.clone(),
             role: n.role.as_str().to_string(),
             memory_total_bytes: n.memory_total_mib * MIB,
-            memory_free_bytes: n.memory_free_mib * MIB,
+            memory_free_bytes: coarse_free(n.memory_free_mib, n.memory_total_mib),
             disk_total_bytes: n.disk_total_mib * MIB,
-            disk_free_bytes: n.disk_free_mib * MIB,
+            disk_free_bytes: coarse_free(n.disk_free_mib, n.disk_total_mib),
             cpus: n.cpus,
             primary_instances: n.primary_instances,
             secondary_instances: n.secondary_instances,
@@ -275,6 +284,7 @@ mod tests {
             ],
             jobs_by_status: [("success".into(), 7)].into(),
             reachable: true,
+            tag_prefix: "GANETI_WEB_MANAGER".into(),
         }
     }
 
@@ -364,6 +374,13 @@ mod tests {
             "UnsupportedVersion"
         );
         assert!(version_supported("3.0.2") && version_supported("2.16.0") && !version_supported("1.2"));
+    }
+
+    #[test]
+    fn free_space_is_rounded_to_a_percent_of_the_total() {
+        assert_eq!(coarse_free(1234, 10_000), 1200 << 20);
+        assert_eq!(coarse_free(1299, 10_000), 1200 << 20);
+        assert_eq!(coarse_free(5, 0), 5 << 20, "no total known: exact");
     }
 
     #[test]

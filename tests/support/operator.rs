@@ -1,0 +1,135 @@
+//! Runs the operator binary against the testbed under its own ServiceAccount
+//! (manifests/rbac.yaml), as it runs in a cluster: a missing permission fails a test.
+#![allow(dead_code)]
+
+use super::repo_path;
+use super::testbed::{env, kubectl_ok};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct Operator {
+    child: Option<Child>,
+    pub port: u16,
+    pub log_path: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Operator {
+    /// Applies the operator's RBAC, mints a ServiceAccount token and starts the operator;
+    /// returns once `/healthz` answers.
+    pub async fn start(name: &str) -> Operator {
+        kubectl_ok(
+            "root",
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                repo_path("manifests/rbac.yaml").to_str().unwrap(),
+            ],
+        );
+        let token = kubectl_ok(
+            "root",
+            &[
+                "create",
+                "token",
+                "ganeti-operator",
+                "--namespace",
+                "ganeti-system",
+                "--duration",
+                "1h",
+            ],
+        );
+        let dir = std::env::temp_dir().join(format!("ganeti-operator-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        let doc = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "t",
+            "clusters": [{"name": "t", "cluster": {"server": env("KUBE_SERVER"), "certificate-authority": env("KUBE_CA_FILE")}}],
+            "users": [{"name": "t", "user": {"token": token.trim()}}],
+            "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
+        });
+        std::fs::write(&kubeconfig, serde_yaml::to_string(&doc).unwrap()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log_path = dir.join("operator.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ganeti-operator"))
+            .args([
+                "run",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info,ganeti_operator=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("operator starts");
+        let op = Operator {
+            child: Some(child),
+            port,
+            log_path,
+            dir,
+        };
+        for _ in 0..100 {
+            if reqwest::get(op.url("/healthz"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return op;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("operator never answered /healthz:\n{}", op.log());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status and the log.
+    pub fn stop(&mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        (status, self.log())
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The value of one sample line (`name{labels}`) in a metrics text, if present.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+}
