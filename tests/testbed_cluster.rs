@@ -82,6 +82,15 @@ fn gnt(args: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Starts ganeti-rapi again when dropped, even if the test failed meanwhile.
+struct RapiRestarter;
+
+impl Drop for RapiRestarter {
+    fn drop(&mut self) {
+        gnt("/usr/lib/ganeti/daemon-util start ganeti-rapi");
+    }
+}
+
 #[tokio::test]
 async fn status_metrics_failures_and_recovery() {
     let root = kube_client("root").await;
@@ -222,6 +231,14 @@ async fn status_metrics_failures_and_recovery() {
     let m = op.metrics().await;
     assert_eq!(sample(&m, "ganeti_cluster_up{cluster=\"tb-main\"}"), Some(0.0));
     apply_secret(&root, "rapi-tb-main", &password).await;
+    wait_reason(&clusters, "tb-main", "Reachable", "Synced", &op).await;
+
+    // RAPI daemon stopped: Unreachable, then recovery when it is back.
+    {
+        let _restart = RapiRestarter;
+        gnt("/usr/lib/ganeti/daemon-util stop ganeti-rapi");
+        wait_reason(&clusters, "tb-main", "Reachable", "Unreachable", &op).await;
+    }
     wait_reason(&clusters, "tb-main", "Reachable", "Synced", &op).await;
 
     let (exit, log) = op.stop();
