@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Owner", type_ = "string", json_path = ".spec.owner.name"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("!has(oldSelf.applicant) || (has(self.applicant) && self.applicant == oldSelf.applicant)")
+#[x_kube(validation = Rule::new("has(self.applicant) == has(oldSelf.applicant) && (!has(self.applicant) || self.applicant == oldSelf.applicant)")
     .message("applicant cannot change after the application is filed").field_path(".applicant"))]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceApplicationSpec {
