@@ -95,6 +95,7 @@ impl Drop for RapiRestarter {
 async fn status_metrics_failures_and_recovery() {
     let root = kube_client("root").await;
     install_crds(&root).await;
+    support::operator::apply_operator_rbac();
     let ca = std::fs::read_to_string(env("GANETI_RAPI_CA")).unwrap();
     let password = env("GANETI_RAPI_PASSWORD");
     let url = env("GANETI_RAPI_URL");

@@ -14,20 +14,26 @@ pub struct Operator {
     dir: std::path::PathBuf,
 }
 
+/// Applies manifests/rbac.yaml: the `ganeti-system` namespace, the operator's
+/// ServiceAccount and its rights.
+pub fn apply_operator_rbac() {
+    kubectl_ok(
+        "root",
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            repo_path("manifests/rbac.yaml").to_str().unwrap(),
+        ],
+    );
+}
+
 impl Operator {
     /// Applies the operator's RBAC, mints a ServiceAccount token and starts the operator;
     /// returns once `/healthz` answers.
     pub async fn start(name: &str) -> Operator {
-        kubectl_ok(
-            "root",
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "-f",
-                repo_path("manifests/rbac.yaml").to_str().unwrap(),
-            ],
-        );
+        apply_operator_rbac();
         let token = kubectl_ok(
             "root",
             &[
