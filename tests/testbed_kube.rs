@@ -290,3 +290,23 @@ async fn the_operator_runs_under_its_least_privilege_service_account() {
     assert!(log.contains("shut down cleanly"), "{log}");
     assert!(!log.contains("eyJ"), "no bearer token (JWT) in the log");
 }
+
+#[tokio::test]
+async fn the_api_server_has_no_warnings_about_our_crds() {
+    let crds = repo_path("crds");
+    let (ok, _, stderr) = kubectl(
+        "root",
+        &[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-f",
+            crds.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        !stderr.contains("Warning"),
+        "the API server warns about our CRDs:\n{stderr}"
+    );
+}

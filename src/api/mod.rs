@@ -32,7 +32,7 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Every CRD of the API, with the file name it is kept under in `crds/`.
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![
+    let all = vec![
         ("ganeticluster.yaml", GanetiCluster::crd()),
         ("instanceapplication.yaml", InstanceApplication::crd()),
         ("role.yaml", Role::crd()),
@@ -40,7 +40,33 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("clusterquota.yaml", ClusterQuota::crd()),
         ("notification.yaml", Notification::crd()),
         ("userprofile.yaml", UserProfile::crd()),
-    ]
+    ];
+    all.into_iter()
+        .map(|(file, crd)| (file, without_unknown_formats(crd)))
+        .collect()
+}
+
+/// schemars marks unsigned integers `format: uint32`/`uint64`, which the API server
+/// does not know and warns about on every apply; `minimum: 0` already says it.
+fn without_unknown_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(f)) = map.get("format")
+                    && matches!(f.as_str(), "uint8" | "uint16" | "uint32" | "uint64")
+                {
+                    map.remove("format");
+                    map.entry("minimum").or_insert(serde_json::json!(0));
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
+    walk(&mut value);
+    serde_json::from_value(value).expect("the same CRD, minus formats")
 }
 
 /// One CRD as the YAML document checked in under `crds/`.
