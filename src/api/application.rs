@@ -1,7 +1,7 @@
 //! InstanceApplication: a user's request for a VM, the admins' decision, and its progress.
 
 use super::cluster::NicMode;
-use super::common::{Conditions, DNS_SUBDOMAIN_PATTERN, Subject, conditions_schema, positive_bytes_rule};
+use super::common::{Conditions, Subject, conditions_schema, positive_bytes_rule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -37,7 +37,8 @@ pub struct InstanceApplicationSpec {
 
     /// The VM's fully qualified host name (RFC 1123: lowercase labels of at most 63
     /// characters); it becomes the Ganeti instance name.
-    #[schemars(length(min = 1, max = 253), pattern(DNS_SUBDOMAIN_PATTERN))]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = super::common::hostname_rule())]
     pub hostname: String,
 
     /// Virtual CPUs, 1 to 256.

@@ -95,6 +95,13 @@ pub fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars:
     schema
 }
 
+/// CEL rule for a VM host name: the pattern, with a message a person can act on.
+pub fn hostname_rule() -> Rule {
+    Rule::new(format!("self.matches(r'{DNS_SUBDOMAIN_PATTERN}')")).message(
+        "hostname must be a lowercase DNS name (RFC 1123): letters, digits and '-', dot-separated labels of at most 63 characters, e.g. web1.example.org",
+    )
+}
+
 /// OpenSSH public key line: key type, base64 blob, optional comment.
 pub const SSH_PUBLIC_KEY_PATTERN: &str = r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/]+=* ?[^\n]*$";
 
