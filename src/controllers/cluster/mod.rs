@@ -306,7 +306,7 @@ fn client_for(
 }
 
 /// One bulk read of a cluster: info, features, nodes, instances and jobs, concurrently.
-async fn read_cluster(
+pub async fn read_cluster(
     client: &RapiClient,
     name: &str,
     tag_prefix: String,
