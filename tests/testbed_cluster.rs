@@ -242,6 +242,25 @@ async fn status_metrics_failures_and_recovery() {
     }
     wait_reason(&clusters, "tb-main", "Reachable", "Synced", &op).await;
 
+    // A deleted cluster disappears from the metrics.
+    clusters
+        .delete("tb-wrong-ca", &DeleteParams::default())
+        .await
+        .unwrap();
+    clusters
+        .delete("tb-main", &DeleteParams::default())
+        .await
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..60 {
+        if !op.metrics().await.contains("cluster=\"tb-main\"") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(gone, "tb-main's series outlive its deletion:\n{}", op.log());
+
     let (exit, log) = op.stop();
     assert!(exit.success(), "{log}");
     assert!(

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 const CONTROLLER: &str = "ganeticluster";
 /// Default `syncInterval`.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the inventories of deleted GanetiClusters are looked for.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 /// `lastSyncTime` alone is rewritten at most this often.
 const HEARTBEAT: SignedDuration = SignedDuration::from_secs(300);
 
@@ -85,6 +87,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.secrets_namespace);
     let controller = Controller::new(clusters, watcher::Config::default());
     let store = controller.store();
+    // A deleted GanetiCluster gets no reconcile (the operator keeps nothing in Ganeti for
+    // it, so it needs no finalizer): prune its inventory, RAPI client and metrics by
+    // comparing with a cheap metadata-only list.
+    tokio::spawn(prune_deleted(ctx.clone()));
     controller
         // A changed credentials Secret triggers its clusters at once.
         .watches(secrets, watcher::Config::default(), move |secret| {
@@ -104,6 +110,26 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }
         })
         .await;
+}
+
+async fn prune_deleted(ctx: Arc<Context>) {
+    let api: Api<GanetiCluster> = Api::all(ctx.client.clone());
+    loop {
+        tokio::time::sleep(PRUNE_INTERVAL).await;
+        // Only what was known before the list: a cluster created meanwhile is not pruned.
+        let known: Vec<String> = ctx.inventory.all().iter().map(|c| c.cluster.clone()).collect();
+        let live: std::collections::HashSet<String> = match api.list_metadata(&Default::default()).await {
+            Ok(list) => list.items.iter().map(|c| c.name_any()).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "listing GanetiClusters to prune failed");
+                continue;
+            }
+        };
+        for cluster in known.iter().filter(|c| !live.contains(*c)) {
+            tracing::info!(%cluster, "GanetiCluster deleted: forgetting its inventory");
+            forget(&ctx, cluster);
+        }
+    }
 }
 
 fn error_policy(_cluster: Arc<GanetiCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -154,7 +180,6 @@ async fn reconcile(cluster: Arc<GanetiCluster>, ctx: Arc<Context>) -> Result<Act
     let started = Instant::now();
     let result = reconcile_inner(&cluster, &ctx).await;
     observe(&ctx.metrics, CONTROLLER, started, result.as_ref().err());
-    // Drop the inventory of clusters that no longer exist.
     result
 }
 
