@@ -68,6 +68,15 @@ pub enum NodeRole {
 }
 
 impl NodeRole {
+    /// Every role, in Ganeti's order of rank.
+    pub const ALL: [NodeRole; 5] = [
+        Self::Master,
+        Self::Candidate,
+        Self::Regular,
+        Self::Drained,
+        Self::Offline,
+    ];
+
     /// From RAPI's single-letter role (M, C, R, D, O).
     pub fn from_letter(letter: &str) -> Option<Self> {
         Some(match letter {

@@ -266,13 +266,7 @@ pub fn render_inventory(clusters: &[std::sync::Arc<ClusterInventory>], out: &mut
     );
     for c in clusters {
         for n in &c.nodes {
-            for role in [
-                NodeRole::Master,
-                NodeRole::Candidate,
-                NodeRole::Regular,
-                NodeRole::Drained,
-                NodeRole::Offline,
-            ] {
+            for role in NodeRole::ALL {
                 let labels = [
                     ("cluster", c.cluster.as_str()),
                     ("node", n.name.as_str()),

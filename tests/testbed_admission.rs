@@ -8,8 +8,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::time::Duration;
 use support::crds::install_crds;
-use support::repo_path;
-use support::testbed::{kube_client, kubectl_ok};
+use support::testbed::kube_client;
 
 /// Installs CRDs, user RBAC and the admission policies; gives each user a namespace
 /// they may file applications in. Waits until the policies are in force.
@@ -17,16 +16,7 @@ async fn setup() {
     let root = kube_client("root").await;
     install_crds(&root).await;
     for f in ["manifests/access.yaml", "manifests/admission.yaml"] {
-        kubectl_ok(
-            "root",
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "-f",
-                repo_path(f).to_str().unwrap(),
-            ],
-        );
+        support::apply_manifest(f);
     }
     for user in ["alice", "bob", "carol"] {
         let ns = format!("adm-{user}");
@@ -321,17 +311,7 @@ async fn users_keep_only_their_own_profile_and_admins_set_groups() {
 async fn the_preconfigured_roles_cannot_be_changed_or_deleted() {
     use ganeti_operator::api::Role;
     setup().await;
-    kubectl_ok(
-        "root",
-        &[
-            "apply",
-            "--server-side",
-            "-f",
-            repo_path("examples/10-roles-preconfigured.yaml")
-                .to_str()
-                .unwrap(),
-        ],
-    );
+    support::apply_manifest("examples/10-roles-preconfigured.yaml");
     let admin: Api<Role> = Api::all(kube_client("admin").await);
     let widen = json!({"spec": {"vms": {"destroy": "forbidden"}}});
     let err = admin

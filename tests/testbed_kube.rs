@@ -228,15 +228,7 @@ async fn kubectl_explain_documents_the_fields() {
 async fn the_operator_runs_under_its_least_privilege_service_account() {
     let root = kube_client("root").await;
     install_crds(&root).await;
-    kubectl_ok(
-        "root",
-        &[
-            "apply",
-            "--server-side",
-            "-f",
-            repo_path("manifests/rbac.yaml").to_str().unwrap(),
-        ],
-    );
+    support::operator::apply_operator_rbac();
     let sa = "system:serviceaccount:ganeti-system:ganeti-operator";
     // What it needs, and not more.
     for (verb, resource, ns, expected) in [

@@ -796,13 +796,7 @@ mod tests {
 
     #[test]
     fn node_role_names_round_trip() {
-        for role in [
-            NodeRole::Master,
-            NodeRole::Candidate,
-            NodeRole::Regular,
-            NodeRole::Drained,
-            NodeRole::Offline,
-        ] {
+        for role in NodeRole::ALL {
             assert_eq!(parse_node_role_name(node_role_name(role)), Some(role));
         }
     }

@@ -16,6 +16,20 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// `kubectl apply --server-side` of a file of this repository, as the testbed's superuser.
+pub fn apply_manifest(rel: &str) {
+    testbed::kubectl_ok(
+        "root",
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            repo_path(rel).to_str().unwrap(),
+        ],
+    );
+}
+
 /// Every YAML document in a file, as JSON values (empty documents skipped).
 pub fn yaml_documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));

@@ -2,7 +2,6 @@
 //! (manifests/rbac.yaml), as it runs in a cluster: a missing permission fails a test.
 #![allow(dead_code)]
 
-use super::repo_path;
 use super::testbed::{env, kubectl_ok};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -17,16 +16,7 @@ pub struct Operator {
 /// Applies manifests/rbac.yaml: the `ganeti-system` namespace, the operator's
 /// ServiceAccount and its rights.
 pub fn apply_operator_rbac() {
-    kubectl_ok(
-        "root",
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            repo_path("manifests/rbac.yaml").to_str().unwrap(),
-        ],
-    );
+    super::apply_manifest("manifests/rbac.yaml");
 }
 
 impl Operator {
