@@ -7,11 +7,10 @@
 //! the snapshot they are always exactly what the last sync saw, and cost nothing between
 //! scrapes.
 
-use crate::inventory::{ClusterInventory, Instance, Inventory, NodeRole};
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
-use std::fmt::Write as _;
+use crate::inventory::{ClusterInventory, Instance, Inventory, Node, NodeRole};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Every metric the operator exports.
 pub struct Metrics {
@@ -31,6 +30,8 @@ pub struct Metrics {
     pub rapi_duration: HistogramVec,
     /// Status writes to the API server, by controller (0 on an unchanged pass).
     pub status_writes: IntCounterVec,
+    /// Length of the last rendered text, to size the next one.
+    last_render_len: AtomicUsize,
 }
 
 impl Metrics {
@@ -109,18 +110,33 @@ impl Metrics {
             reconcile_duration,
             rapi_duration,
             status_writes,
+            last_render_len: AtomicUsize::new(0),
         })
     }
 
     /// Everything in Prometheus' text exposition format.
     pub fn render(&self) -> String {
-        let mut out = Vec::with_capacity(64 * 1024);
+        let clusters = self.inventory.all();
+        let mut text = String::with_capacity(self.capacity_hint(&clusters));
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding into a Vec cannot fail");
-        let mut text = String::from_utf8(out).expect("the text format is UTF-8");
-        render_inventory(&self.inventory.all(), &mut text);
+            .encode_utf8(&self.registry.gather(), &mut text)
+            .expect("text encoding into a String cannot fail");
+        render_inventory(&clusters, &mut text);
+        self.last_render_len.store(text.len(), Ordering::Relaxed);
         text
+    }
+
+    /// Bytes to reserve for one render, so that the text is written without
+    /// reallocating (at 10k instances it is ~7 MB): the last render's size with some
+    /// room to grow, or an estimate from the inventory's size before the first one.
+    fn capacity_hint(&self, clusters: &[Arc<ClusterInventory>]) -> usize {
+        let last = self.last_render_len.load(Ordering::Relaxed);
+        if last > 0 {
+            return last + last / 16;
+        }
+        let nodes: usize = clusters.iter().map(|c| c.nodes.len()).sum();
+        let instances: usize = clusters.iter().map(|c| c.instances.len()).sum();
+        16 * 1024 + nodes * 1536 + instances * 768
     }
 
     pub fn registry(&self) -> &Registry {
@@ -130,6 +146,10 @@ impl Metrics {
 
 /// Label value escaping of the text format: backslash, double quote, newline.
 fn escape(value: &str, out: &mut String) {
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -140,46 +160,90 @@ fn escape(value: &str, out: &mut String) {
     }
 }
 
-/// One sample line: `name{k="v",...} value`.
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(k);
-            out.push_str("=\"");
-            escape(v, out);
-            out.push('"');
+/// Appends `k="v",...` (escaped).
+fn push_labels(out: &mut String, labels: &[(&str, &str)]) {
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
-        out.push('}');
+        out.push_str(k);
+        out.push_str("=\"");
+        escape(v, out);
+        out.push('"');
     }
-    out.push(' ');
-    let _ = write!(out, "{value}");
+}
+
+/// Appends a non-negative integer. Every inventory value is one (counts, bytes,
+/// flags), and this is several times cheaper than formatting an f64.
+fn push_u64(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[start..]).expect("ASCII digits"));
+}
+
+/// One sample line: `name{labels} value`, with `labels` already escaped.
+fn sample(out: &mut String, name: &str, labels: &str, value: u64) {
+    out.push_str(name);
+    out.push('{');
+    out.push_str(labels);
+    out.push_str("} ");
+    push_u64(out, value);
     out.push('\n');
 }
 
 fn header(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    out.push_str("# HELP ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(help);
+    out.push_str("\n# TYPE ");
+    out.push_str(name);
+    out.push_str(" gauge\n");
 }
+
+/// The escaped label sets of many series in one buffer: the label set of a node or an
+/// instance is the same in each of its families, so it is built (and escaped) once.
+#[derive(Default)]
+struct LabelSets {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl LabelSets {
+    fn push(&mut self, labels: &[(&str, &str)]) {
+        push_labels(&mut self.text, labels);
+        self.ends.push(self.text.len());
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(s, e)| &self.text[s..*e])
+    }
+}
+
+const MIB: u64 = 1 << 20;
 
 /// Appends the inventory metrics. Each family is written whole (all clusters), as the
 /// text format requires one block per family.
-pub fn render_inventory(clusters: &[std::sync::Arc<ClusterInventory>], out: &mut String) {
+pub fn render_inventory(clusters: &[Arc<ClusterInventory>], out: &mut String) {
+    let mut labels = String::new();
     header(
         out,
         "ganeti_cluster_up",
         "Whether the last read of the cluster's RAPI succeeded (1) or not (0).",
     );
     for c in clusters {
-        sample(
-            out,
-            "ganeti_cluster_up",
-            &[("cluster", &c.cluster)],
-            f64::from(u8::from(c.reachable)),
-        );
+        labels.clear();
+        push_labels(&mut labels, &[("cluster", &c.cluster)]);
+        sample(out, "ganeti_cluster_up", &labels, u64::from(c.reachable));
     }
     header(
         out,
@@ -187,12 +251,16 @@ pub fn render_inventory(clusters: &[std::sync::Arc<ClusterInventory>], out: &mut
         "Ganeti version and master node of the cluster; always 1.",
     );
     for c in clusters {
-        let labels = [
-            ("cluster", c.cluster.as_str()),
-            ("version", c.facts.software_version.as_str()),
-            ("master", c.facts.master.as_str()),
-        ];
-        sample(out, "ganeti_cluster_info", &labels, 1.0);
+        labels.clear();
+        push_labels(
+            &mut labels,
+            &[
+                ("cluster", &c.cluster),
+                ("version", &c.facts.software_version),
+                ("master", &c.facts.master),
+            ],
+        );
+        sample(out, "ganeti_cluster_info", &labels, 1);
     }
     header(
         out,
@@ -201,62 +269,63 @@ pub fn render_inventory(clusters: &[std::sync::Arc<ClusterInventory>], out: &mut
     );
     for c in clusters {
         for (status, count) in &c.jobs_by_status {
-            sample(
-                out,
-                "ganeti_cluster_jobs",
-                &[("cluster", &c.cluster), ("status", status)],
-                f64::from(*count),
-            );
+            labels.clear();
+            push_labels(&mut labels, &[("cluster", &c.cluster), ("status", status)]);
+            sample(out, "ganeti_cluster_jobs", &labels, u64::from(*count));
         }
     }
 
-    type NodeField = fn(&crate::inventory::Node) -> f64;
-    const MIB: f64 = 1024.0 * 1024.0;
+    let nodes: Vec<&Node> = clusters.iter().flat_map(|c| &c.nodes).collect();
+    let mut node_labels = LabelSets::default();
+    for c in clusters {
+        for n in &c.nodes {
+            node_labels.push(&[("cluster", &c.cluster), ("node", &n.name)]);
+        }
+    }
+    type NodeField = fn(&Node) -> u64;
     let node_gauges: [(&str, &str, NodeField); 9] = [
         (
             "ganeti_node_memory_total_bytes",
             "Physical memory of the node.",
-            |n| n.memory_total_mib as f64 * MIB,
+            |n| n.memory_total_mib.saturating_mul(MIB),
         ),
         ("ganeti_node_memory_free_bytes", "Free memory of the node.", |n| {
-            n.memory_free_mib as f64 * MIB
+            n.memory_free_mib.saturating_mul(MIB)
         }),
         (
             "ganeti_node_disk_total_bytes",
             "Disk space of the node for instances.",
-            |n| n.disk_total_mib as f64 * MIB,
+            |n| n.disk_total_mib.saturating_mul(MIB),
         ),
         (
             "ganeti_node_disk_free_bytes",
             "Free disk space of the node.",
-            |n| n.disk_free_mib as f64 * MIB,
+            |n| n.disk_free_mib.saturating_mul(MIB),
         ),
         ("ganeti_node_cpus", "Physical CPUs of the node.", |n| {
-            f64::from(n.cpus)
+            u64::from(n.cpus)
         }),
         (
             "ganeti_node_primary_instances",
             "Instances with this node as primary.",
-            |n| f64::from(n.primary_instances),
+            |n| u64::from(n.primary_instances),
         ),
         (
             "ganeti_node_secondary_instances",
             "Instances with this node as secondary.",
-            |n| f64::from(n.secondary_instances),
+            |n| u64::from(n.secondary_instances),
         ),
         ("ganeti_node_offline", "Whether the node is offline.", |n| {
-            f64::from(u8::from(n.offline))
+            u64::from(n.offline)
         }),
         ("ganeti_node_drained", "Whether the node is drained.", |n| {
-            f64::from(u8::from(n.drained))
+            u64::from(n.drained)
         }),
     ];
     for (name, help, field) in node_gauges {
         header(out, name, help);
-        for c in clusters {
-            for n in &c.nodes {
-                sample(out, name, &[("cluster", &c.cluster), ("node", &n.name)], field(n));
-            }
+        for (n, l) in nodes.iter().zip(node_labels.iter()) {
+            sample(out, name, l, field(n));
         }
     }
     header(
@@ -264,63 +333,52 @@ pub fn render_inventory(clusters: &[std::sync::Arc<ClusterInventory>], out: &mut
         "ganeti_node_role",
         "The node's role (master, candidate, regular, drained, offline); 1 for the current one.",
     );
-    for c in clusters {
-        for n in &c.nodes {
-            for role in NodeRole::ALL {
-                let labels = [
-                    ("cluster", c.cluster.as_str()),
-                    ("node", n.name.as_str()),
-                    ("role", role.as_str()),
-                ];
-                sample(
-                    out,
-                    "ganeti_node_role",
-                    &labels,
-                    f64::from(u8::from(n.role == role)),
-                );
-            }
+    for (n, l) in nodes.iter().zip(node_labels.iter()) {
+        for role in NodeRole::ALL {
+            out.push_str("ganeti_node_role{");
+            out.push_str(l);
+            out.push_str(",role=\"");
+            out.push_str(role.as_str());
+            out.push_str("\"} ");
+            push_u64(out, u64::from(n.role == role));
+            out.push('\n');
         }
     }
 
-    type InstanceField = fn(&Instance) -> f64;
+    let instances: Vec<&Instance> = clusters.iter().flat_map(|c| &c.instances).collect();
+    let mut instance_labels = LabelSets::default();
+    for c in clusters {
+        for i in &c.instances {
+            let owner = c.owner_of(i).map(|s| s.name).unwrap_or_default();
+            instance_labels.push(&[
+                ("cluster", &c.cluster),
+                ("instance", &i.name),
+                ("node", &i.primary_node),
+                ("owner", &owner),
+            ]);
+        }
+    }
+    type InstanceField = fn(&Instance) -> u64;
     let instance_gauges: [(&str, &str, InstanceField); 4] = [
         ("ganeti_instance_up", "Whether the instance is running.", |i| {
-            f64::from(u8::from(i.running))
+            u64::from(i.running)
         }),
         ("ganeti_instance_vcpus", "Virtual CPUs of the instance.", |i| {
-            f64::from(i.vcpus)
+            u64::from(i.vcpus)
         }),
         ("ganeti_instance_memory_bytes", "Memory of the instance.", |i| {
-            i.memory_mib as f64 * MIB
+            i.memory_mib.saturating_mul(MIB)
         }),
         (
             "ganeti_instance_disk_bytes",
             "Total disk size of the instance.",
-            |i| i.disk_mib as f64 * MIB,
+            |i| i.disk_mib.saturating_mul(MIB),
         ),
     ];
-    // Owners are computed once per instance, not once per family.
-    let owners: Vec<Vec<String>> = clusters
-        .iter()
-        .map(|c| {
-            c.instances
-                .iter()
-                .map(|i| c.owner_of(i).map(|s| s.name).unwrap_or_default())
-                .collect()
-        })
-        .collect();
     for (name, help, field) in instance_gauges {
         header(out, name, help);
-        for (c, owners) in clusters.iter().zip(&owners) {
-            for (i, owner) in c.instances.iter().zip(owners) {
-                let labels = [
-                    ("cluster", c.cluster.as_str()),
-                    ("instance", i.name.as_str()),
-                    ("node", i.primary_node.as_str()),
-                    ("owner", owner.as_str()),
-                ];
-                sample(out, name, &labels, field(i));
-            }
+        for (i, l) in instances.iter().zip(instance_labels.iter()) {
+            sample(out, name, l, field(i));
         }
     }
     header(
@@ -330,12 +388,16 @@ pub fn render_inventory(clusters: &[std::sync::Arc<ClusterInventory>], out: &mut
     );
     for c in clusters {
         for i in &c.instances {
-            let labels = [
-                ("cluster", c.cluster.as_str()),
-                ("instance", i.name.as_str()),
-                ("status", i.status.as_str()),
-            ];
-            sample(out, "ganeti_instance_status", &labels, 1.0);
+            labels.clear();
+            push_labels(
+                &mut labels,
+                &[
+                    ("cluster", &c.cluster),
+                    ("instance", &i.name),
+                    ("status", &i.status),
+                ],
+            );
+            sample(out, "ganeti_instance_status", &labels, 1);
         }
     }
 }

@@ -19,7 +19,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use plan::{FailureReason, SyncOutcome};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -339,9 +339,9 @@ pub async fn read_cluster(
     let (info, features, nodes, instances, jobs) = tokio::join!(
         client.info(),
         client.features(),
-        client.nodes(),
-        client.instances(),
-        client.jobs()
+        client.nodes_inventory(),
+        client.instances_inventory(),
+        client.job_counts()
     );
     let info = info.map_err(failure)?;
     if !plan::version_supported(&info.software_version) {
@@ -363,16 +363,12 @@ pub async fn read_cluster(
             ),
         });
     }
-    let mut jobs_by_status = BTreeMap::new();
-    for job in jobs.map_err(failure)? {
-        *jobs_by_status.entry(job.status.as_str().to_string()).or_insert(0) += 1;
-    }
     Ok(ClusterInventory {
         cluster: name.to_string(),
         facts: info.into(),
-        nodes: nodes.map_err(failure)?.into_iter().map(Into::into).collect(),
-        instances: instances.map_err(failure)?.into_iter().map(Into::into).collect(),
-        jobs_by_status,
+        nodes: nodes.map_err(failure)?,
+        instances: instances.map_err(failure)?,
+        jobs_by_status: jobs.map_err(failure)?,
         tag_prefix,
         reachable: true,
     })

@@ -77,7 +77,8 @@ pub fn plan_status(
     now: Timestamp,
     heartbeat: SignedDuration,
 ) -> Option<GanetiClusterStatus> {
-    let current = cluster.status.clone().unwrap_or_default();
+    let empty = GanetiClusterStatus::default();
+    let current = cluster.status.as_ref().unwrap_or(&empty);
     let generation = cluster.metadata.generation;
     let mut next = current.clone();
     next.observed_generation = generation;
@@ -158,10 +159,10 @@ pub fn plan_status(
         .last_sync_time
         .as_ref()
         .is_none_or(|t| now.duration_since(t.0) >= heartbeat);
-    if synced && (next != current || stale_heartbeat) {
+    if synced && (next != *current || stale_heartbeat) {
         next.last_sync_time = Some(Time(now));
     }
-    (next != current).then_some(next)
+    (next != *current).then_some(next)
 }
 
 /// Free memory and disk move with every sync (the hosts' page cache, logs). Status
@@ -208,11 +209,12 @@ fn fill_from_inventory(status: &mut GanetiClusterStatus, inv: &ClusterInventory)
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     nodes.truncate(MAX_NODES_IN_STATUS);
     status.nodes = nodes;
-    let mut by_status = BTreeMap::new();
+    // Counted by borrowed name: a String per instance would be 10k allocations.
+    let mut by_status: BTreeMap<&str, u32> = BTreeMap::new();
     for i in &inv.instances {
-        *by_status.entry(i.status.clone()).or_insert(0) += 1;
+        *by_status.entry(i.status.as_str()).or_insert(0) += 1;
     }
-    status.instances_by_status = by_status;
+    status.instances_by_status = by_status.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     status.jobs_by_status = inv.jobs_by_status.clone();
 }
 
