@@ -183,7 +183,19 @@ async fn instance_lifecycle_tags_power_console_and_remove() {
         .create_instance(&create_request(NAME, IP), REASON)
         .await
         .expect("create accepted");
+    // The job shows among the unfinished ones, with the summary a restarted operator
+    // looks for (an instance creation takes Ganeti about a second).
+    let unfinished = c.unfinished_jobs().await.expect("job query");
+    assert!(
+        unfinished
+            .iter()
+            .any(|j| j.id == job.0 && j.summary == vec![format!("INSTANCE_CREATE({NAME})")]),
+        "{unfinished:?}"
+    );
     let done = run_job(&c, job).await;
+    assert!(!c.unfinished_jobs().await.unwrap().iter().any(|j| j.id == job.0));
+    let counts = c.job_counts().await.expect("job counts");
+    assert!(counts.get("success").is_some_and(|n| *n > 0), "{counts:?}");
     assert_eq!(done.opresult, vec![serde_json::json!([env("GANETI_NODE")])]);
     assert!(done.end_ts.is_some());
 
@@ -332,8 +344,9 @@ async fn the_read_only_user_waits_for_jobs_by_polling() {
 
 #[tokio::test]
 async fn node_roles_read_and_the_master_refuses_a_drain() {
-    // The testbed has one node, the master: Ganeti refuses to change the master's
-    // flags, so the drain fails inside its job and nothing changes for other tests.
+    // Ganeti refuses to change the master's flags, so the drain fails inside its job
+    // and nothing changes for other tests (draining node2 is tested in
+    // tests/testbed_cluster.rs, where status and metrics must show it).
     let c = writer();
     let node = env("GANETI_NODE");
     assert_eq!(c.node_role(&node).await.unwrap(), NodeRole::Master);

@@ -3,13 +3,13 @@
 use super::error::RapiError;
 use super::tls::{self, TlsMode};
 use super::types::*;
-use crate::inventory::NodeRole;
+use crate::inventory::{self, NodeRole};
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -238,9 +238,16 @@ impl RapiClient {
             // RAPI answers 415 to a body without this content type; .json() sets it.
             req = req.json(body);
         }
-        let resp = req.send().await.map_err(|e| RapiError::from_reqwest(&e))?;
+        let mut resp = req.send().await.map_err(|e| RapiError::from_reqwest(&e))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| RapiError::from_reqwest(&e))?;
+        // Chunks go straight into one buffer sized by Content-Length: collecting them
+        // first and then joining them would hold a bulk answer (~16 MB at 10k
+        // instances) twice.
+        let expected = resp.content_length().unwrap_or(0).min(MAX_PRESIZE);
+        let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+        while let Some(chunk) = resp.chunk().await.map_err(|e| RapiError::from_reqwest(&e))? {
+            bytes.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
             return Err(RapiError::from_status(status.as_u16(), &bytes));
         }
@@ -290,6 +297,12 @@ impl RapiClient {
         self.get("features", &["2", "features"], &[]).await
     }
 
+    /// `GET /2/os`: the OS definitions valid on every node, with variants
+    /// (`debootstrap+default`), as instance creation accepts them.
+    pub async fn operating_systems(&self) -> Result<Vec<String>, RapiError> {
+        self.get("os_list", &["2", "os"], &[]).await
+    }
+
     /// `GET /2/tags`.
     pub async fn cluster_tags(&self) -> Result<Vec<String>, RapiError> {
         self.get("cluster_tags", &["2", "tags"], &[]).await
@@ -322,6 +335,15 @@ impl RapiClient {
     pub async fn instances(&self) -> Result<Vec<WireInstance>, RapiError> {
         self.get("instances_bulk", &["2", "instances"], &[("bulk", "1")])
             .await
+    }
+
+    /// `GET /2/instances?bulk=1` parsed straight into the inventory's model: the
+    /// periodic sync's read, without wire types in between.
+    pub async fn instances_inventory(&self) -> Result<Vec<inventory::Instance>, RapiError> {
+        let bulk: BulkInstances = self
+            .get("instances_bulk", &["2", "instances"], &[("bulk", "1")])
+            .await?;
+        Ok(bulk.0)
     }
 
     /// `GET /2/instances/<name>`.
@@ -358,6 +380,12 @@ impl RapiClient {
         self.get("nodes_bulk", &["2", "nodes"], &[("bulk", "1")]).await
     }
 
+    /// `GET /2/nodes?bulk=1` parsed straight into the inventory's model.
+    pub async fn nodes_inventory(&self) -> Result<Vec<inventory::Node>, RapiError> {
+        let bulk: BulkNodes = self.get("nodes_bulk", &["2", "nodes"], &[("bulk", "1")]).await?;
+        Ok(bulk.0)
+    }
+
     /// `GET /2/groups?bulk=1`.
     pub async fn groups(&self) -> Result<Vec<WireGroup>, RapiError> {
         self.get("groups_bulk", &["2", "groups"], &[("bulk", "1")]).await
@@ -366,6 +394,48 @@ impl RapiClient {
     /// `GET /2/jobs?bulk=1` (without op results).
     pub async fn jobs(&self) -> Result<Vec<Job>, RapiError> {
         self.get("jobs_bulk", &["2", "jobs"], &[("bulk", "1")]).await
+    }
+
+    /// Job counts by status (`queued`, `success`, ...), from `GET /2/query/job?fields=status`:
+    /// the same jobs as `/2/jobs?bulk=1`, without Ganeti encoding every job's opcodes
+    /// and results (a megabyte per few hundred jobs, and CPU the master needs).
+    pub async fn job_counts(&self) -> Result<BTreeMap<String, u32>, RapiError> {
+        let answer: QueryAnswer = self
+            .get(
+                "jobs_status_query",
+                &["2", "query", "job"],
+                &[("fields", "status")],
+            )
+            .await?;
+        answer.status_counts()
+    }
+
+    /// Jobs not finished yet (queued, waiting, running, canceling), with their
+    /// summaries (`INSTANCE_CREATE(name)`), via `PUT /2/query/job` with a filter: unlike
+    /// `GET /2/jobs?bulk=1` its cost does not grow with the job history Ganeti keeps.
+    pub async fn unfinished_jobs(&self) -> Result<Vec<JobSummary>, RapiError> {
+        let unfinished = [
+            JobStatus::Queued,
+            JobStatus::Waiting,
+            JobStatus::Running,
+            JobStatus::Canceling,
+        ];
+        let mut filter = vec![json!("|")];
+        filter.extend(unfinished.iter().map(|s| json!(["=", "status", s.as_str()])));
+        let body = json!({"fields": ["id", "status", "summary"], "qfilter": filter});
+        let url = self.url(&["2", "query", "job"], &[]);
+        // A query: safe to repeat, so retried like a read although it is a PUT.
+        let answer: QueryAnswer = self
+            .call(
+                "jobs_query",
+                Kind::Read,
+                Method::PUT,
+                url,
+                Some(&body),
+                self.request_timeout,
+            )
+            .await?;
+        answer.job_summaries()
     }
 
     // --- jobs ----------------------------------------------------------------------
@@ -691,6 +761,10 @@ impl RapiClient {
         .await
     }
 }
+
+/// Most a response's Content-Length reserves up front (a bigger answer still arrives,
+/// growing the buffer as it goes).
+const MAX_PRESIZE: u64 = 256 << 20;
 
 /// Jittered exponential backoff for reads: 200 ms, 400 ms, 800 ms, ... capped at 5 s.
 fn read_backoff(retries: usize) -> ExponentialBuilder {
