@@ -95,6 +95,20 @@ pub struct NotificationStatus {
     /// When the last mail went out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_time: Option<Time>,
+    /// Who was named but gets no mail, and why (no verified address, a VM without
+    /// owner, a group without members).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedRecipient>,
+}
+
+/// Someone or something named in the recipients that yields no mail.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedRecipient {
+    /// `user alice`, `group ops`, `instance tb/vm1.example.org`.
+    pub name: String,
+    /// Why no mail goes there.
+    pub reason: String,
 }
 
 /// One recipient's delivery.
@@ -106,8 +120,12 @@ pub struct RecipientStatus {
     /// The user it belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// `Pending`, `Sent` or `Failed`.
+    /// `Pending`, `Sending` (handed to the SMTP server, its answer not yet recorded),
+    /// `Sent` or `Failed`.
     pub result: DeliveryResult,
+    /// Delivery attempts so far (transient failures are retried).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
     /// The SMTP server's answer on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -124,6 +142,11 @@ pub struct RecipientStatus {
 pub enum DeliveryResult {
     #[default]
     Pending,
+    Sending,
     Sent,
     Failed,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

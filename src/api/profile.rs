@@ -73,4 +73,32 @@ pub struct UserProfileStatus {
     /// When the user last used the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Time>,
+    /// The verification link mailed for an address not yet verified. The link is
+    /// good once: verifying clears this, so the same link is then refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_verification: Option<PendingVerification>,
+}
+
+/// One outstanding email verification.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingVerification {
+    /// The address the link verifies.
+    pub email: String,
+    /// Random value the link carries; not a secret (the link's signature is what
+    /// cannot be forged), it only makes each link distinct and single-use.
+    pub nonce: String,
+    /// When the link stops working.
+    pub expires: Time,
+    /// When the mail with the link went out; absent until the SMTP server took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_time: Option<Time>,
+    /// The value of the annotation `ganeti.dev/resend-verification` when this link was
+    /// made; a new value asks for a new link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_request: Option<String>,
+    /// The SMTP server refused the address for good: no more mails to it until the
+    /// address changes or a new link is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }

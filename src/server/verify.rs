@@ -1,0 +1,174 @@
+//! `/verify-email`: where the link in a verification mail leads.
+//!
+//! `GET` only shows a page with a button; `POST` (the button) verifies. Mail scanners
+//! and link previews fetch URLs from mails with GET, and a GET that consumed the
+//! single-use link would use it up before the user ever clicked.
+
+use super::AppState;
+use crate::api::profile::UserProfile;
+use crate::controllers::profile::{self, link, plan};
+use axum::extract::{Form, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+pub struct TokenParam {
+    #[serde(default)]
+    token: String,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+         <body><h1>{t}</h1>{body}</body></html>\n",
+        t = escape(title)
+    );
+    (status, Html(html)).into_response()
+}
+
+fn count(state: &AppState, status: StatusCode) {
+    let class = format!("{}xx", status.as_u16() / 100);
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[profile::VERIFY_PATH, class.as_str()])
+        .inc();
+}
+
+fn refused(e: link::LinkError) -> Response {
+    let status = match e {
+        link::LinkError::Malformed => StatusCode::BAD_REQUEST,
+        link::LinkError::BadSignature => StatusCode::FORBIDDEN,
+        link::LinkError::Expired => StatusCode::GONE,
+    };
+    page(
+        status,
+        "Link not accepted",
+        &format!("<p>{}.</p>", escape(&e.to_string())),
+    )
+}
+
+/// The confirmation page.
+pub async fn show(State(state): State<AppState>, Query(q): Query<TokenParam>) -> Response {
+    let response = match &state.link_key {
+        None => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not available",
+            "<p>Email verification is not configured.</p>",
+        ),
+        Some(key) => match link::verify(key, &q.token, Timestamp::now()) {
+            Err(e) => refused(e),
+            Ok(claims) => page(
+                StatusCode::OK,
+                "Confirm your email address",
+                &format!(
+                    "<p>Confirm <b>{email}</b> as the address of the Ganeti VM service profile <b>{profile}</b>?</p>\
+                     <form method=\"post\" action=\"{path}\"><input type=\"hidden\" name=\"token\" value=\"{token}\">\
+                     <button type=\"submit\">Confirm</button></form>",
+                    email = escape(&claims.email),
+                    profile = escape(&claims.profile),
+                    path = profile::VERIFY_PATH,
+                    token = escape(&q.token),
+                ),
+            ),
+        },
+    };
+    count(&state, response.status());
+    response
+}
+
+/// Verifies: the profile's status records the address, and the link's nonce is gone.
+pub async fn confirm(State(state): State<AppState>, Form(q): Form<TokenParam>) -> Response {
+    let response = confirm_inner(&state, &q.token).await;
+    count(&state, response.status());
+    response
+}
+
+async fn confirm_inner(state: &AppState, token: &str) -> Response {
+    let Some(key) = &state.link_key else {
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not available",
+            "<p>Email verification is not configured.</p>",
+        );
+    };
+    let claims = match link::verify(key, token, Timestamp::now()) {
+        Ok(c) => c,
+        Err(e) => return refused(e),
+    };
+    let api: Api<UserProfile> = Api::all(state.client.clone());
+    // Two tries: a conflict means the profile changed meanwhile (the controller wrote,
+    // or the same link was followed twice at once); the second read decides.
+    for _ in 0..2 {
+        let p = match api.get_opt(&claims.profile).await {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                return page(
+                    StatusCode::NOT_FOUND,
+                    "Link not accepted",
+                    "<p>The profile no longer exists.</p>",
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a profile to verify its address failed");
+                return page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Try again",
+                    "<p>The service is busy; try again in a moment.</p>",
+                );
+            }
+        };
+        let status = match plan::verify(&p, &claims, Timestamp::now()) {
+            Ok(s) => s,
+            Err(refusal) => {
+                let code = match refusal {
+                    plan::Refusal::AddressChanged => StatusCode::CONFLICT,
+                    plan::Refusal::AlreadyUsed | plan::Refusal::Superseded => StatusCode::GONE,
+                };
+                return page(
+                    code,
+                    "Link not accepted",
+                    &format!("<p>{}.</p>", escape(&refusal.to_string())),
+                );
+            }
+        };
+        match profile::write_status(&state.client, &p, &status).await {
+            Ok(_) => {
+                tracing::info!(profile = %claims.profile, "email address verified");
+                return page(
+                    StatusCode::OK,
+                    "Address verified",
+                    &format!(
+                        "<p><b>{}</b> is verified. You can close this page.</p>",
+                        escape(&claims.email)
+                    ),
+                );
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "recording a verified address failed");
+                return page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Try again",
+                    "<p>The service is busy; try again in a moment.</p>",
+                );
+            }
+        }
+    }
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again",
+        "<p>The profile is changing; try again in a moment.</p>",
+    )
+}
