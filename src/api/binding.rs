@@ -65,7 +65,8 @@ pub struct RoleBindingStatus {
     /// Instances the binding's tags are written on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances_covered: Vec<InstanceRef>,
-    /// Ganeti tags this binding has written, as `cluster/instance: tag`.
+    /// Ganeti tags this binding implies that are on their instances (written by the
+    /// operator, or already there), as `cluster/instance: tag`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags_written: Vec<String>,
     /// Number of tags written.

@@ -19,8 +19,8 @@ use std::collections::BTreeSet;
 
 /// Whether some binding makes someone the administrator (bound to `administrator`, with a
 /// subject, not narrowed). The operator raises a condition when none does.
-pub fn has_administrator_binding(bindings: &[RoleBinding]) -> bool {
-    bindings.iter().any(|b| {
+pub fn has_administrator_binding<'a>(bindings: impl IntoIterator<Item = &'a RoleBinding>) -> bool {
+    bindings.into_iter().any(|b| {
         b.spec.role_ref == ADMINISTRATOR
             && !b.spec.subjects.is_empty()
             && b.spec.clusters.is_empty()

@@ -28,8 +28,8 @@ pub(crate) const fn cl_bit(r: ClusterRight) -> u32 {
 pub(crate) const fn sys_bit(r: SystemRight) -> u32 {
     1 << r as u32
 }
-const VM_ADMIN: u32 = vm_bit(VmRight::Admin);
-const CL_ADMIN: u32 = cl_bit(ClusterRight::Admin);
+pub(super) const VM_ADMIN: u32 = vm_bit(VmRight::Admin);
+pub(super) const CL_ADMIN: u32 = cl_bit(ClusterRight::Admin);
 /// Rights an admin lock leaves alone.
 const LOCK_EXEMPT: u32 = vm_bit(VmRight::View) | vm_bit(VmRight::Lock) | vm_bit(VmRight::Isolate);
 
@@ -108,9 +108,9 @@ pub(crate) struct InstanceFacts {
 }
 
 #[derive(Debug, Default)]
-struct ClusterEntry {
-    id: u32,
-    instances: HashMap<Box<str>, u32>,
+pub(super) struct ClusterEntry {
+    pub(super) id: u32,
+    pub(super) instances: HashMap<Box<str>, u32>,
 }
 
 /// Roles, bindings and instance facts, indexed for [`AuthzIndex::decide`].
@@ -118,9 +118,9 @@ struct ClusterEntry {
 pub struct AuthzIndex {
     pub(crate) roles: Vec<CompiledRole>,
     pub(crate) bindings: Vec<CompiledBinding>,
-    by_user: HashMap<Box<str>, Vec<u32>>,
-    by_group: HashMap<Box<str>, Vec<u32>>,
-    clusters: HashMap<Box<str>, ClusterEntry>,
+    pub(super) by_user: HashMap<Box<str>, Vec<u32>>,
+    pub(super) by_group: HashMap<Box<str>, Vec<u32>>,
+    pub(super) clusters: HashMap<Box<str>, ClusterEntry>,
     pub(crate) cluster_names: Vec<Arc<str>>,
     pub(crate) instances: Vec<InstanceFacts>,
     dangling: Vec<Arc<str>>,
@@ -262,17 +262,17 @@ fn sorted(ids: impl Iterator<Item = u32>) -> Vec<u32> {
     v
 }
 
-fn contains(sorted: &[u32], id: Option<u32>) -> bool {
+pub(super) fn contains(sorted: &[u32], id: Option<u32>) -> bool {
     id.is_some_and(|id| sorted.binary_search(&id).is_ok())
 }
 
 /// Where one request points, resolved once.
 #[derive(Clone, Copy)]
-struct Target<'a> {
-    cluster: Option<u32>,
-    instance: Option<u32>,
-    facts: Option<&'a InstanceFacts>,
-    owned: bool,
+pub(super) struct Target<'a> {
+    pub(super) cluster: Option<u32>,
+    pub(super) instance: Option<u32>,
+    pub(super) facts: Option<&'a InstanceFacts>,
+    pub(super) owned: bool,
 }
 
 impl AuthzIndex {
@@ -400,7 +400,7 @@ impl AuthzIndex {
     }
 
     /// Whether binding `b` reaches the VM of `t` (role scope ∩ binding narrowing).
-    fn vm_reach(&self, b: &CompiledBinding, role: &CompiledRole, t: &Target<'_>) -> bool {
+    pub(super) fn vm_reach(&self, b: &CompiledBinding, role: &CompiledRole, t: &Target<'_>) -> bool {
         let scoped = match role.scope {
             ScopeKind::All => true,
             ScopeKind::Own => t.owned,
@@ -411,7 +411,7 @@ impl AuthzIndex {
     }
 
     /// Whether binding `b` reaches the cluster of `t`.
-    fn cluster_reach(&self, b: &CompiledBinding, role: &CompiledRole, t: &Target<'_>) -> bool {
+    pub(super) fn cluster_reach(&self, b: &CompiledBinding, role: &CompiledRole, t: &Target<'_>) -> bool {
         let scoped = match role.scope {
             ScopeKind::All | ScopeKind::Own => true,
             ScopeKind::Clusters => contains(&role.scope_clusters, t.cluster),

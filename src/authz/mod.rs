@@ -49,10 +49,12 @@
 mod escalation;
 mod explain;
 mod index;
+mod listed;
 mod preconfigured;
 
 pub use escalation::has_administrator_binding;
 pub use index::{AuthzIndex, AuthzIndexBuilder, BindingId, InstanceId};
+pub use listed::ListedGrant;
 pub use preconfigured::{ADMINISTRATOR, ADVANCED_USER, PRECONFIGURED_LABEL, USER, preconfigured_roles};
 
 use crate::api::common::{Subject, SubjectKind};

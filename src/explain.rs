@@ -1,0 +1,261 @@
+//! `ganeti-operator explain <user> <right> [<cluster>[/<instance>]] [--group g]...`: the
+//! decision the engine makes for a user, and which roles, bindings and tags made it.
+//!
+//! Roles and bindings come from the API server, as the operator sees them. A VM's tags
+//! (owners, GWM grants, locks) come straight from Ganeti through the cluster's RAPI with
+//! the GanetiCluster's credentials, so the answer reflects tags written a moment ago by
+//! anyone; without access to those credentials it explains without tags and says so.
+
+use crate::api::role::{ClusterRight, SystemRight, VmRight};
+use crate::api::{GanetiCluster, Role, RoleBinding};
+use crate::authz::{AuthzIndex, Principal, Request, Right};
+use crate::rapi::{Credentials, RapiClient, RapiConfig, RapiError, TlsMode};
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use std::fmt::Write as _;
+
+/// What is asked: a right, and the object for VM and cluster rights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    pub right: Right,
+    pub cluster: Option<String>,
+    pub instance: Option<String>,
+}
+
+fn names<T: std::fmt::Display>(all: &[T]) -> String {
+    all.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Parses `right` (`reboot`, `vms.reboot`, `clusters.createVm`, `system.jobs`) and the
+/// object (`cluster/instance`, `cluster`, or none for system rights). A bare right is a
+/// VM right on `cluster/instance`, a cluster right on `cluster`, a system right alone.
+pub fn parse_question(right: &str, object: Option<&str>) -> Result<Question, String> {
+    let (cluster, instance) = match object {
+        Some(o) => match o.split_once('/') {
+            Some((c, i)) if !c.is_empty() && !i.is_empty() => (Some(c.to_owned()), Some(i.to_owned())),
+            Some(_) => return Err(format!("{o:?}: write a VM as <cluster>/<instance>")),
+            None if !o.is_empty() => (Some(o.to_owned()), None),
+            None => (None, None),
+        },
+        None => (None, None),
+    };
+    let (kind, name) = match right.split_once('.') {
+        Some((k, n)) => (Some(k), n),
+        None => (None, right),
+    };
+    let kind = kind.unwrap_or(match (&cluster, &instance) {
+        (Some(_), Some(_)) => "vms",
+        (Some(_), None) => "clusters",
+        _ => "system",
+    });
+    let parsed = match kind {
+        "vms" => VmRight::parse(name)
+            .map(Right::Vm)
+            .ok_or_else(|| names(VmRight::ALL)),
+        "clusters" => ClusterRight::parse(name)
+            .map(Right::Cluster)
+            .ok_or_else(|| names(ClusterRight::ALL)),
+        "system" => SystemRight::parse(name)
+            .map(Right::System)
+            .ok_or_else(|| names(SystemRight::ALL)),
+        other => {
+            return Err(format!(
+                "{other:?}: rights are vms.<right>, clusters.<right> or system.<right>"
+            ));
+        }
+    };
+    let right = parsed.map_err(|valid| format!("{name:?} is not a {kind} right; those are: {valid}"))?;
+    match (right, &cluster, &instance) {
+        (Right::Vm(_), Some(_), Some(_))
+        | (Right::Cluster(_), Some(_), None)
+        | (Right::System(_), None, None) => {}
+        (Right::Vm(_), _, _) => {
+            return Err(format!(
+                "{right} is asked of a VM: give it as <cluster>/<instance>"
+            ));
+        }
+        (Right::Cluster(_), _, _) => {
+            return Err(format!("{right} is asked of a cluster: give its name alone"));
+        }
+        (Right::System(_), _, _) => return Err(format!("{right} is a right on the service: give no object")),
+    }
+    Ok(Question {
+        right,
+        cluster,
+        instance,
+    })
+}
+
+impl Question {
+    pub fn request(&self) -> Request<'_> {
+        match self.right {
+            Right::Vm(right) => Request::Vm {
+                cluster: self.cluster.as_deref().unwrap_or_default(),
+                instance: self.instance.as_deref().unwrap_or_default(),
+                right,
+            },
+            Right::Cluster(right) => Request::Cluster {
+                cluster: self.cluster.as_deref().unwrap_or_default(),
+                right,
+            },
+            Right::System(right) => Request::System(right),
+        }
+    }
+}
+
+/// A VM's tags as Ganeti has them: `Ok(None)` when Ganeti has no such instance.
+async fn ganeti_tags(
+    client: &kube::Client,
+    secrets_namespace: &str,
+    cluster: &GanetiCluster,
+    instance: &str,
+) -> anyhow::Result<Option<Vec<String>>> {
+    let spec = &cluster.spec;
+    let secret = Api::<Secret>::namespaced(client.clone(), secrets_namespace)
+        .get(&spec.credentials_secret.name)
+        .await
+        .with_context(|| {
+            format!(
+                "reading Secret {secrets_namespace}/{}",
+                spec.credentials_secret.name
+            )
+        })?;
+    let data = secret.data.unwrap_or_default();
+    let read = |key: &str| {
+        data.get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .map(|s| s.trim_end_matches('\n').to_owned())
+            .with_context(|| format!("the Secret lacks the key {key:?}"))
+    };
+    let user = read(
+        spec.credentials_secret
+            .username_key
+            .as_deref()
+            .unwrap_or("username"),
+    )?;
+    let password = read(
+        spec.credentials_secret
+            .password_key
+            .as_deref()
+            .unwrap_or("password"),
+    )?;
+    let tls = match (spec.insecure, &spec.ca_bundle) {
+        (Some(true), _) => TlsMode::Insecure,
+        (_, Some(pem)) => TlsMode::CaBundle(pem.as_bytes().to_vec()),
+        _ => TlsMode::SystemRoots,
+    };
+    let rapi = RapiClient::new(RapiConfig::new(
+        spec.rapi_url.clone(),
+        Credentials::new(user, password),
+        tls,
+    ))?;
+    match rapi.instance_tags(instance).await {
+        Ok(tags) => Ok(Some(tags)),
+        Err(RapiError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Explains one question; returns whether it is allowed and the text to print.
+pub async fn explain(
+    client: &kube::Client,
+    secrets_namespace: &str,
+    user: &str,
+    groups: &[String],
+    question: &Question,
+) -> anyhow::Result<(bool, String)> {
+    let lp = ListParams::default();
+    let roles = Api::<Role>::all(client.clone())
+        .list(&lp)
+        .await
+        .context("listing Roles")?
+        .items;
+    let bindings = Api::<RoleBinding>::all(client.clone())
+        .list(&lp)
+        .await
+        .context("listing RoleBindings")?
+        .items;
+    let mut out = String::new();
+    let mut builder = AuthzIndex::builder().roles(&roles).bindings(&bindings);
+    if let (Some(cluster), Some(instance)) = (&question.cluster, &question.instance) {
+        match Api::<GanetiCluster>::all(client.clone()).get_opt(cluster).await? {
+            None => {
+                let _ = writeln!(out, "note: there is no GanetiCluster {cluster}");
+            }
+            Some(gc) => {
+                let prefix = gc
+                    .spec
+                    .tag_prefix
+                    .clone()
+                    .unwrap_or_else(|| crate::tags::DEFAULT_PREFIX.to_owned());
+                match ganeti_tags(client, secrets_namespace, &gc, instance).await {
+                    Ok(Some(tags)) => {
+                        let _ = writeln!(out, "tags of {cluster}/{instance} in Ganeti: {}", tags.join(" "));
+                        builder = builder.instance(cluster, instance, &tags, &prefix);
+                    }
+                    Ok(None) => {
+                        let _ = writeln!(out, "note: Ganeti has no instance {instance} on {cluster}");
+                    }
+                    Err(e) => {
+                        let _ = writeln!(
+                            out,
+                            "note: the tags of {cluster}/{instance} could not be read ({e:#}); explaining without them"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let index = builder.build();
+    let p = Principal::new(user, groups);
+    let request = question.request();
+    out.push_str(&index.explain(&p, &request));
+    Ok((index.decide(&p, &request).allowed, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn questions_parse_with_and_without_kinds() {
+        let q = parse_question("reboot", Some("prod/web1.example.org")).unwrap();
+        assert_eq!(q.right, Right::Vm(VmRight::Reboot));
+        assert_eq!(q.instance.as_deref(), Some("web1.example.org"));
+        assert_eq!(
+            parse_question("vms.replaceDisks", Some("p/i")).unwrap().right,
+            Right::Vm(VmRight::ReplaceDisks)
+        );
+        assert_eq!(
+            parse_question("createVm", Some("prod")).unwrap().right,
+            Right::Cluster(ClusterRight::CreateVm)
+        );
+        assert_eq!(
+            parse_question("system.jobs", None).unwrap().right,
+            Right::System(SystemRight::Jobs)
+        );
+        assert_eq!(
+            parse_question("audit", None).unwrap().right,
+            Right::System(SystemRight::Audit)
+        );
+    }
+
+    #[test]
+    fn mistakes_say_what_is_expected() {
+        let e = parse_question("fly", Some("p/i")).unwrap_err();
+        assert!(e.contains("not a vms right") && e.contains("reboot"), "{e}");
+        let e = parse_question("vms.reboot", Some("prod")).unwrap_err();
+        assert!(e.contains("<cluster>/<instance>"), "{e}");
+        let e = parse_question("clusters.view", None).unwrap_err();
+        assert!(e.contains("give its name"), "{e}");
+        let e = parse_question("system.jobs", Some("p")).unwrap_err();
+        assert!(e.contains("no object"), "{e}");
+        assert!(parse_question("reboot", Some("/i")).is_err());
+        assert!(
+            parse_question("nodes.x", None)
+                .unwrap_err()
+                .contains("vms.<right>")
+        );
+    }
+}
