@@ -3,7 +3,11 @@
 pub mod api;
 pub mod authz;
 pub mod controllers;
+pub mod explain;
+pub mod fault;
 pub mod inventory;
+pub mod leader;
+pub mod mail;
 pub mod metrics;
 pub mod quota;
 pub mod rapi;

@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use ganeti_operator::leader::Leadership;
 use ganeti_operator::{api, controllers, metrics::Metrics, server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,29 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Explain whether a user may do something, and which role, binding or tag decides.
+    /// Exits 0 when allowed, 1 when not.
+    Explain(ExplainArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ExplainArgs {
+    /// The Kubernetes username.
+    user: String,
+    /// The right: `reboot` (or `vms.reboot`), `clusters.createVm`, `system.jobs`, ...
+    right: String,
+    /// `<cluster>/<instance>` for a VM right, `<cluster>` for a cluster right, nothing
+    /// for a system right.
+    object: Option<String>,
+    /// A group of the user (repeat for each).
+    #[arg(long = "group", short = 'g')]
+    groups: Vec<String>,
+    /// Kubeconfig file. Absent: $KUBECONFIG, ~/.kube/config, then the in-cluster ServiceAccount.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the GanetiClusters' credentials Secrets (to read the VM's tags).
+    #[arg(long, env = "SECRETS_NAMESPACE", default_value = "ganeti-system")]
+    secrets_namespace: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -41,9 +65,56 @@ struct RunArgs {
     /// Namespace the operator reads Secrets (RAPI and SMTP credentials) from.
     #[arg(long, env = "SECRETS_NAMESPACE", default_value = "ganeti-system")]
     secrets_namespace: String,
+    /// Secret (in the secrets namespace) with the SMTP settings: host, port, tls
+    /// (none|starttls|tls), username, password, from. Absent: no mail is sent.
+    #[arg(long, env = "SMTP_SECRET")]
+    smtp_secret: Option<String>,
+    /// Also mail addresses their users have not verified.
+    #[arg(long, env = "MAIL_UNVERIFIED", default_value_t = false)]
+    mail_unverified: bool,
+    /// The HTTP server's address as users reach it (https://ganeti.example.org), for
+    /// the links in mails. Absent: no email verification links are mailed.
+    #[arg(long, env = "PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Secret (in the secrets namespace) whose key `key` (at least 32 bytes) signs
+    /// email verification links.
+    #[arg(long, env = "LINK_KEY_SECRET")]
+    link_key_secret: Option<String>,
+    /// The link signing key itself (at least 32 bytes); prefer --link-key-secret.
+    #[arg(long, env = "LINK_KEY", hide_env_values = true)]
+    link_key: Option<String>,
+    /// Run the controllers only while holding the leader Lease (several replicas); off:
+    /// this process always reconciles (one replica only).
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the leader Lease (in a cluster: the operator's own namespace).
+    #[arg(long, env = "LEASE_NAMESPACE", default_value = "ganeti-system")]
+    lease_namespace: String,
+    /// Seconds the leader's lease stays valid without renewal: how soon a follower
+    /// takes over from a dead leader.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    lease_duration_seconds: u64,
     /// Address of the HTTP server (health, metrics, API, console).
     #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Address of the admission webhook's TLS listener (escalation checks on Roles and
+    /// RoleBindings; see manifests/webhook.yaml). Absent: no webhook.
+    #[arg(long, env = "WEBHOOK_LISTEN_ADDRESS", requires_all = ["webhook_cert", "webhook_key"])]
+    webhook_listen: Option<SocketAddr>,
+    /// PEM certificate (chain) of the webhook listener; re-read when the file changes.
+    #[arg(long, env = "WEBHOOK_CERT_FILE")]
+    webhook_cert: Option<PathBuf>,
+    /// PEM private key of the webhook listener.
+    #[arg(long, env = "WEBHOOK_KEY_FILE")]
+    webhook_key: Option<PathBuf>,
+    /// Groups whose members the webhook lets grant any right (comma-separated).
+    #[arg(
+        long,
+        env = "ADMIN_GROUPS",
+        value_delimiter = ',',
+        default_value = "ganeti-admins,system:masters"
+    )]
+    admin_groups: Vec<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -69,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crdgen { out_dir } => crdgen(out_dir),
+        Command::Explain(args) => explain(args).await,
         Command::Run(args) => {
             init_tracing(cli.log_format);
             run(args).await
@@ -94,6 +166,33 @@ fn crdgen(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
+    let question = ganeti_operator::explain::parse_question(&args.right, args.object.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    let client = kube_client(args.kubeconfig).await?;
+    let (allowed, text) = ganeti_operator::explain::explain(
+        &client,
+        &args.secrets_namespace,
+        &args.user,
+        &args.groups,
+        &question,
+    )
+    .await?;
+    print!("{text}");
+    if !allowed {
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn gethostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "ganeti-operator".to_string())
 }
 
 async fn kube_client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
@@ -131,8 +230,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let inventory = ganeti_operator::inventory::Inventory::default();
     let metrics = Arc::new(Metrics::new(inventory.clone())?);
+    let link_key = controllers::profile::load_link_key(
+        &client,
+        &args.secrets_namespace,
+        args.link_key_secret.as_deref(),
+        args.link_key.as_deref(),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let link_key = Arc::new(link_key);
     let config = controllers::Config {
         secrets_namespace: args.secrets_namespace,
+        smtp_secret: args.smtp_secret,
+        mail_unverified: args.mail_unverified,
+        public_url: args.public_url,
+        link_key: link_key.clone(),
     };
     let ctx = controllers::Context::new(client.clone(), inventory, metrics.clone(), config);
 
@@ -144,18 +256,116 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         signal_stop.cancel();
     });
-    let clusters = tokio::spawn(controllers::cluster::run(
-        ctx.clone(),
-        stop.clone().cancelled_owned(),
-    ));
-    let state = server::AppState::new(client.clone(), metrics.clone());
+    let mut leadership = if args.leader_election {
+        let identity = std::env::var("POD_NAME")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(gethostname)
+            + &format!("-{}", std::process::id());
+        Leadership::start(
+            &client,
+            &args.lease_namespace,
+            identity,
+            args.lease_duration_seconds,
+        )
+        .await?
+    } else {
+        Leadership::Disabled
+    };
+    // Only the leader reconciles; every replica serves HTTP.
+    let controllers = {
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        tokio::spawn(async move {
+            if !leadership.acquired(&stop).await {
+                leadership.release().await;
+                return Ok(());
+            }
+            let shutdown = stop.child_token();
+            let tasks = [
+                tokio::spawn(controllers::cluster::run(
+                    ctx.clone(),
+                    shutdown.clone().cancelled_owned(),
+                )),
+                tokio::spawn(controllers::application::run(
+                    ctx.clone(),
+                    shutdown.clone().cancelled_owned(),
+                )),
+                tokio::spawn(controllers::tags::run(
+                    ctx.clone(),
+                    shutdown.clone().cancelled_owned(),
+                )),
+                tokio::spawn(controllers::notification::run(
+                    ctx.clone(),
+                    shutdown.clone().cancelled_owned(),
+                )),
+                tokio::spawn(controllers::profile::run(
+                    ctx.clone(),
+                    shutdown.clone().cancelled_owned(),
+                )),
+            ];
+            let lost = leadership.lost(&stop).await;
+            if lost {
+                tracing::error!("lost the leader lease: stopping the controllers and exiting");
+            }
+            shutdown.cancel();
+            stop.cancel();
+            for task in tasks {
+                task.await?;
+            }
+            leadership.release().await;
+            if lost {
+                anyhow::bail!("lost the leader lease");
+            }
+            Ok::<(), anyhow::Error>(())
+        })
+    };
+    let state = server::AppState::new(client.clone(), metrics.clone()).with_link_key(link_key);
     let http = server::serve(args.listen, state, stop.clone().cancelled_owned());
-    let http_result = http.await;
+    let webhook = webhook(
+        &args.webhook_listen,
+        &args.webhook_cert,
+        &args.webhook_key,
+        args.admin_groups,
+        &client,
+        &stop,
+    );
+    let (http_result, webhook_result) = tokio::join!(http, webhook);
     stop.cancel();
-    clusters.await?;
+    controllers.await??;
+    webhook_result?;
     http_result?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Serves the admission webhook if configured; a failure to start it stops the operator.
+async fn webhook(
+    listen: &Option<SocketAddr>,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    admin_groups: Vec<String>,
+    client: &kube::Client,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    use server::webhook::{WebhookConfig, WebhookState, serve};
+    let (Some(listen), Some(cert), Some(key)) = (listen, cert, key) else {
+        return Ok(());
+    };
+    let config = WebhookConfig {
+        listen: *listen,
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    let result = serve(
+        config,
+        WebhookState::new(client.clone(), admin_groups),
+        stop.clone().cancelled_owned(),
+    )
+    .await;
+    if result.is_err() {
+        stop.cancel();
+    }
+    result
 }
 
 /// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).

@@ -93,7 +93,8 @@ pub struct SecretKeysRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceDefaults {
-    /// Ganeti disk template, e.g. `plain`, `drbd`, `rbd`, `file`, `diskless`. Default `plain`.
+    /// Ganeti disk template, e.g. `plain`, `drbd`, `rbd`, `file`, `diskless`. Absent: the
+    /// first template the cluster enables (Ganeti's own default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_template: Option<DiskTemplate>,
     /// OS definition (with variant), e.g. `debootstrap+default`.
@@ -118,6 +119,11 @@ pub struct InstanceDefaults {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub iallocator: Option<String>,
+    /// Node new VMs are placed on when no `iallocator` is set: for one-node and
+    /// otherwise small clusters where an allocator finds no valid placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub primary_node: Option<String>,
     /// Name of the OS parameter that receives the owners' SSH public keys, one per line
     /// (e.g. `ssh_authorized_keys`). Absent: keys are not passed to the OS.
     #[serde(default, skip_serializing_if = "Option::is_none")]

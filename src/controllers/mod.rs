@@ -1,6 +1,10 @@
 //! The controllers: one folder per kind, each `observe -> plan (pure) -> apply`.
 
+pub mod application;
 pub mod cluster;
+pub mod notification;
+pub mod profile;
+pub mod tags;
 
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
@@ -14,6 +18,15 @@ pub const FIELD_MANAGER: &str = "ganeti-operator";
 pub struct Config {
     /// Namespace of the Secrets that GanetiClusters (and SMTP settings) name.
     pub secrets_namespace: String,
+    /// Secret (in `secrets_namespace`) with the SMTP settings; `None`: no mail is sent.
+    pub smtp_secret: Option<String>,
+    /// Mail addresses users have not verified too (default: verified ones only).
+    pub mail_unverified: bool,
+    /// The operator's HTTP server as users reach it (`https://ganeti.example.org`), for
+    /// links in mails; `None`: no links can be mailed.
+    pub public_url: Option<String>,
+    /// Signs email verification links (never printed).
+    pub link_key: Arc<profile::link::LinkKey>,
 }
 
 /// What reconcilers share: the API client, the inventory, metrics, settings.
@@ -47,6 +60,8 @@ impl Context {
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("Ganeti RAPI: {0}")]
+    Rapi(#[from] crate::rapi::RapiError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -57,6 +72,7 @@ impl Error {
             Error::Kube(kube::Error::Api(e)) if e.code == 409 => "conflict",
             Error::Kube(kube::Error::Api(e)) if e.code == 403 => "forbidden",
             Error::Kube(_) => "kubernetes",
+            Error::Rapi(_) => "rapi",
             Error::Invalid(_) => "invalid",
         }
     }

@@ -1,5 +1,8 @@
 //! The HTTP server: health, readiness and metrics (the API and console come later).
 
+pub mod verify;
+pub mod webhook;
+
 use crate::{api, metrics::Metrics};
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use std::future::Future;
@@ -11,11 +14,23 @@ use std::sync::Arc;
 pub struct AppState {
     client: kube::Client,
     metrics: Arc<Metrics>,
+    /// Checks email verification links; `None`: `/verify-email` answers 503.
+    link_key: Option<Arc<crate::controllers::profile::link::LinkKey>>,
 }
 
 impl AppState {
     pub fn new(client: kube::Client, metrics: Arc<Metrics>) -> Self {
-        Self { client, metrics }
+        Self {
+            client,
+            metrics,
+            link_key: None,
+        }
+    }
+
+    /// The key the profile controller signs verification links with.
+    pub fn with_link_key(mut self, key: Arc<crate::controllers::profile::link::LinkKey>) -> Self {
+        self.link_key = Some(key);
+        self
     }
 }
 
@@ -24,6 +39,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            crate::controllers::profile::VERIFY_PATH,
+            get(verify::show).post(verify::confirm),
+        )
         .with_state(state)
 }
 

@@ -19,10 +19,35 @@ pub fn apply_operator_rbac() {
     super::apply_manifest("manifests/rbac.yaml");
 }
 
+/// Extra command-line flags and environment for one operator run (webhook, SMTP,
+/// fault injection, ...). `Default` is the plain `run`.
+#[derive(Default, Clone)]
+pub struct Options {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Options {
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+}
+
 impl Operator {
     /// Applies the operator's RBAC, mints a ServiceAccount token and starts the operator;
     /// returns once `/healthz` answers.
     pub async fn start(name: &str) -> Operator {
+        Self::start_with(name, Options::default()).await
+    }
+
+    /// As [`Operator::start`], with extra flags and environment.
+    pub async fn start_with(name: &str, options: Options) -> Operator {
         apply_operator_rbac();
         let token = kubectl_ok(
             "root",
@@ -60,6 +85,8 @@ impl Operator {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
+            .args(&options.args)
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info,ganeti_operator=debug")
             .stdout(Stdio::null())
@@ -99,6 +126,20 @@ impl Operator {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits (up to `timeout`) for the operator to exit on its own (a fault-injection
+    /// crash); the exit status, or `None` if it still runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().expect("running").try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
     }
 
     /// SIGTERM, then the exit status and the log.

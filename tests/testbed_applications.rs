@@ -1,0 +1,520 @@
+//! InstanceApplications end to end on the real testbed: admission (real kube-apiserver),
+//! approval within quota, creation in the real Ganeti, mails through the real SMTP
+//! server, and crash safety with the operator killed at each step.
+//!
+//! The tests of this file share one operator process at a time: they take `serial()`.
+
+mod support;
+
+use ganeti_operator::api::InstanceApplication;
+use ganeti_operator::api::application::Phase;
+use ganeti_operator::fault;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::Duration;
+use support::crds::install_crds;
+use support::operator::{Operator, Options};
+use support::testbed::{env, kube_client, kubectl};
+
+const MANAGER: &str = "ganeti-operator-tests";
+const CLUSTER: &str = "apps-lab";
+const DOMAIN: &str = "apps.ganeti.test";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGFwcGxpY2F0aW9uLXRlc3Qta2V5LWZvci1hbGljZQ alice@laptop";
+
+fn serial() -> &'static tokio::sync::Mutex<()> {
+    static LOCK: std::sync::OnceLock<tokio::sync::Mutex<()>> = std::sync::OnceLock::new();
+    LOCK.get_or_init(|| tokio::sync::Mutex::new(()))
+}
+
+fn ip(last: u8) -> String {
+    let first = env("GANETI_INSTANCE_IP_FIRST");
+    let (net, _) = first.rsplit_once('.').unwrap();
+    format!("{net}.{last}")
+}
+
+fn gnt(args: &str) -> (bool, String) {
+    let cmd = format!("{} {args}", env("GANETI_EXEC"));
+    let out = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn remove_instance(host: &str) {
+    let _ = gnt(&format!(
+        "gnt-instance remove -f --ignore-failures {host} >/dev/null 2>&1"
+    ));
+}
+
+/// How many create jobs Ganeti ever ran (or runs) for `host`.
+fn create_jobs(host: &str) -> usize {
+    let (_, out) = gnt("gnt-job list --no-headers -o id,summary");
+    out.lines()
+        .filter(|l| l.contains(&format!("INSTANCE_CREATE({host})")))
+        .count()
+}
+
+/// Removes the instances when dropped, even when the test failed.
+struct Instances(Vec<String>);
+
+impl Drop for Instances {
+    fn drop(&mut self) {
+        for host in &self.0 {
+            remove_instance(host);
+        }
+    }
+}
+
+async fn apply<K>(api: &Api<K>, name: &str, obj: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&obj))
+        .await
+        .unwrap_or_else(|e| panic!("applying {name}: {e}"));
+}
+
+/// CRDs, RBAC, admission, the GanetiCluster, SMTP settings, alice's profile, a
+/// namespace per user with the applicant role. Idempotent.
+async fn setup() {
+    let root = kube_client("root").await;
+    install_crds(&root).await;
+    support::operator::apply_operator_rbac();
+    for f in ["manifests/access.yaml", "manifests/admission.yaml"] {
+        support::apply_manifest(f);
+    }
+    for user in ["alice", "bob", "carol"] {
+        let ns = format!("apps-{user}");
+        let _ = kubectl("root", &["create", "namespace", &ns]);
+        let _ = kubectl(
+            "root",
+            &[
+                "create",
+                "rolebinding",
+                "applicant",
+                "--clusterrole=ganeti.dev:applicant",
+                "--user",
+                user,
+                "-n",
+                &ns,
+            ],
+        );
+    }
+    let secrets: Api<Secret> = Api::namespaced(root.clone(), "ganeti-system");
+    apply(
+        &secrets,
+        "rapi-apps",
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "rapi-apps", "namespace": "ganeti-system"},
+            "stringData": {"username": env("GANETI_RAPI_USER"), "password": env("GANETI_RAPI_PASSWORD")}}),
+    )
+    .await;
+    apply(
+        &secrets,
+        "smtp-apps",
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "smtp-apps", "namespace": "ganeti-system"},
+            "stringData": {"host": env("SMTP_HOST"), "port": env("SMTP_PORT"), "tls": "none",
+                           "from": "ganeti-operator@ganeti.test"}}),
+    )
+    .await;
+    let clusters: Api<ganeti_operator::api::GanetiCluster> = Api::all(root.clone());
+    apply(
+        &clusters,
+        CLUSTER,
+        json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "GanetiCluster", "metadata": {"name": CLUSTER},
+            "spec": {"rapiUrl": env("GANETI_RAPI_URL"), "credentialsSecret": {"name": "rapi-apps"},
+                     "caBundle": std::fs::read_to_string(env("GANETI_RAPI_CA")).unwrap(),
+                     "syncInterval": "5s",
+                     "defaults": {"os": env("GANETI_OS"), "hypervisor": env("GANETI_HYPERVISOR"),
+                                  "diskTemplate": "diskless", "primaryNode": env("GANETI_NODE"),
+                                  "sshKeysOsParameter": env("GANETI_OS_SSH_KEYS_PARAM")}}}),
+    )
+    .await;
+    let profiles: Api<ganeti_operator::api::UserProfile> = Api::all(root.clone());
+    for (user, keys, groups) in [("alice", vec![KEY], vec![]), ("carol", vec![], vec!["team-a"])] {
+        apply(
+            &profiles,
+            &format!("apps-{user}"),
+            json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "UserProfile",
+                "metadata": {"name": format!("apps-{user}")},
+                "spec": {"username": user, "email": format!("{user}@apps.example.org"),
+                         "sshKeys": keys, "groups": groups}}),
+        )
+        .await;
+    }
+}
+
+async fn start_operator(name: &str, crash_at: Option<&str>) -> Operator {
+    let mut options = Options::default()
+        .arg("--smtp-secret")
+        .arg("smtp-apps")
+        // The profiles' addresses are not verified in these tests (that flow has its own).
+        .arg("--mail-unverified")
+        // A crashed leader's lease frees sooner.
+        .arg("--lease-duration-seconds")
+        .arg("5");
+    if let Some(point) = crash_at {
+        options = options.env(fault::CRASH_AT_ENV, point);
+    }
+    Operator::start_with(name, options).await
+}
+
+fn application(name: &str, owner: Value, last_ip: u8, memory: &str) -> Value {
+    json!({
+        "apiVersion": "ganeti.dev/v1alpha1", "kind": "InstanceApplication",
+        "metadata": {"name": name},
+        "spec": {
+            "cluster": CLUSTER,
+            "hostname": format!("{name}.{DOMAIN}"),
+            "vcpus": 1, "memory": memory, "disks": [{"size": "1Gi"}],
+            "network": {"ip": ip(last_ip)},
+            "owner": owner,
+            "purpose": "integration test",
+        }
+    })
+}
+
+/// Files an application as `user` in their namespace (fresh: an old one is deleted).
+async fn file(user: &str, body: Value) -> Result<InstanceApplication, kube::Error> {
+    let ns = format!("apps-{user}");
+    let name = body["metadata"]["name"].as_str().unwrap().to_string();
+    let root: Api<InstanceApplication> = Api::namespaced(kube_client("root").await, &ns);
+    if root.get_opt(&name).await.unwrap().is_some() {
+        root.delete(&name, &DeleteParams::default()).await.unwrap();
+        for _ in 0..100 {
+            if root.get_opt(&name).await.unwrap().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let api: Api<InstanceApplication> = Api::namespaced(kube_client(user).await, &ns);
+    api.create(&PostParams::default(), &serde_json::from_value(body).unwrap())
+        .await
+}
+
+/// Sets the decision as `who` (admission records who decided).
+async fn decide(who: &str, ns: &str, name: &str, verdict: &str) -> Result<InstanceApplication, kube::Error> {
+    let api: Api<InstanceApplication> = Api::namespaced(kube_client(who).await, ns);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"decision": {"verdict": verdict}}})),
+    )
+    .await
+}
+
+async fn wait_phase(ns: &str, name: &str, phase: Phase, op: &Operator) -> InstanceApplication {
+    let api: Api<InstanceApplication> = Api::namespaced(kube_client("root").await, ns);
+    let mut last = None;
+    // Generous: another operator may hold the leader lease for a while.
+    for _ in 0..1200 {
+        let app = api.get(name).await.unwrap();
+        if app.status.as_ref().is_some_and(|s| s.phase == phase) {
+            return app;
+        }
+        last = app.status;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{ns}/{name} never reached {phase:?}; last status {last:#?}\n{}",
+        op.log()
+    );
+}
+
+fn condition(app: &InstanceApplication, type_: &str) -> (String, String, String) {
+    app.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .unwrap_or_else(|| panic!("no {type_} condition on {:?}", app.status))
+}
+
+/// Waits for a mail to `to` whose text contains every one of `needles`.
+async fn wait_mail(to: &str, needles: &[&str]) -> String {
+    let dir = std::path::Path::new(&env("MAIL_DIR")).join("new");
+    for _ in 0..300 {
+        let found = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+            .find(|m| m.contains(to) && needles.iter().all(|n| m.contains(n)));
+        if let Some(mail) = found {
+            return mail;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no mail to {to} containing {needles:?} in {}", dir.display());
+}
+
+fn refusal(result: Result<InstanceApplication, kube::Error>) -> String {
+    match result {
+        Err(kube::Error::Api(e)) => e.message,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn alice_applies_admin_approves_and_the_vm_is_created() {
+    let _serial = serial().lock().await;
+    setup().await;
+    let host = format!("alice-vm.{DOMAIN}");
+    remove_instance(&host);
+    let _cleanup = Instances(vec![host.clone()]);
+    let jobs_before = create_jobs(&host);
+    let op = start_operator("apps-alice", None).await;
+
+    let filed = file(
+        "alice",
+        application("alice-vm", json!({"kind": "User", "name": "alice"}), 50, "128Mi"),
+    )
+    .await
+    .expect("alice files her application");
+    assert_eq!(filed.spec.applicant.as_deref(), Some("alice"));
+    let pending = wait_phase("apps-alice", "alice-vm", Phase::Pending, &op).await;
+    let (_, reason, _) = condition(&pending, "Decided");
+    assert_eq!(reason, "AwaitingDecision");
+
+    // Nobody approves their own application.
+    let refused = refusal(decide("alice", "apps-alice", "alice-vm", "Approved").await);
+    assert!(refused.contains("only admins decide"), "{refused}");
+
+    decide("admin", "apps-alice", "alice-vm", "Approved")
+        .await
+        .expect("admin approves");
+    let created = wait_phase("apps-alice", "alice-vm", Phase::Created, &op).await;
+    let status = created.status.clone().unwrap();
+    assert_eq!(status.instance_name.as_deref(), Some(host.as_str()));
+    assert_eq!(status.ips, vec![ip(50)]);
+    assert!(status.job_id.is_some());
+    assert!(status.created_time.is_some());
+    let (decided, reason, message) = condition(&created, "Decided");
+    assert_eq!((decided.as_str(), reason.as_str()), ("True", "Approved"));
+    assert!(message.contains("admin"), "{message}");
+
+    // Ganeti's own view: running, on the node the status names, alice's tag and key.
+    let (ok, list) = gnt(&format!(
+        "gnt-instance list --no-headers -o name,status,pnode,tags {host}"
+    ));
+    assert!(ok, "{list}");
+    assert!(list.contains("running"), "{list}");
+    assert!(list.contains(status.primary_node.as_deref().unwrap()), "{list}");
+    assert!(list.contains("GANETI_WEB_MANAGER:owner:U:alice"), "{list}");
+    let (_, info) = gnt(&format!("gnt-instance info {host}"));
+    assert!(
+        info.contains("alice@laptop"),
+        "the SSH key is the OS parameter:\n{info}"
+    );
+    let (_, jobs) = gnt("gnt-job list --no-headers -o id,summary");
+    let job = status.job_id.unwrap().to_string();
+    assert!(
+        jobs.lines()
+            .any(|l| l.trim_start().starts_with(&job) && l.contains(&host)),
+        "{jobs}"
+    );
+    assert_eq!(create_jobs(&host) - jobs_before, 1);
+
+    wait_mail("alice@apps.example.org", &["approved", &host]).await;
+    wait_mail("alice@apps.example.org", &["is ready", &ip(50)]).await;
+
+    // Deleting the application leaves the VM alone.
+    let api: Api<InstanceApplication> = Api::namespaced(kube_client("alice").await, "apps-alice");
+    api.delete("alice-vm", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ok, _) = gnt(&format!("gnt-instance list --no-headers -o name {host}"));
+    assert!(ok, "the VM outlives its application");
+}
+
+#[tokio::test]
+async fn group_applications_and_the_group_quota() {
+    let _serial = serial().lock().await;
+    setup().await;
+    let hosts: Vec<String> = ["team-1", "team-2", "team-3"]
+        .iter()
+        .map(|n| format!("{n}.{DOMAIN}"))
+        .collect();
+    for h in &hosts {
+        remove_instance(h);
+    }
+    let _cleanup = Instances(hosts.clone());
+    let root = kube_client("root").await;
+    let quotas: Api<ganeti_operator::api::ClusterQuota> = Api::all(root.clone());
+    apply(
+        &quotas,
+        "apps-team-a",
+        json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "ClusterQuota", "metadata": {"name": "apps-team-a"},
+            "spec": {"cluster": CLUSTER, "subject": {"kind": "Group", "name": "team-a"},
+                     "limits": {"instances": 2}}}),
+    )
+    .await;
+    let op = start_operator("apps-team", None).await;
+    let team = json!({"kind": "Group", "name": "team-a"});
+
+    // bob is not in team-a.
+    let refused = refusal(file("bob", application("team-bob", team.clone(), 59, "128Mi")).await);
+    assert!(refused.contains("not a member of group \"team-a\""), "{refused}");
+
+    for (i, name) in ["team-1", "team-2"].iter().enumerate() {
+        file("carol", application(name, team.clone(), 51 + i as u8, "128Mi"))
+            .await
+            .expect("carol files for her group");
+        decide("admin", "apps-carol", name, "Approved").await.unwrap();
+    }
+    for name in ["team-1", "team-2"] {
+        let app = wait_phase("apps-carol", name, Phase::Created, &op).await;
+        let host = app.status.unwrap().instance_name.unwrap();
+        let (_, tags) = gnt(&format!("gnt-instance list --no-headers -o tags {host}"));
+        assert!(tags.contains("GANETI_WEB_MANAGER:owner:G:team-a"), "{tags}");
+    }
+
+    // The third does not fit: it waits, says why, and an approval is refused.
+    file("carol", application("team-3", team.clone(), 53, "128Mi"))
+        .await
+        .unwrap();
+    let mut app = wait_phase("apps-carol", "team-3", Phase::Pending, &op).await;
+    for _ in 0..100 {
+        if app
+            .status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "QuotaExceeded"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        app = wait_phase("apps-carol", "team-3", Phase::Pending, &op).await;
+    }
+    let (exceeded, _, message) = condition(&app, "QuotaExceeded");
+    assert_eq!(exceeded, "True");
+    assert!(message.contains("3 of 2 instances"), "{message}");
+    decide("admin", "apps-carol", "team-3", "Approved").await.unwrap();
+    let mut refused = None;
+    for _ in 0..100 {
+        let app = wait_phase("apps-carol", "team-3", Phase::Pending, &op).await;
+        let (_, reason, message) = condition(&app, "Decided");
+        if reason == "ApprovalRefused" {
+            refused = Some(message);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = refused.unwrap_or_else(|| panic!("the approval was not refused\n{}", op.log()));
+    assert!(refused.contains("3 of 2 instances"), "{refused}");
+    let (ok, _) = gnt(&format!("gnt-instance list --no-headers -o name {}", hosts[2]));
+    assert!(!ok, "no third VM");
+    quotas
+        .delete("apps-team-a", &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_ganeti_failure_is_reported_and_an_edit_retries() {
+    let _serial = serial().lock().await;
+    setup().await;
+    let host = format!("too-big.{DOMAIN}");
+    remove_instance(&host);
+    let _cleanup = Instances(vec![host.clone()]);
+    let op = start_operator("apps-fail", None).await;
+
+    // More memory than the node has free (within the instance policy): Ganeti refuses.
+    file(
+        "alice",
+        application("too-big", json!({"kind": "User", "name": "alice"}), 54, "30000Mi"),
+    )
+    .await
+    .unwrap();
+    decide("admin", "apps-alice", "too-big", "Approved")
+        .await
+        .unwrap();
+    let failed = wait_phase("apps-alice", "too-big", Phase::Failed, &op).await;
+    let error = failed
+        .status
+        .clone()
+        .unwrap()
+        .ganeti_error
+        .expect("Ganeti's error");
+    assert_eq!(error.code.as_deref(), Some("insufficient_resources"), "{error:?}");
+    assert!(
+        error.message.contains("memory"),
+        "Ganeti's own message: {error:?}"
+    );
+    wait_mail("alice@apps.example.org", &["creation failed", &host]).await;
+
+    // alice edits it; the new generation is tried again.
+    let api: Api<InstanceApplication> = Api::namespaced(kube_client("alice").await, "apps-alice");
+    api.patch(
+        "too-big",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"memory": "128Mi"}})),
+    )
+    .await
+    .unwrap();
+    let created = wait_phase("apps-alice", "too-big", Phase::Created, &op).await;
+    assert_eq!(created.status.unwrap().ganeti_error, None);
+    let (ok, _) = gnt(&format!("gnt-instance list --no-headers -o name {host}"));
+    assert!(ok);
+}
+
+/// Kills the operator at `point` while it handles an approved application, restarts
+/// it, and checks that exactly one VM and one create job exist.
+async fn crash_at(point: &str, name: &str, last_ip: u8) {
+    let _serial = serial().lock().await;
+    setup().await;
+    let host = format!("{name}.{DOMAIN}");
+    remove_instance(&host);
+    let _cleanup = Instances(vec![host.clone()]);
+    let jobs_before = create_jobs(&host);
+
+    let mut crashing = start_operator(&format!("{name}-1"), Some(point)).await;
+    file(
+        "alice",
+        application(name, json!({"kind": "User", "name": "alice"}), last_ip, "128Mi"),
+    )
+    .await
+    .unwrap();
+    decide("admin", "apps-alice", name, "Approved").await.unwrap();
+    let status = crashing.wait_exit(Duration::from_secs(120)).await;
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(fault::CRASH_EXIT_CODE),
+        "the operator crashes at {point}\n{}",
+        crashing.log()
+    );
+
+    let op = start_operator(&format!("{name}-2"), None).await;
+    let created = wait_phase("apps-alice", name, Phase::Created, &op).await;
+    assert_eq!(
+        created.status.unwrap().instance_name.as_deref(),
+        Some(host.as_str())
+    );
+    let (ok, list) = gnt(&format!("gnt-instance list --no-headers -o name {host}"));
+    assert!(ok && list.lines().count() == 1, "{list}");
+    assert_eq!(
+        create_jobs(&host) - jobs_before,
+        1,
+        "one create job, never two\n{}",
+        op.log()
+    );
+    wait_mail("alice@apps.example.org", &["is ready", &host]).await;
+}
+
+#[tokio::test]
+async fn a_crash_after_the_decision_creates_exactly_one_vm() {
+    crash_at(fault::points::AFTER_DECISION, "crash-decision", 55).await;
+}
+
+#[tokio::test]
+async fn a_crash_after_the_create_call_creates_exactly_one_vm() {
+    crash_at(fault::points::AFTER_CREATE_POST, "crash-post", 56).await;
+}
+
+#[tokio::test]
+async fn a_crash_while_the_job_runs_creates_exactly_one_vm() {
+    crash_at(fault::points::WHILE_JOB_RUNS, "crash-job", 57).await;
+}
