@@ -125,6 +125,9 @@ pub struct ClusterInventory {
     /// Whether the last read succeeded. A failed read keeps the previous data (other
     /// controllers still need it) but marks it stale.
     pub reachable: bool,
+    /// When the bulk read behind this snapshot started: an instance Ganeti created
+    /// after it may be missing from it.
+    pub read_started: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 impl ClusterInventory {
@@ -203,11 +206,50 @@ impl Inventory {
         }
     }
 
+    /// Adds (or replaces) one instance the operator has just seen in Ganeti, ahead of
+    /// the next bulk read: a VM just created counts against its owner's quota at once,
+    /// not only after the next sync. A no-op for a cluster never read.
+    pub fn upsert_instance(&self, cluster: &str, instance: Instance) {
+        let mut map = self.clusters.write().expect("inventory lock");
+        if let Some(entry) = map.get_mut(cluster) {
+            let mut updated = (**entry).clone();
+            match updated.instances.iter_mut().find(|i| i.name == instance.name) {
+                Some(existing) => *existing = instance,
+                None => updated.instances.push(instance),
+            }
+            *entry = Arc::new(updated);
+        }
+    }
+
     /// Drops every cluster for which `keep` says no (GanetiClusters that were deleted).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.clusters
             .write()
             .expect("inventory lock")
             .retain(|name, _| keep(name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_instance_is_seen_before_the_next_read() {
+        let inv = Inventory::default();
+        inv.upsert_instance("lab", Instance::default());
+        assert!(inv.get("lab").is_none(), "a cluster never read stays unknown");
+        inv.put(ClusterInventory {
+            cluster: "lab".into(),
+            ..Default::default()
+        });
+        let vm = |memory_mib| Instance {
+            name: "vm1".into(),
+            memory_mib,
+            ..Default::default()
+        };
+        inv.upsert_instance("lab", vm(128));
+        inv.upsert_instance("lab", vm(256));
+        assert_eq!(inv.get("lab").unwrap().instances, vec![vm(256)]);
     }
 }

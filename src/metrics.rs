@@ -436,6 +436,7 @@ mod tests {
             }],
             jobs_by_status: [("success".to_string(), 3)].into(),
             reachable: true,
+            read_started: None,
         });
         inv
     }

@@ -373,10 +373,21 @@ fn rapi(e: RapiError) -> Error {
     Error::Rapi(e)
 }
 
-/// The instance by name, from Ganeti itself (the inventory may be a sync behind).
-async fn lookup(client: &RapiClient, name: &str) -> Result<Option<Instance>, Error> {
+/// The instance by name, from Ganeti itself (the inventory may be a sync behind). What
+/// is found goes into the shared inventory at once, so that quota decisions count a VM
+/// just created before the next bulk read shows it.
+async fn lookup(
+    state: &State,
+    cluster: &str,
+    client: &RapiClient,
+    name: &str,
+) -> Result<Option<Instance>, Error> {
     match client.instance(name).await {
-        Ok(wire) => Ok(Some(wire.into())),
+        Ok(wire) => {
+            let instance: Instance = wire.into();
+            state.ctx.inventory.upsert_instance(cluster, instance.clone());
+            Ok(Some(instance))
+        }
         Err(RapiError::NotFound { .. }) => Ok(None),
         Err(e) => Err(rapi(e)),
     }
@@ -400,7 +411,7 @@ async fn submit(app: &mut InstanceApplication, state: &State, approved_here: boo
     let prefix = tag_prefix(&cluster).to_string();
     let host = app.spec.hostname.clone();
     let now = Timestamp::now();
-    if let Some(instance) = lookup(&client, &host).await? {
+    if let Some(instance) = lookup(state, &cluster.name_any(), &client, &host).await? {
         let status = if plan::is_ours(app, &instance, &prefix) {
             plan::created(app, &instance, now)
         } else {
@@ -528,7 +539,7 @@ async fn follow(app: &mut InstanceApplication, state: &State) -> Result<Action, 
         Ok(job) if !job.status.is_final() => return Ok(Action::requeue(poll_delay(&job))),
         Ok(job) => match job.failure() {
             Some(failure) => plan::failed(app, &failure, now),
-            None => match lookup(&client, &host).await? {
+            None => match lookup(state, &cluster.name_any(), &client, &host).await? {
                 Some(instance) => plan::created(app, &instance, now),
                 None => plan::failed_locally(
                     app,
@@ -539,7 +550,7 @@ async fn follow(app: &mut InstanceApplication, state: &State) -> Result<Action, 
             },
         },
         // Archived: what the job did shows in Ganeti.
-        Err(RapiError::NotFound { .. }) => match lookup(&client, &host).await? {
+        Err(RapiError::NotFound { .. }) => match lookup(state, &cluster.name_any(), &client, &host).await? {
             Some(instance) if plan::is_ours(app, &instance, &prefix) => plan::created(app, &instance, now),
             Some(_) => plan::failed_locally(
                 app,

@@ -180,8 +180,14 @@ pub fn evaluate(p: &Pending<'_>) -> Evaluation {
 
     // Quota: only meaningful once the cluster is known and read.
     let fits = match p.cluster {
-        ClusterView::Ready { inventory, .. } => {
-            match quota::check_application(p.quotas, &inventory.instances, p.applications, app, |i| {
+        ClusterView::Ready { name, inventory, .. } => {
+            let created = created_since_read(name, inventory, p.applications);
+            let instances: std::borrow::Cow<'_, [Instance]> = if created.is_empty() {
+                (&inventory.instances[..]).into()
+            } else {
+                [&inventory.instances[..], &created[..]].concat().into()
+            };
+            match quota::check_application(p.quotas, &instances, p.applications, app, |i| {
                 inventory.owner_of(i)
             }) {
                 Ok(verdict) => {
@@ -291,6 +297,42 @@ pub fn evaluate(p: &Pending<'_>) -> Evaluation {
         approved,
         note: note.or(retried),
     }
+}
+
+/// VMs that applications created after the inventory's bulk read started, and which it
+/// therefore may not show: they hold their owners' quota all the same. (An older
+/// Created application whose VM is absent had its VM removed since: it holds nothing.)
+fn created_since_read(
+    cluster: &str,
+    inventory: &ClusterInventory,
+    applications: &[InstanceApplication],
+) -> Vec<Instance> {
+    let Some(read_started) = inventory.read_started else {
+        return Vec::new();
+    };
+    applications
+        .iter()
+        .filter_map(|a| {
+            let status = a.status.as_ref()?;
+            let name = status.instance_name.as_deref().unwrap_or(&a.spec.hostname);
+            let fresh = status.phase == Phase::Created
+                && status.cluster.as_deref() == Some(cluster)
+                && status.created_time.as_ref().is_some_and(|t| t.0 >= read_started)
+                && inventory.instance(name).is_none();
+            if !fresh {
+                return None;
+            }
+            let request = quota::Request::from_application(a).unwrap_or_default();
+            Some(Instance {
+                name: name.to_string(),
+                vcpus: u32::try_from(request.vcpus).unwrap_or(u32::MAX),
+                memory_mib: request.memory.mebibytes_ceil(),
+                disk_mib: request.disk.mebibytes_ceil(),
+                tags: owner_tag(a, &inventory.tag_prefix).into_iter().collect(),
+                ..Default::default()
+            })
+        })
+        .collect()
 }
 
 /// The cluster exists, is ready, offers the OS and disk template, and the name is free.

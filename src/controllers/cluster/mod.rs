@@ -336,6 +336,7 @@ pub async fn read_cluster(
     name: &str,
     tag_prefix: String,
 ) -> Result<ClusterInventory, SyncOutcome<'static>> {
+    let read_started = Timestamp::now();
     let (info, features, nodes, instances, jobs) = tokio::join!(
         client.info(),
         client.features(),
@@ -371,6 +372,7 @@ pub async fn read_cluster(
         jobs_by_status: jobs.map_err(failure)?,
         tag_prefix,
         reachable: true,
+        read_started: Some(read_started),
     })
 }
 

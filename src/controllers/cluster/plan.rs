@@ -286,6 +286,7 @@ mod tests {
             ],
             jobs_by_status: [("success".into(), 7)].into(),
             reachable: true,
+            read_started: None,
             tag_prefix: "GANETI_WEB_MANAGER".into(),
         }
     }

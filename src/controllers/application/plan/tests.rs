@@ -519,3 +519,31 @@ fn the_reason_names_application_applicant_and_approver() {
         "ganeti-operator: InstanceApplication team/a of alice, approved by admin"
     );
 }
+
+#[test]
+fn a_vm_created_after_the_inventory_was_read_still_counts() {
+    let mut w = World::new();
+    w.quotas = vec![quota(1)];
+    w.inventory.read_started = Some(now());
+    let created_at = |t: &str| {
+        let mut a = app("first", Subject::user("alice"));
+        a.status = Some(InstanceApplicationStatus {
+            phase: Phase::Created,
+            cluster: Some("lab".into()),
+            instance_name: Some("first.example.org".into()),
+            created_time: Some(Time(t.parse().unwrap())),
+            ..Default::default()
+        });
+        a
+    };
+    let second = approve(app("second", Subject::user("alice")));
+    // Created after the read began: the snapshot may lack it, it counts.
+    let after = created_at("2026-11-24T12:00:01Z");
+    let e = w.evaluate(&second, &[after, second.clone()], false);
+    assert!(!e.approved);
+    assert_eq!(condition(&e, QUOTA_EXCEEDED).status, "True");
+    // Created before the read began and absent from it: removed since, holds nothing.
+    let before = created_at("2026-11-24T11:59:59Z");
+    let e = w.evaluate(&second, &[before, second.clone()], false);
+    assert!(e.approved);
+}
