@@ -97,6 +97,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     });
     let quota_store = store.clone();
     let cluster_store = store.clone();
+    // Per cluster: its generation and readiness as last seen. A cluster's status changes
+    // with every inventory change; only these two matter to waiting applications, and
+    // waking every one of them on each sync would flood the API servers.
+    let seen: Mutex<HashMap<String, (Option<i64>, bool)>> = Mutex::default();
     controller
         // A changed quota may let waiting applications through (or stop them).
         .watches(
@@ -104,11 +108,22 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             watcher::Config::default(),
             move |q| waiting_on(&quota_store, Some(&q.spec.cluster)),
         )
-        // A cluster becoming ready (or its inventory changing) matters to waiting ones.
+        // A cluster becoming ready (or its spec changing) matters to waiting ones.
         .watches(
             Api::<GanetiCluster>::all(ctx.client.clone()),
             watcher::Config::default(),
-            move |c| waiting_on(&cluster_store, Some(&c.name_any())),
+            move |c| {
+                let ready = c
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| conditions::is_true(&s.conditions, "Ready"));
+                let now = (c.metadata.generation, ready);
+                let before = seen.lock().expect("seen lock").insert(c.name_any(), now);
+                if before == Some(now) {
+                    return Vec::new();
+                }
+                waiting_on(&cluster_store, Some(&c.name_any()))
+            },
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
@@ -334,8 +349,18 @@ async fn evaluate(app: &mut InstanceApplication, state: &State) -> Result<Action
         fault::point(fault::points::AFTER_DECISION);
         Ok(Action::await_change())
     } else {
-        Ok(Action::requeue(PENDING_RESYNC))
+        Ok(Action::requeue(resync_delay(app)))
     }
+}
+
+/// `PENDING_RESYNC` give or take a sixth, fixed per application: applications filed
+/// together do not all come back at the same moment.
+fn resync_delay(app: &InstanceApplication) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    app.metadata.uid.hash(&mut hasher);
+    let spread = PENDING_RESYNC.as_millis() as u64 / 3;
+    PENDING_RESYNC - Duration::from_millis(spread / 2) + Duration::from_millis(hasher.finish() % spread)
 }
 
 /// The RAPI client and the GanetiCluster an approved application is created on.
