@@ -420,7 +420,7 @@ async fn lookup(
 
 /// Approved: adopt what an earlier attempt left in Ganeti, else submit the create job.
 /// `approved_here`: the approval was stored by this reconcile, so no earlier attempt
-/// can have left a job behind and Ganeti's job list need not be searched.
+/// can have left a job or an instance behind, and Ganeti need not be searched.
 async fn submit(app: &mut InstanceApplication, state: &State, approved_here: bool) -> Result<Action, Error> {
     if !approved_here {
         // The watch cache may lag behind our own last write: decide on what is stored,
@@ -436,7 +436,15 @@ async fn submit(app: &mut InstanceApplication, state: &State, approved_here: boo
     let prefix = tag_prefix(&cluster).to_string();
     let host = app.spec.hostname.clone();
     let now = Timestamp::now();
-    if let Some(instance) = lookup(state, &cluster.name_any(), &client, &host).await? {
+    // What an earlier attempt may have created. Right after the approval there was none,
+    // and a VM someone else made under the name meanwhile fails the job in Ganeti
+    // (`already_exists`): the lookup would only add a round trip to every approval.
+    let existing = if approved_here {
+        None
+    } else {
+        lookup(state, &cluster.name_any(), &client, &host).await?
+    };
+    if let Some(instance) = existing {
         let status = if plan::is_ours(app, &instance, &prefix) {
             plan::created(app, &instance, now)
         } else {
