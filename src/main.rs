@@ -115,6 +115,10 @@ struct RunArgs {
         default_value = "ganeti-admins,system:masters"
     )]
     admin_groups: Vec<String>,
+    /// Addresses told of refused VM actions on VMs the requester does not own
+    /// (comma-separated; needs --smtp-secret). Absent: nobody is mailed.
+    #[arg(long, env = "REFUSAL_MAIL_TO", value_delimiter = ',')]
+    refusal_mail_to: Vec<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -319,7 +323,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Ok::<(), anyhow::Error>(())
         })
     };
-    let state = server::AppState::new(client.clone(), metrics.clone()).with_link_key(link_key);
+    let state = server::AppState::new(client.clone(), metrics.clone())
+        .with_link_key(link_key)
+        .with_api(ctx.clone(), args.refusal_mail_to);
     let http = server::serve(args.listen, state, stop.clone().cancelled_owned());
     let webhook = webhook(
         &args.webhook_listen,

@@ -1,9 +1,13 @@
-//! The HTTP server: health, readiness and metrics (the API and console come later).
+//! The HTTP server: health, readiness, metrics, email verification and the JSON API.
 
+pub mod api;
+pub mod auth;
+pub mod confirm;
+pub mod ratelimit;
 pub mod verify;
 pub mod webhook;
 
-use crate::{api, metrics::Metrics};
+use crate::metrics::Metrics;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +20,8 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     /// Checks email verification links; `None`: `/verify-email` answers 503.
     link_key: Option<Arc<crate::controllers::profile::link::LinkKey>>,
+    /// The API under `/api/v1`; `None`: not served.
+    api: Option<Arc<api::ApiState>>,
 }
 
 impl AppState {
@@ -24,6 +30,7 @@ impl AppState {
             client,
             metrics,
             link_key: None,
+            api: None,
         }
     }
 
@@ -32,10 +39,18 @@ impl AppState {
         self.link_key = Some(key);
         self
     }
+
+    /// Serves the JSON API (it acts through the controllers' context); refused attempts
+    /// on VMs the caller does not own are mailed to `refusal_mail_to`.
+    pub fn with_api(mut self, ctx: Arc<crate::controllers::Context>, refusal_mail_to: Vec<String>) -> Self {
+        self.api = Some(api::ApiState::new(ctx, refusal_mail_to));
+        self
+    }
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let api = state.api.clone();
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -43,7 +58,11 @@ pub fn router(state: AppState) -> Router {
             crate::controllers::profile::VERIFY_PATH,
             get(verify::show).post(verify::confirm),
         )
-        .with_state(state)
+        .with_state(state);
+    match api {
+        Some(api_state) => router.nest(api::PREFIX, api::router(api_state)),
+        None => router,
+    }
 }
 
 /// Ready when the API server answers and every CRD is installed.
@@ -82,14 +101,14 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// Names of this API's CRDs that the API server does not serve.
 pub async fn missing_crds(client: &kube::Client) -> anyhow::Result<Vec<String>> {
     let resources = client
-        .list_api_group_resources(&format!("{}/{}", api::GROUP, api::VERSION))
+        .list_api_group_resources(&format!("{}/{}", crate::api::GROUP, crate::api::VERSION))
         .await;
     let served: Vec<String> = match resources {
         Ok(list) => list.resources.into_iter().map(|r| r.name).collect(),
         Err(kube::Error::Api(e)) if e.code == 404 => Vec::new(),
         Err(e) => return Err(e.into()),
     };
-    Ok(api::crds()
+    Ok(crate::api::crds()
         .into_iter()
         .map(|(_, crd)| crd.spec.names.plural)
         .filter(|plural| !served.contains(plural))
@@ -104,8 +123,12 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "HTTP server listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // The peer address feeds the audit log.
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     Ok(())
 }

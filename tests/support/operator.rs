@@ -85,8 +85,19 @@ impl Operator {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
-            .args(&options.args)
-            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // `{port}` in a flag or variable: the port chosen here (for --public-url).
+            .args(
+                options
+                    .args
+                    .iter()
+                    .map(|a| a.replace("{port}", &port.to_string())),
+            )
+            .envs(
+                options
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.replace("{port}", &port.to_string()))),
+            )
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info,ganeti_operator=debug")
             .stdout(Stdio::null())
