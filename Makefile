@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/.cargo/bin
 
-.PHONY: test demo deps lint unit crds testbed-up testbed-down bench
+.PHONY: test demo deps lint unit crds chart testbed-up testbed-down bench
 
 ## make test: lint, unit tests, then the integration suite against the real testbed
 test:
@@ -21,11 +21,16 @@ lint:
 
 ## unit tests only (no servers)
 unit:
-	cargo test --lib --bins --test api_offline
+	cargo test --lib --bins --test api_offline --test chart
 
 ## regenerate crds/ from the Rust types
 crds:
 	cargo run --quiet -- crdgen --out-dir crds
+	scripts/sync-chart
+
+## copy crds/ and manifests/ into the Helm chart (tests/chart.rs checks they agree)
+chart:
+	scripts/sync-chart
 
 testbed-up:
 	scripts/testbed up

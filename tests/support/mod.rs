@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod crds;
+pub mod dashboard;
 pub mod maildir;
 pub mod operator;
 pub mod testbed;

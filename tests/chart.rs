@@ -1,0 +1,338 @@
+//! Offline checks of the Helm chart (charts/ganeti-operator) and its Grafana dashboard:
+//! the dashboard's queries are valid PromQL over the operator's metric names; the
+//! chart carries the same CRDs, RBAC and admission policies as crds/ and manifests/.
+//! tests/testbed_dashboard.rs checks the queries against a real operator's /metrics.
+
+mod support;
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use support::dashboard;
+
+#[test]
+fn the_query_scanner_finds_selectors_and_nothing_else() {
+    let expr = r#"histogram_quantile(0.99, sum by (controller, le) (rate(a_bucket{x=~"$c", y!="}"}[5m]))) / on (x) group_left (y) b or vector(0) > bool 1e3"#;
+    let found = dashboard::selectors(expr);
+    let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a_bucket", "b"]);
+    let labels: BTreeSet<String> = ["x", "y"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(found[0].1, labels);
+    let scrape = "# HELP a x\na_bucket{x=\"1\",le=\"+Inf\"} 3\nb 1\n";
+    let seen = dashboard::scrape_labels(scrape);
+    assert!(seen["a_bucket"].contains("le"));
+    assert!(seen.contains_key("b"));
+}
+
+#[test]
+fn every_dashboard_query_is_valid_promql_over_operator_metrics() {
+    let d = dashboard::load();
+    assert_eq!(d["uid"], "ganeti-operator");
+    let queries = dashboard::queries(&d);
+    assert!(queries.len() >= 20, "{} queries", queries.len());
+    // Every panel that is not a row queries something.
+    fn panels(list: &serde_json::Value, out: &mut Vec<String>) {
+        for p in list.as_array().into_iter().flatten() {
+            if p["type"] != "row" {
+                let n = p["targets"].as_array().map_or(0, Vec::len);
+                if n == 0 {
+                    out.push(p["title"].as_str().unwrap_or_default().to_string());
+                }
+            }
+            panels(&p["panels"], out);
+        }
+    }
+    let mut empty = Vec::new();
+    panels(&d["panels"], &mut empty);
+    assert!(empty.is_empty(), "panels without queries: {empty:?}");
+
+    let mut used = BTreeSet::new();
+    for q in &queries {
+        let sel = dashboard::selectors(&q.expr);
+        assert!(!sel.is_empty(), "{}: no metric in {}", q.place, q.expr);
+        for (name, _) in sel {
+            assert!(
+                name.starts_with("ganeti_"),
+                "{}: {name} is not one of the operator's metrics",
+                q.place
+            );
+            used.insert(name);
+        }
+    }
+    // What the dashboard is for.
+    for needed in [
+        "ganeti_cluster_up",
+        "ganeti_node_memory_total_bytes",
+        "ganeti_node_memory_free_bytes",
+        "ganeti_node_disk_total_bytes",
+        "ganeti_node_disk_free_bytes",
+        "ganeti_instance_status",
+        "ganeti_cluster_jobs",
+        "ganeti_operator_reconcile_errors_total",
+        "ganeti_operator_reconcile_duration_seconds_bucket",
+        "ganeti_operator_rapi_request_duration_seconds_bucket",
+    ] {
+        assert!(used.contains(needed), "no panel shows {needed}");
+    }
+
+    // Prometheus' own parser, through promtool: one recording rule per query.
+    let mut rules = String::from("groups:\n- name: dashboard\n  rules:\n");
+    for (i, q) in queries.iter().enumerate() {
+        let expr = serde_json::to_string(&dashboard::expand(&q.expr)).unwrap();
+        rules.push_str(&format!("  - record: dashboard:query{i}\n    expr: {expr}\n"));
+    }
+    let dir = std::env::temp_dir().join(format!("dashboard-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rules.yaml");
+    std::fs::write(&file, &rules).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool (Debian's prometheus package) is installed");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "promtool check rules:\n{}{}\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `helm template` of the chart (scripts/helm: helm from PATH, or built once from the Go
+/// module proxy), as YAML documents.
+fn render(set: &[&str]) -> Result<Vec<Value>, String> {
+    let mut cmd = std::process::Command::new(support::repo_path("scripts/helm"));
+    cmd.args(["template", "ganeti-operator"])
+        .arg(support::repo_path("charts/ganeti-operator"))
+        .args(["--namespace", "ganeti-system"]);
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().expect("scripts/helm runs");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8(out.stdout).unwrap();
+    Ok(serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect())
+}
+
+fn key(v: &Value) -> String {
+    format!(
+        "{} {} {}/{}",
+        v["apiVersion"].as_str().unwrap_or_default(),
+        v["kind"].as_str().unwrap_or_default(),
+        v["metadata"]["namespace"].as_str().unwrap_or_default(),
+        v["metadata"]["name"].as_str().unwrap_or_default()
+    )
+}
+
+/// The object without what the chart adds to every object (its labels, Helm's
+/// annotations).
+fn without_chart_metadata(v: &Value) -> Value {
+    let mut v = v.clone();
+    let meta = v["metadata"].as_object_mut().unwrap();
+    for field in ["labels", "annotations"] {
+        if let Some(Value::Object(map)) = meta.get_mut(field) {
+            map.retain(|k, _| !k.starts_with("app.kubernetes.io/") && !k.starts_with("helm.sh/"));
+            if map.is_empty() {
+                meta.remove(field);
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn the_charts_crds_are_crds_verbatim() {
+    let files = |dir: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(support::repo_path(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let ours = files("crds");
+    assert_eq!(files("charts/ganeti-operator/crds"), ours, "run `make chart`");
+    for f in ours {
+        assert_eq!(
+            std::fs::read(support::repo_path(&format!("crds/{f}"))).unwrap(),
+            std::fs::read(support::repo_path(&format!("charts/ganeti-operator/crds/{f}"))).unwrap(),
+            "charts/ganeti-operator/crds/{f} differs from crds/{f}: run `make chart`"
+        );
+    }
+}
+
+#[test]
+fn the_rendered_chart_carries_exactly_the_manifests_rbac_and_admission() {
+    let rendered = render(&["webhook.enabled=true", "webhook.certSecret=webhook-tls"]).unwrap();
+    let by_key: std::collections::BTreeMap<String, &Value> = rendered.iter().map(|v| (key(v), v)).collect();
+    let mut expected = BTreeSet::new();
+    for file in ["rbac.yaml", "access.yaml", "admission.yaml", "webhook.yaml"] {
+        for doc in support::yaml_documents(&support::repo_path(&format!("manifests/{file}"))) {
+            // Helm installs into the release's namespace (--create-namespace).
+            if doc["kind"] == "Namespace" {
+                continue;
+            }
+            let k = key(&doc);
+            let got = by_key
+                .get(&k)
+                .unwrap_or_else(|| panic!("the chart lacks {k} of manifests/{file}: run `make chart`"));
+            assert_eq!(
+                without_chart_metadata(got),
+                doc,
+                "{k} differs between the chart and manifests/{file}: run `make chart`"
+            );
+            expected.insert(k);
+        }
+    }
+    // Nothing more of those kinds than the manifests have.
+    for v in &rendered {
+        let kind = v["kind"].as_str().unwrap_or_default();
+        let governed = kind.contains("Role")
+            || kind.contains("Admission")
+            || kind.contains("Webhook")
+            || kind == "ServiceAccount";
+        assert!(
+            !governed || expected.contains(&key(v)),
+            "the chart has {} which manifests/ lacks",
+            key(v)
+        );
+    }
+    // Without the webhook enabled, none of it.
+    let plain = render(&[]).unwrap();
+    assert!(
+        !plain
+            .iter()
+            .any(|v| v["kind"] == "ValidatingWebhookConfiguration")
+    );
+}
+
+#[test]
+fn the_chart_runs_two_replicas_under_the_manifests_identity() {
+    let docs = render(&[]).unwrap();
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|v| v["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} rendered"))
+    };
+    let deployment = find("Deployment");
+    assert_eq!(deployment["metadata"]["namespace"], "ganeti-system");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "ganeti-operator");
+    let container = &pod["containers"][0];
+    assert_eq!(container["args"][0], "run");
+    let env = container["env"].as_array().unwrap();
+    let pod_name = env.iter().find(|e| e["name"] == "POD_NAME").expect("POD_NAME");
+    assert_eq!(pod_name["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .map(String::from)
+    };
+    assert_eq!(
+        value("ADMIN_GROUPS").as_deref(),
+        Some("ganeti-admins,system:masters")
+    );
+    assert_eq!(value("LEASE_NAMESPACE").as_deref(), Some("ganeti-system"));
+    assert_eq!(value("LOG_FORMAT").as_deref(), Some("json"));
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in deployment["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&labels[k], v, "the selector matches the pods");
+    }
+    // The webhook Service of manifests/webhook.yaml selects these pods too.
+    assert_eq!(labels["app.kubernetes.io/name"], "ganeti-operator");
+    let service = find("Service");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    assert!(
+        !docs.iter().any(|v| v["kind"] == "ServiceMonitor"),
+        "off by default"
+    );
+
+    // The dashboard, labelled for Grafana's sidecar, is the file itself.
+    let dashboard = docs
+        .iter()
+        .find(|v| v["kind"] == "ConfigMap" && v["metadata"]["name"] == "ganeti-operator-dashboard")
+        .expect("the dashboard ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: Value =
+        serde_json::from_str(dashboard["data"]["ganeti-operator.json"].as_str().unwrap()).unwrap();
+    assert_eq!(json, dashboard::load());
+}
+
+#[test]
+fn chart_values_reach_the_operator_and_bad_values_fail() {
+    let docs = render(&[
+        "adminGroups={ops,noc}",
+        "mail.smtpSecret=smtp",
+        "mail.unverified=true",
+        "publicUrl=https://ganeti.example.org",
+        "linkKeySecret=link-key",
+        "serviceMonitor.enabled=true",
+        "webhook.enabled=true",
+        "webhook.certSecret=webhook-tls",
+        "logFormat=text",
+        "replicas=3",
+    ])
+    .unwrap();
+    let text = serde_json::to_string(&docs).unwrap();
+    assert!(
+        text.contains("g in ['ops', 'noc', 'system:masters']"),
+        "CEL admin groups"
+    );
+    assert!(docs.iter().any(|v| v["kind"] == "ServiceMonitor"));
+    let deployment = docs.iter().find(|v| v["kind"] == "Deployment").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let admin_binding = docs
+        .iter()
+        .find(|v| v["kind"] == "ClusterRoleBinding" && v["metadata"]["name"] == "ganeti.dev:admin")
+        .unwrap();
+    let subjects: Vec<&str> = admin_binding["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, ["ops", "noc"]);
+
+    // Every environment variable the chart sets is one the operator reads.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_ganeti-operator"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let names: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for name in names {
+        // POD_NAME (leader identity) and RUST_LOG (the log filter) are read directly.
+        if name == "POD_NAME" || name == "RUST_LOG" {
+            continue;
+        }
+        assert!(
+            help.contains(&format!("[env: {name}")),
+            "the operator has no flag for {name}:\n{help}"
+        );
+    }
+
+    for bad in [
+        "replicas=0",
+        "logFormat=xml",
+        "adminGroups={a'b}",
+        "image.pullPolicy=Sometimes",
+        "unknown=1",
+    ] {
+        let err = render(&[bad]).expect_err(bad);
+        assert!(err.contains("schema"), "{bad}: {err}");
+    }
+}
