@@ -518,3 +518,59 @@ async fn a_crash_after_the_create_call_creates_exactly_one_vm() {
 async fn a_crash_while_the_job_runs_creates_exactly_one_vm() {
     crash_at(fault::points::WHILE_JOB_RUNS, "crash-job", 57).await;
 }
+
+/// Two replicas: the leader is killed, the follower takes over within the lease
+/// duration, and an application approved meanwhile is created exactly once.
+#[tokio::test]
+async fn the_follower_takes_over_from_a_killed_leader() {
+    let _serial = serial().lock().await;
+    setup().await;
+    let host = format!("failover.{DOMAIN}");
+    remove_instance(&host);
+    let _cleanup = Instances(vec![host.clone()]);
+    let jobs_before = create_jobs(&host);
+    let leads = |op: &Operator| op.log().contains("leading: starting the controllers");
+
+    let mut first = start_operator("failover-1", None).await;
+    let mut waited = 0;
+    while !leads(&first) {
+        assert!(waited < 3000, "the first replica never led\n{}", first.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let second = start_operator("failover-2", None).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!leads(&second), "two leaders at once\n{}", second.log());
+
+    first.kill();
+    let killed_at = std::time::Instant::now();
+    file(
+        "alice",
+        application("failover", json!({"kind": "User", "name": "alice"}), 58, "128Mi"),
+    )
+    .await
+    .unwrap();
+    decide("admin", "apps-alice", "failover", "Approved")
+        .await
+        .unwrap();
+    while !leads(&second) {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "the follower did not take over\n{}",
+            second.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The lease is 5 s in these tests; renewals and retries add a little.
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(12),
+        "took over after {:?}",
+        killed_at.elapsed()
+    );
+    let created = wait_phase("apps-alice", "failover", Phase::Created, &second).await;
+    assert_eq!(
+        created.status.unwrap().instance_name.as_deref(),
+        Some(host.as_str())
+    );
+    assert_eq!(create_jobs(&host) - jobs_before, 1, "created exactly once");
+}

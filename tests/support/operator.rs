@@ -153,6 +153,13 @@ impl Operator {
         None
     }
 
+    /// SIGKILL: a replica dying without releasing anything (its lease expires).
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// SIGTERM, then the exit status and the log.
     pub fn stop(&mut self) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().expect("running");
