@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod quota;
 pub mod rapi;
 pub mod server;
+pub mod signed;
 pub mod tags;
