@@ -73,7 +73,11 @@ pub fn sign<C: Serialize>(key: &SigningKey, claims: &C) -> String {
 }
 
 /// Checks the signature (in constant time), then the expiry; `now` in epoch seconds.
-pub fn verify<C: DeserializeOwned + Expiring>(key: &SigningKey, token: &str, now: i64) -> Result<C, TokenError> {
+pub fn verify<C: DeserializeOwned + Expiring>(
+    key: &SigningKey,
+    token: &str,
+    now: i64,
+) -> Result<C, TokenError> {
     let (payload, tag) = token.trim().split_once('.').ok_or(TokenError::Malformed)?;
     let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| TokenError::Malformed)?;
     hmac::verify(&key.0, payload.as_bytes(), &tag).map_err(|_| TokenError::BadSignature)?;

@@ -5,11 +5,13 @@
 //! single-use link would use it up before the user ever clicked.
 
 use super::AppState;
+use super::page::{escape, page};
 use crate::api::profile::UserProfile;
 use crate::controllers::profile::{self, link, plan};
+use crate::signed::TokenError;
 use axum::extract::{Form, Query, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use serde::Deserialize;
@@ -18,23 +20,6 @@ use serde::Deserialize;
 pub struct TokenParam {
     #[serde(default)]
     token: String,
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title></head>\
-         <body><h1>{t}</h1>{body}</body></html>\n",
-        t = escape(title)
-    );
-    (status, Html(html)).into_response()
 }
 
 fn count(state: &AppState, status: StatusCode) {
@@ -46,11 +31,11 @@ fn count(state: &AppState, status: StatusCode) {
         .inc();
 }
 
-fn refused(e: link::LinkError) -> Response {
+fn refused(e: TokenError) -> Response {
     let status = match e {
-        link::LinkError::Malformed => StatusCode::BAD_REQUEST,
-        link::LinkError::BadSignature => StatusCode::FORBIDDEN,
-        link::LinkError::Expired => StatusCode::GONE,
+        TokenError::Malformed => StatusCode::BAD_REQUEST,
+        TokenError::BadSignature => StatusCode::FORBIDDEN,
+        TokenError::Expired => StatusCode::GONE,
     };
     page(
         status,
@@ -59,14 +44,27 @@ fn refused(e: link::LinkError) -> Response {
     )
 }
 
+fn not_configured() -> Response {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Not available",
+        "<p>Email verification is not configured.</p>",
+    )
+}
+
+/// 503: `why` (HTML), and that a retry may work.
+fn try_again(why: &str) -> Response {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again",
+        &format!("<p>{why}; try again in a moment.</p>"),
+    )
+}
+
 /// The confirmation page.
 pub async fn show(State(state): State<AppState>, Query(q): Query<TokenParam>) -> Response {
     let response = match &state.link_key {
-        None => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not available",
-            "<p>Email verification is not configured.</p>",
-        ),
+        None => not_configured(),
         Some(key) => match link::verify(key, &q.token, Timestamp::now()) {
             Err(e) => refused(e),
             Ok(claims) => page(
@@ -97,11 +95,7 @@ pub async fn confirm(State(state): State<AppState>, Form(q): Form<TokenParam>) -
 
 async fn confirm_inner(state: &AppState, token: &str) -> Response {
     let Some(key) = &state.link_key else {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not available",
-            "<p>Email verification is not configured.</p>",
-        );
+        return not_configured();
     };
     let claims = match link::verify(key, token, Timestamp::now()) {
         Ok(c) => c,
@@ -122,11 +116,7 @@ async fn confirm_inner(state: &AppState, token: &str) -> Response {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reading a profile to verify its address failed");
-                return page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Try again",
-                    "<p>The service is busy; try again in a moment.</p>",
-                );
+                return try_again("The service is busy");
             }
         };
         let status = match plan::verify(&p, &claims, Timestamp::now()) {
@@ -158,17 +148,9 @@ async fn confirm_inner(state: &AppState, token: &str) -> Response {
             Err(kube::Error::Api(e)) if e.code == 409 => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "recording a verified address failed");
-                return page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Try again",
-                    "<p>The service is busy; try again in a moment.</p>",
-                );
+                return try_again("The service is busy");
             }
         }
     }
-    page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Try again",
-        "<p>The profile is changing; try again in a moment.</p>",
-    )
+    try_again("The profile is changing")
 }

@@ -112,6 +112,16 @@ impl<'a> Directory<'a> {
         out
     }
 
+    /// The owner of a named instance, or why it has none to mail.
+    fn owner(&self, cluster: &str, name: &str) -> Result<Subject, String> {
+        let inv = self
+            .clusters
+            .get(cluster)
+            .ok_or_else(|| format!("cluster {cluster} has not been read"))?;
+        let i = inv.instance(name).ok_or("no such instance on that cluster")?;
+        inv.owner_of(i).ok_or_else(|| "has no owner tag".into())
+    }
+
     /// Clusters a selector names that have no inventory yet (never read).
     pub fn unread_clusters(&self, recipients: &Recipients) -> Vec<String> {
         let named = recipients
@@ -169,25 +179,9 @@ pub fn resolve(recipients: &Recipients, dir: &Directory<'_>, allow_unverified: b
 
     for InstanceRef { cluster, name } in &recipients.instances {
         let key = (cluster.clone(), name.clone());
-        let Some(inv) = dir.clusters.get(cluster.as_str()) else {
-            skipped.push(skip(
-                format!("instance {}", instance_label(&key)),
-                format!("cluster {cluster} has not been read"),
-            ));
-            continue;
-        };
-        match inv.instance(name) {
-            None => skipped.push(skip(
-                format!("instance {}", instance_label(&key)),
-                "no such instance on that cluster",
-            )),
-            Some(i) => match inv.owner_of(i) {
-                None => skipped.push(skip(
-                    format!("instance {}", instance_label(&key)),
-                    "has no owner tag",
-                )),
-                Some(owner) => add_owner(&owner, &key, &mut skipped),
-            },
+        match dir.owner(cluster, name) {
+            Ok(owner) => add_owner(&owner, &key, &mut skipped),
+            Err(reason) => skipped.push(skip(format!("instance {}", instance_label(&key)), reason)),
         }
     }
 
@@ -336,22 +330,22 @@ mod tests {
         (profiles, inventories)
     }
 
+    /// `recipients` resolved in [`world`], verified addresses only.
+    fn resolved(recipients: Recipients) -> Resolution {
+        let (p, i) = world();
+        resolve(&recipients, &Directory::new(&p, &i), false)
+    }
+
     fn keys(v: &[(&str, &str)]) -> Vec<InstanceKey> {
         v.iter().map(|(c, n)| (c.to_string(), n.to_string())).collect()
     }
 
     #[test]
     fn a_user_gets_all_their_vms_including_their_groups() {
-        let (p, i) = world();
-        let dir = Directory::new(&p, &i);
-        let r = resolve(
-            &Recipients {
-                users: vec!["alice".into()],
-                ..Default::default()
-            },
-            &dir,
-            false,
-        );
+        let r = resolved(Recipients {
+            users: vec!["alice".into()],
+            ..Default::default()
+        });
         assert_eq!(r.recipients.len(), 1);
         assert_eq!(r.recipients[0].address, "alice@example.org");
         assert_eq!(
@@ -366,16 +360,10 @@ mod tests {
 
     #[test]
     fn a_cluster_reaches_the_owners_of_its_vms_with_only_that_clusters_vms() {
-        let (p, i) = world();
-        let dir = Directory::new(&p, &i);
-        let r = resolve(
-            &Recipients {
-                clusters: vec!["c1".into()],
-                ..Default::default()
-            },
-            &dir,
-            false,
-        );
+        let r = resolved(Recipients {
+            clusters: vec!["c1".into()],
+            ..Default::default()
+        });
         let got: Vec<_> = r
             .recipients
             .iter()
@@ -407,29 +395,23 @@ mod tests {
 
     #[test]
     fn instances_reach_their_owners_and_bare_address_usernames() {
-        let (p, i) = world();
-        let dir = Directory::new(&p, &i);
-        let r = resolve(
-            &Recipients {
-                instances: vec![
-                    InstanceRef {
-                        cluster: "c2".into(),
-                        name: "x2.example.org".into(),
-                    },
-                    InstanceRef {
-                        cluster: "c1".into(),
-                        name: "missing.example.org".into(),
-                    },
-                    InstanceRef {
-                        cluster: "c1".into(),
-                        name: "orphan.example.org".into(),
-                    },
-                ],
-                ..Default::default()
-            },
-            &dir,
-            false,
-        );
+        let r = resolved(Recipients {
+            instances: vec![
+                InstanceRef {
+                    cluster: "c2".into(),
+                    name: "x2.example.org".into(),
+                },
+                InstanceRef {
+                    cluster: "c1".into(),
+                    name: "missing.example.org".into(),
+                },
+                InstanceRef {
+                    cluster: "c1".into(),
+                    name: "orphan.example.org".into(),
+                },
+            ],
+            ..Default::default()
+        });
         assert_eq!(r.recipients.len(), 1);
         assert_eq!(r.recipients[0].address, "xavier@example.org");
         assert_eq!(r.recipients[0].instances, keys(&[("c2", "x2.example.org")]));
@@ -438,18 +420,12 @@ mod tests {
 
     #[test]
     fn a_user_named_directly_and_through_a_group_gets_one_mail() {
-        let (p, i) = world();
-        let dir = Directory::new(&p, &i);
-        let r = resolve(
-            &Recipients {
-                users: vec!["alice".into(), "alice".into()],
-                groups: vec!["ops".into()],
-                clusters: vec!["c2".into()],
-                ..Default::default()
-            },
-            &dir,
-            false,
-        );
+        let r = resolved(Recipients {
+            users: vec!["alice".into(), "alice".into()],
+            groups: vec!["ops".into()],
+            clusters: vec!["c2".into()],
+            ..Default::default()
+        });
         let addresses: Vec<_> = r.recipients.iter().map(|x| x.address.as_str()).collect();
         assert_eq!(
             addresses,

@@ -89,29 +89,17 @@ pub fn status(p: &UserProfile, note: &MailNote, now: Timestamp) -> UserProfileSt
     s.observed_generation = g;
 
     let (fingerprints, problems) = keys::check_all(&p.spec.ssh_keys);
-    s.key_fingerprints = fingerprints;
-    if problems.is_empty() {
-        let n = s.key_fingerprints.len();
-        conditions::set(
-            &mut s.conditions,
-            KEYS_VALID,
+    let (keys_valid, reason, message) = if problems.is_empty() {
+        (
             Status::True,
             "Valid",
-            format!("{n} valid key(s)"),
-            g,
-            now,
-        );
+            format!("{} valid key(s)", fingerprints.len()),
+        )
     } else {
-        conditions::set(
-            &mut s.conditions,
-            KEYS_VALID,
-            Status::False,
-            "InvalidKey",
-            problems.join("; "),
-            g,
-            now,
-        );
-    }
+        (Status::False, "InvalidKey", problems.join("; "))
+    };
+    s.key_fingerprints = fingerprints;
+    conditions::set(&mut s.conditions, KEYS_VALID, keys_valid, reason, message, g, now);
 
     let address = email(p).to_string();
     if s.verified_email.as_deref() == Some(address.as_str()) {
@@ -301,15 +289,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_resend_request_or_a_changed_address_makes_a_new_link() {
+    /// alice's profile with a link (nonce n1, made at 0) recorded, then `edit`ed.
+    fn with_link(edit: impl FnOnce(&mut PendingVerification)) -> UserProfile {
         let mut p = profile("alice@example.org");
         let mut v = new_link(&p, "n1".into(), t(0));
-        v.sent_time = Some(Time(t(0)));
+        edit(&mut v);
         p.status = Some(UserProfileStatus {
             pending_verification: Some(v),
             ..Default::default()
         });
+        p
+    }
+
+    #[test]
+    fn a_resend_request_or_a_changed_address_makes_a_new_link() {
+        let mut p = with_link(|v| v.sent_time = Some(Time(t(0))));
         p.metadata.annotations = Some([(RESEND_ANNOTATION.to_string(), "1".to_string())].into());
         assert_eq!(email_step(&p, t(5)), EmailStep::NewLink);
         p.metadata.annotations = None;
@@ -343,13 +337,7 @@ mod tests {
 
     #[test]
     fn a_refused_address_waits_for_a_change() {
-        let mut p = profile("alice@example.org");
-        let mut v = new_link(&p, "n1".into(), t(0));
-        v.refused = Some("550 no such user".into());
-        p.status = Some(UserProfileStatus {
-            pending_verification: Some(v),
-            ..Default::default()
-        });
+        let p = with_link(|v| v.refused = Some("550 no such user".into()));
         assert_eq!(email_step(&p, t(1)), EmailStep::Stuck);
         let st = status(&p, &MailNote::None, t(1));
         assert_eq!(
@@ -371,13 +359,7 @@ mod tests {
 
     #[test]
     fn a_link_verifies_once_and_only_for_its_address_and_nonce() {
-        let mut p = profile("alice@example.org");
-        let mut v = new_link(&p, "n1".into(), t(0));
-        v.sent_time = Some(Time(t(0)));
-        p.status = Some(UserProfileStatus {
-            pending_verification: Some(v),
-            ..Default::default()
-        });
+        let mut p = with_link(|v| v.sent_time = Some(Time(t(0))));
         let claims = super::super::link::Claims {
             profile: "alice".into(),
             email: "alice@example.org".into(),
@@ -396,11 +378,7 @@ mod tests {
         p.status = Some(st);
         assert_eq!(verify(&p, &claims, t(2)), Err(Refusal::AlreadyUsed), "single use");
 
-        let mut q = profile("alice@example.org");
-        q.status = Some(UserProfileStatus {
-            pending_verification: Some(new_link(&q, "n1".into(), t(0))),
-            ..Default::default()
-        });
+        let mut q = with_link(|_| {});
         q.spec.email = "changed@example.org".into();
         assert_eq!(verify(&q, &claims, t(1)), Err(Refusal::AddressChanged));
     }
