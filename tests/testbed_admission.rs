@@ -8,6 +8,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::time::Duration;
 use support::crds::install_crds;
+use support::refused;
 use support::testbed::kube_client;
 
 /// Installs CRDs, user RBAC and the admission policies; gives each user a namespace
@@ -18,23 +19,7 @@ async fn setup() {
     for f in ["manifests/access.yaml", "manifests/admission.yaml"] {
         support::apply_manifest(f);
     }
-    for user in ["alice", "bob", "carol"] {
-        let ns = format!("adm-{user}");
-        let (_, _, _) = support::testbed::kubectl("root", &["create", "namespace", &ns]);
-        let (_, _, _) = support::testbed::kubectl(
-            "root",
-            &[
-                "create",
-                "rolebinding",
-                "applicant",
-                "--clusterrole=ganeti.dev:applicant",
-                "--user",
-                user,
-                "-n",
-                &ns,
-            ],
-        );
-    }
+    support::applicant_namespaces("adm", &["alice", "bob", "carol"]);
     // Policies reach the admission chain asynchronously: probe until one bites.
     let alice: Api<InstanceApplication> = Api::namespaced(kube_client("alice").await, "adm-alice");
     for attempt in 0.. {
@@ -78,46 +63,32 @@ async fn api_as(user: &str, ns: &str) -> Api<InstanceApplication> {
     Api::namespaced(kube_client(user).await, ns)
 }
 
-async fn fresh(api: &Api<InstanceApplication>, name: &str) {
-    let _ = api.delete(name, &DeleteParams::default()).await;
-    for _ in 0..50 {
-        if api.get_opt(name).await.unwrap().is_none() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn refusal(result: Result<InstanceApplication, kube::Error>) -> String {
-    match result {
-        Ok(a) => panic!("accepted, but should be refused: {:?}", a.spec),
-        Err(kube::Error::Api(e)) => {
-            assert_eq!(e.code, 403, "{e:?}");
-            e.message
-        }
-        Err(e) => panic!("{e}"),
-    }
+/// Creates `app` afresh: an older application of its name is deleted first.
+async fn file_fresh(
+    api: &Api<InstanceApplication>,
+    app: InstanceApplication,
+) -> Result<InstanceApplication, kube::Error> {
+    support::delete_and_wait(api, app.metadata.name.as_deref().unwrap()).await;
+    api.create(&PostParams::default(), &app).await
 }
 
 #[tokio::test]
 async fn the_applicant_is_recorded_and_nobody_files_as_someone_else() {
     setup().await;
     let alice = api_as("alice", "adm-alice").await;
-    fresh(&alice, "own-vm").await;
-    let created = alice
-        .create(
-            &PostParams::default(),
-            &app("own-vm", json!({"kind": "User", "name": "alice"}), None),
-        )
-        .await
-        .expect("alice files for herself");
+    let created = file_fresh(
+        &alice,
+        app("own-vm", json!({"kind": "User", "name": "alice"}), None),
+    )
+    .await
+    .expect("alice files for herself");
     assert_eq!(
         created.spec.applicant.as_deref(),
         Some("alice"),
         "recorded by admission"
     );
 
-    let msg = refusal(
+    let msg = refused(
         alice
             .create(
                 &PostParams::default(),
@@ -130,7 +101,7 @@ async fn the_applicant_is_recorded_and_nobody_files_as_someone_else() {
         "{msg}"
     );
 
-    let msg = refusal(
+    let msg = refused(
         alice
             .create(
                 &PostParams::default(),
@@ -153,22 +124,19 @@ async fn the_applicant_is_recorded_and_nobody_files_as_someone_else() {
 async fn group_applications_only_from_members() {
     setup().await;
     let carol = api_as("carol", "adm-carol").await;
-    fresh(&carol, "team-vm").await;
-    let created = carol
-        .create(
-            &PostParams::default(),
-            &app("team-vm", json!({"kind": "Group", "name": "team-a"}), None),
-        )
-        .await
-        .expect("carol is in team-a");
+    let created = file_fresh(
+        &carol,
+        app("team-vm", json!({"kind": "Group", "name": "team-a"}), None),
+    )
+    .await
+    .expect("carol is in team-a");
     assert_eq!(created.spec.applicant.as_deref(), Some("carol"));
 
     let bob = api_as("bob", "adm-bob").await;
-    fresh(&bob, "team-vm").await;
-    let msg = refusal(
-        bob.create(
-            &PostParams::default(),
-            &app("team-vm", json!({"kind": "Group", "name": "team-a"}), None),
+    let msg = refused(
+        file_fresh(
+            &bob,
+            app("team-vm", json!({"kind": "Group", "name": "team-a"}), None),
         )
         .await,
     );
@@ -179,18 +147,16 @@ async fn group_applications_only_from_members() {
 async fn only_admins_decide_and_the_decider_is_recorded() {
     setup().await;
     let alice = api_as("alice", "adm-alice").await;
-    fresh(&alice, "decide-me").await;
-    alice
-        .create(
-            &PostParams::default(),
-            &app("decide-me", json!({"kind": "User", "name": "alice"}), None),
-        )
-        .await
-        .unwrap();
+    file_fresh(
+        &alice,
+        app("decide-me", json!({"kind": "User", "name": "alice"}), None),
+    )
+    .await
+    .unwrap();
 
     // alice approving herself is refused.
     let approve = json!({"spec": {"decision": {"verdict": "Approved"}}});
-    let msg = refusal(
+    let msg = refused(
         alice
             .patch("decide-me", &PatchParams::default(), &Patch::Merge(&approve))
             .await,
@@ -198,10 +164,9 @@ async fn only_admins_decide_and_the_decider_is_recorded() {
     assert!(msg.contains("only admins decide applications"), "{msg}");
 
     // Nor may she file one pre-approved.
-    fresh(&alice, "pre-approved").await;
     let mut pre = app("pre-approved", json!({"kind": "User", "name": "alice"}), None);
     pre.spec.decision = Some(serde_json::from_value(json!({"verdict": "Approved"})).unwrap());
-    let msg = refusal(alice.create(&PostParams::default(), &pre).await);
+    let msg = refused(file_fresh(&alice, pre).await);
     assert!(msg.contains("only admins decide"), "{msg}");
 
     // An admin decides; admission records who, whatever the request claimed.
@@ -216,7 +181,7 @@ async fn only_admins_decide_and_the_decider_is_recorded() {
 
     // And alice cannot rewrite the recorded decision afterwards.
     let forge = json!({"spec": {"decision": {"verdict": "Approved", "decidedBy": "alice"}}});
-    let msg = refusal(
+    let msg = refused(
         alice
             .patch("decide-me", &PatchParams::default(), &Patch::Merge(&forge))
             .await,

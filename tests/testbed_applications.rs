@@ -9,16 +9,14 @@ mod support;
 use ganeti_operator::api::InstanceApplication;
 use ganeti_operator::api::application::Phase;
 use ganeti_operator::fault;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::Duration;
-use support::crds::install_crds;
+use support::apply;
+use support::ganeti::{self, Instances, ip, try_gnt};
 use support::operator::{Operator, Options};
-use support::testbed::{env, kube_client, kubectl};
+use support::testbed::{env, kube_client};
 
-const MANAGER: &str = "ganeti-operator-tests";
 const CLUSTER: &str = "apps-lab";
 const DOMAIN: &str = "apps.ganeti.test";
 const KEY: &str =
@@ -29,120 +27,29 @@ fn serial() -> &'static tokio::sync::Mutex<()> {
     LOCK.get_or_init(|| tokio::sync::Mutex::new(()))
 }
 
-fn ip(last: u8) -> String {
-    let first = env("GANETI_INSTANCE_IP_FIRST");
-    let (net, _) = first.rsplit_once('.').unwrap();
-    format!("{net}.{last}")
-}
-
-fn gnt(args: &str) -> (bool, String) {
-    let cmd = format!("{} {args}", env("GANETI_EXEC"));
-    let out = Command::new("sh").args(["-c", &cmd]).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn remove_instance(host: &str) {
-    let _ = gnt(&format!(
-        "gnt-instance remove -f --ignore-failures {host} >/dev/null 2>&1"
-    ));
-}
-
 /// How many create jobs Ganeti ever ran (or runs) for `host`.
 fn create_jobs(host: &str) -> usize {
-    let (_, out) = gnt("gnt-job list --no-headers -o id,summary");
+    let (_, out) = try_gnt("gnt-job list --no-headers -o id,summary");
     out.lines()
         .filter(|l| l.contains(&format!("INSTANCE_CREATE({host})")))
         .count()
 }
 
-/// Removes the instances when dropped, even when the test failed.
-struct Instances(Vec<String>);
-
-impl Drop for Instances {
-    fn drop(&mut self) {
-        for host in &self.0 {
-            remove_instance(host);
-        }
-    }
-}
-
-async fn apply<K>(api: &Api<K>, name: &str, obj: Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&obj))
-        .await
-        .unwrap_or_else(|e| panic!("applying {name}: {e}"));
-}
-
 /// CRDs, RBAC, admission, the GanetiCluster, SMTP settings, alice's profile, a
 /// namespace per user with the applicant role. Idempotent.
 async fn setup() {
-    let root = kube_client("root").await;
-    install_crds(&root).await;
-    support::operator::apply_operator_rbac();
-    for f in ["manifests/access.yaml", "manifests/admission.yaml"] {
-        support::apply_manifest(f);
-    }
-    for user in ["alice", "bob", "carol"] {
-        let ns = format!("apps-{user}");
-        let _ = kubectl("root", &["create", "namespace", &ns]);
-        let _ = kubectl(
-            "root",
-            &[
-                "create",
-                "rolebinding",
-                "applicant",
-                "--clusterrole=ganeti.dev:applicant",
-                "--user",
-                user,
-                "-n",
-                &ns,
-            ],
-        );
-    }
-    let secrets: Api<Secret> = Api::namespaced(root.clone(), "ganeti-system");
-    apply(
-        &secrets,
-        "rapi-apps",
-        json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "rapi-apps", "namespace": "ganeti-system"},
-            "stringData": {"username": env("GANETI_RAPI_USER"), "password": env("GANETI_RAPI_PASSWORD")}}),
-    )
-    .await;
-    apply(
-        &secrets,
-        "smtp-apps",
-        json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "smtp-apps", "namespace": "ganeti-system"},
-            "stringData": {"host": env("SMTP_HOST"), "port": env("SMTP_PORT"), "tls": "none",
-                           "from": "ganeti-operator@ganeti.test"}}),
-    )
-    .await;
-    let clusters: Api<ganeti_operator::api::GanetiCluster> = Api::all(root.clone());
-    apply(
-        &clusters,
-        CLUSTER,
-        json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "GanetiCluster", "metadata": {"name": CLUSTER},
-            "spec": {"rapiUrl": env("GANETI_RAPI_URL"), "credentialsSecret": {"name": "rapi-apps"},
-                     "caBundle": std::fs::read_to_string(env("GANETI_RAPI_CA")).unwrap(),
-                     "syncInterval": "5s",
-                     "defaults": {"os": env("GANETI_OS"), "hypervisor": env("GANETI_HYPERVISOR"),
-                                  "diskTemplate": "diskless", "primaryNode": env("GANETI_NODE"),
-                                  "sshKeysOsParameter": env("GANETI_OS_SSH_KEYS_PARAM")}}}),
-    )
-    .await;
+    let root = support::install_with_smtp("smtp-apps", "ganeti-operator@ganeti.test").await;
+    support::applicant_namespaces("apps", &["alice", "bob", "carol"]);
+    let defaults = json!({"os": env("GANETI_OS"), "hypervisor": env("GANETI_HYPERVISOR"),
+                          "diskTemplate": "diskless", "primaryNode": env("GANETI_NODE"),
+                          "sshKeysOsParameter": env("GANETI_OS_SSH_KEYS_PARAM")});
+    ganeti::apply_cluster(&root, CLUSTER, "rapi-apps", json!({"defaults": defaults})).await;
     let profiles: Api<ganeti_operator::api::UserProfile> = Api::all(root.clone());
     for (user, keys, groups) in [("alice", vec![KEY], vec![]), ("carol", vec![], vec!["team-a"])] {
         apply(
             &profiles,
             &format!("apps-{user}"),
-            json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "UserProfile",
+            &json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "UserProfile",
                 "metadata": {"name": format!("apps-{user}")},
                 "spec": {"username": user, "email": format!("{user}@apps.example.org"),
                          "sshKeys": keys, "groups": groups}}),
@@ -186,18 +93,22 @@ async fn file(user: &str, body: Value) -> Result<InstanceApplication, kube::Erro
     let ns = format!("apps-{user}");
     let name = body["metadata"]["name"].as_str().unwrap().to_string();
     let root: Api<InstanceApplication> = Api::namespaced(kube_client("root").await, &ns);
-    if root.get_opt(&name).await.unwrap().is_some() {
-        root.delete(&name, &DeleteParams::default()).await.unwrap();
-        for _ in 0..100 {
-            if root.get_opt(&name).await.unwrap().is_none() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    support::delete_and_wait(&root, &name).await;
     let api: Api<InstanceApplication> = Api::namespaced(kube_client(user).await, &ns);
     api.create(&PostParams::default(), &serde_json::from_value(body).unwrap())
         .await
+}
+
+/// alice files the application `name` for herself (her VM at `ip(last_ip)`, with
+/// `memory`), and an admin approves it.
+async fn alice_files_and_admin_approves(name: &str, last_ip: u8, memory: &str) {
+    let owner = json!({"kind": "User", "name": "alice"});
+    file("alice", application(name, owner, last_ip, memory))
+        .await
+        .expect("alice files her application");
+    decide("admin", "apps-alice", name, "Approved")
+        .await
+        .expect("admin approves");
 }
 
 /// Sets the decision as `who` (admission records who decided).
@@ -213,20 +124,11 @@ async fn decide(who: &str, ns: &str, name: &str, verdict: &str) -> Result<Instan
 
 async fn wait_phase(ns: &str, name: &str, phase: Phase, op: &Operator) -> InstanceApplication {
     let api: Api<InstanceApplication> = Api::namespaced(kube_client("root").await, ns);
-    let mut last = None;
     // Generous: another operator may hold the leader lease for a while.
-    for _ in 0..1200 {
-        let app = api.get(name).await.unwrap();
-        if app.status.as_ref().is_some_and(|s| s.phase == phase) {
-            return app;
-        }
-        last = app.status;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{ns}/{name} never reached {phase:?}; last status {last:#?}\n{}",
-        op.log()
-    );
+    op.wait_for(&api, name, Duration::from_secs(180), |app| {
+        app.status.as_ref().is_some_and(|s| s.phase == phase)
+    })
+    .await
 }
 
 fn condition(app: &InstanceApplication, type_: &str) -> (String, String, String) {
@@ -265,8 +167,7 @@ async fn alice_applies_admin_approves_and_the_vm_is_created() {
     let _serial = serial().lock().await;
     setup().await;
     let host = format!("alice-vm.{DOMAIN}");
-    remove_instance(&host);
-    let _cleanup = Instances(vec![host.clone()]);
+    let _cleanup = Instances::fresh(vec![host.clone()]);
     let jobs_before = create_jobs(&host);
     let op = start_operator("apps-alice", None).await;
 
@@ -299,19 +200,19 @@ async fn alice_applies_admin_approves_and_the_vm_is_created() {
     assert!(message.contains("admin"), "{message}");
 
     // Ganeti's own view: running, on the node the status names, alice's tag and key.
-    let (ok, list) = gnt(&format!(
+    let (ok, list) = try_gnt(&format!(
         "gnt-instance list --no-headers -o name,status,pnode,tags {host}"
     ));
     assert!(ok, "{list}");
     assert!(list.contains("running"), "{list}");
     assert!(list.contains(status.primary_node.as_deref().unwrap()), "{list}");
     assert!(list.contains("GANETI_WEB_MANAGER:owner:U:alice"), "{list}");
-    let (_, info) = gnt(&format!("gnt-instance info {host}"));
+    let (_, info) = try_gnt(&format!("gnt-instance info {host}"));
     assert!(
         info.contains("alice@laptop"),
         "the SSH key is the OS parameter:\n{info}"
     );
-    let (_, jobs) = gnt("gnt-job list --no-headers -o id,summary");
+    let (_, jobs) = try_gnt("gnt-job list --no-headers -o id,summary");
     let job = status.job_id.unwrap().to_string();
     assert!(
         jobs.lines()
@@ -327,7 +228,7 @@ async fn alice_applies_admin_approves_and_the_vm_is_created() {
     let api: Api<InstanceApplication> = Api::namespaced(kube_client("alice").await, "apps-alice");
     api.delete("alice-vm", &DeleteParams::default()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (ok, _) = gnt(&format!("gnt-instance list --no-headers -o name {host}"));
+    let (ok, _) = try_gnt(&format!("gnt-instance list --no-headers -o name {host}"));
     assert!(ok, "the VM outlives its application");
 }
 
@@ -339,16 +240,13 @@ async fn group_applications_and_the_group_quota() {
         .iter()
         .map(|n| format!("{n}.{DOMAIN}"))
         .collect();
-    for h in &hosts {
-        remove_instance(h);
-    }
-    let _cleanup = Instances(hosts.clone());
+    let _cleanup = Instances::fresh(hosts.clone());
     let root = kube_client("root").await;
     let quotas: Api<ganeti_operator::api::ClusterQuota> = Api::all(root.clone());
     apply(
         &quotas,
         "apps-team-a",
-        json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "ClusterQuota", "metadata": {"name": "apps-team-a"},
+        &json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "ClusterQuota", "metadata": {"name": "apps-team-a"},
             "spec": {"cluster": CLUSTER, "subject": {"kind": "Group", "name": "team-a"},
                      "limits": {"instances": 2}}}),
     )
@@ -369,7 +267,7 @@ async fn group_applications_and_the_group_quota() {
     for name in ["team-1", "team-2"] {
         let app = wait_phase("apps-carol", name, Phase::Created, &op).await;
         let host = app.status.unwrap().instance_name.unwrap();
-        let (_, tags) = gnt(&format!("gnt-instance list --no-headers -o tags {host}"));
+        let (_, tags) = try_gnt(&format!("gnt-instance list --no-headers -o tags {host}"));
         assert!(tags.contains("GANETI_WEB_MANAGER:owner:G:team-a"), "{tags}");
     }
 
@@ -405,7 +303,7 @@ async fn group_applications_and_the_group_quota() {
     }
     let refused = refused.unwrap_or_else(|| panic!("the approval was not refused\n{}", op.log()));
     assert!(refused.contains("3 of 2 instances"), "{refused}");
-    let (ok, _) = gnt(&format!("gnt-instance list --no-headers -o name {}", hosts[2]));
+    let (ok, _) = try_gnt(&format!("gnt-instance list --no-headers -o name {}", hosts[2]));
     assert!(!ok, "no third VM");
     quotas
         .delete("apps-team-a", &DeleteParams::default())
@@ -418,20 +316,11 @@ async fn a_ganeti_failure_is_reported_and_an_edit_retries() {
     let _serial = serial().lock().await;
     setup().await;
     let host = format!("too-big.{DOMAIN}");
-    remove_instance(&host);
-    let _cleanup = Instances(vec![host.clone()]);
+    let _cleanup = Instances::fresh(vec![host.clone()]);
     let op = start_operator("apps-fail", None).await;
 
     // More memory than the node has free (within the instance policy): Ganeti refuses.
-    file(
-        "alice",
-        application("too-big", json!({"kind": "User", "name": "alice"}), 54, "30000Mi"),
-    )
-    .await
-    .unwrap();
-    decide("admin", "apps-alice", "too-big", "Approved")
-        .await
-        .unwrap();
+    alice_files_and_admin_approves("too-big", 54, "30000Mi").await;
     let failed = wait_phase("apps-alice", "too-big", Phase::Failed, &op).await;
     let error = failed
         .status
@@ -457,7 +346,7 @@ async fn a_ganeti_failure_is_reported_and_an_edit_retries() {
     .unwrap();
     let created = wait_phase("apps-alice", "too-big", Phase::Created, &op).await;
     assert_eq!(created.status.unwrap().ganeti_error, None);
-    let (ok, _) = gnt(&format!("gnt-instance list --no-headers -o name {host}"));
+    let (ok, _) = try_gnt(&format!("gnt-instance list --no-headers -o name {host}"));
     assert!(ok);
 }
 
@@ -467,18 +356,11 @@ async fn crash_at(point: &str, name: &str, last_ip: u8) {
     let _serial = serial().lock().await;
     setup().await;
     let host = format!("{name}.{DOMAIN}");
-    remove_instance(&host);
-    let _cleanup = Instances(vec![host.clone()]);
+    let _cleanup = Instances::fresh(vec![host.clone()]);
     let jobs_before = create_jobs(&host);
 
     let mut crashing = start_operator(&format!("{name}-1"), Some(point)).await;
-    file(
-        "alice",
-        application(name, json!({"kind": "User", "name": "alice"}), last_ip, "128Mi"),
-    )
-    .await
-    .unwrap();
-    decide("admin", "apps-alice", name, "Approved").await.unwrap();
+    alice_files_and_admin_approves(name, last_ip, "128Mi").await;
     let status = crashing.wait_exit(Duration::from_secs(120)).await;
     assert_eq!(
         status.and_then(|s| s.code()),
@@ -493,7 +375,7 @@ async fn crash_at(point: &str, name: &str, last_ip: u8) {
         created.status.unwrap().instance_name.as_deref(),
         Some(host.as_str())
     );
-    let (ok, list) = gnt(&format!("gnt-instance list --no-headers -o name {host}"));
+    let (ok, list) = try_gnt(&format!("gnt-instance list --no-headers -o name {host}"));
     assert!(ok && list.lines().count() == 1, "{list}");
     assert_eq!(
         create_jobs(&host) - jobs_before,
@@ -526,8 +408,7 @@ async fn the_follower_takes_over_from_a_killed_leader() {
     let _serial = serial().lock().await;
     setup().await;
     let host = format!("failover.{DOMAIN}");
-    remove_instance(&host);
-    let _cleanup = Instances(vec![host.clone()]);
+    let _cleanup = Instances::fresh(vec![host.clone()]);
     let jobs_before = create_jobs(&host);
     let leads = |op: &Operator| op.log().contains("leading: starting the controllers");
 
@@ -544,15 +425,7 @@ async fn the_follower_takes_over_from_a_killed_leader() {
 
     first.kill();
     let killed_at = std::time::Instant::now();
-    file(
-        "alice",
-        application("failover", json!({"kind": "User", "name": "alice"}), 58, "128Mi"),
-    )
-    .await
-    .unwrap();
-    decide("admin", "apps-alice", "failover", "Approved")
-        .await
-        .unwrap();
+    alice_files_and_admin_approves("failover", 58, "128Mi").await;
     while !leads(&second) {
         assert!(
             killed_at.elapsed() < Duration::from_secs(30),

@@ -7,40 +7,40 @@ mod support;
 
 use ganeti_operator::api::GanetiCluster;
 use ganeti_operator::inventory::NodeRole;
-use ganeti_operator::rapi::{Credentials, RapiClient, RapiConfig, TlsMode};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams};
 use serde_json::json;
 use std::time::Duration;
 use support::crds::install_crds;
+use support::ganeti::{self, apply_rapi_secret, gnt, try_gnt};
 use support::operator::{Operator, sample};
 use support::testbed::{env, kube_client};
 
-const MANAGER: &str = "ganeti-operator-tests";
-
-async fn apply_secret(client: &kube::Client, name: &str, password: &str) {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "ganeti-system");
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "ganeti-system"},
-        "stringData": {"username": env("GANETI_RAPI_USER"), "password": password},
-    }))
-    .unwrap();
-    secrets
-        .patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret))
-        .await
-        .unwrap();
+/// A GanetiCluster at `url`, trusting `ca`, with the credentials in `secret`.
+async fn apply_cluster_at(client: &kube::Client, name: &str, url: &str, secret: &str, ca: &str) {
+    let mut spec = ganeti::cluster_spec(secret);
+    spec["rapiUrl"] = json!(url);
+    spec["caBundle"] = json!(ca);
+    ganeti::apply_cluster_spec(client, name, spec).await;
 }
 
-async fn apply_cluster(client: &kube::Client, name: &str, url: &str, secret: &str, ca: &str) {
-    let clusters: Api<GanetiCluster> = Api::all(client.clone());
-    let obj = json!({
-        "apiVersion": "ganeti.dev/v1alpha1", "kind": "GanetiCluster", "metadata": {"name": name},
-        "spec": {"rapiUrl": url, "credentialsSecret": {"name": secret}, "caBundle": ca, "syncInterval": "5s"},
-    });
-    clusters
-        .patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&obj))
-        .await
-        .unwrap();
+/// What both tests start from: one at a time, the CRDs and the operator's RBAC
+/// installed, no GanetiCluster of the `names` left from an earlier run.
+async fn setup(
+    names: &[&str],
+) -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    kube::Client,
+    Api<GanetiCluster>,
+) {
+    let serial = SERIAL.lock().await;
+    let root = kube_client("root").await;
+    install_crds(&root).await;
+    support::operator::apply_operator_rbac();
+    let clusters: Api<GanetiCluster> = Api::all(root.clone());
+    for name in names {
+        let _ = clusters.delete(name, &DeleteParams::default()).await;
+    }
+    (serial, root, clusters)
 }
 
 /// Polls until the cluster's condition `type_` has `reason`; returns the cluster.
@@ -71,20 +71,6 @@ async fn wait_reason(
     );
 }
 
-fn gnt(args: &str) -> String {
-    let cmd = format!("{} {args}", env("GANETI_EXEC"));
-    let out = std::process::Command::new("sh")
-        .args(["-c", &cmd])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Starts ganeti-rapi again when dropped, even if the test failed meanwhile.
 struct RapiRestarter;
 
@@ -96,26 +82,20 @@ impl Drop for RapiRestarter {
 
 #[tokio::test]
 async fn status_metrics_failures_and_recovery() {
-    let _serial = SERIAL.lock().await;
-    let root = kube_client("root").await;
-    install_crds(&root).await;
-    support::operator::apply_operator_rbac();
+    let (_serial, root, clusters) =
+        setup(&["tb-main", "tb-wrong-ca", "tb-unreachable", "tb-no-secret"]).await;
     let ca = std::fs::read_to_string(env("GANETI_RAPI_CA")).unwrap();
     let password = env("GANETI_RAPI_PASSWORD");
     let url = env("GANETI_RAPI_URL");
-    let clusters: Api<GanetiCluster> = Api::all(root.clone());
-    for name in ["tb-main", "tb-wrong-ca", "tb-unreachable", "tb-no-secret"] {
-        let _ = clusters.delete(name, &DeleteParams::default()).await;
-    }
-    apply_secret(&root, "rapi-tb-main", &password).await;
-    apply_cluster(&root, "tb-main", &url, "rapi-tb-main", &ca).await;
+    apply_rapi_secret(&root, "rapi-tb-main", &password).await;
+    apply_cluster_at(&root, "tb-main", &url, "rapi-tb-main", &ca).await;
     // A CA that did not sign the RAPI certificate: the kube testbed's own.
     let other_ca = std::fs::read_to_string(env("KUBE_CA_FILE")).unwrap();
-    apply_cluster(&root, "tb-wrong-ca", &url, "rapi-tb-main", &other_ca).await;
+    apply_cluster_at(&root, "tb-wrong-ca", &url, "rapi-tb-main", &other_ca).await;
     // Nothing listens there (port 1 on the Ganeti node).
     let dead = format!("https://{}:1", env("GANETI_NODE_IP"));
-    apply_cluster(&root, "tb-unreachable", &dead, "rapi-tb-main", &ca).await;
-    apply_cluster(&root, "tb-no-secret", &url, "no-such-secret", &ca).await;
+    apply_cluster_at(&root, "tb-unreachable", &dead, "rapi-tb-main", &ca).await;
+    apply_cluster_at(&root, "tb-no-secret", &url, "no-such-secret", &ca).await;
 
     let mut op = Operator::start("cluster").await;
 
@@ -292,11 +272,11 @@ async fn status_metrics_failures_and_recovery() {
     );
 
     // Wrong password: AuthFailed, then recovery when the Secret is fixed.
-    apply_secret(&root, "rapi-tb-main", "not-the-password").await;
+    apply_rapi_secret(&root, "rapi-tb-main", "not-the-password").await;
     wait_reason(&clusters, "tb-main", "Reachable", "AuthFailed", &op).await;
     let m = op.metrics().await;
     assert_eq!(sample(&m, "ganeti_cluster_up{cluster=\"tb-main\"}"), Some(0.0));
-    apply_secret(&root, "rapi-tb-main", &password).await;
+    apply_rapi_secret(&root, "rapi-tb-main", &password).await;
     wait_reason(&clusters, "tb-main", "Reachable", "Synced", &op).await;
 
     // RAPI daemon stopped: Unreachable, then recovery when it is back.
@@ -352,18 +332,13 @@ struct Undrain {
 impl Drop for Undrain {
     fn drop(&mut self) {
         if !self.done {
-            let cmd = format!(
-                "{} gnt-node modify --drained=no {}",
-                env("GANETI_EXEC"),
-                self.node
-            );
-            let _ = std::process::Command::new("sh").args(["-c", &cmd]).status();
+            let _ = try_gnt(&format!("gnt-node modify --drained=no {}", self.node));
         }
     }
 }
 
 /// How long after a change in Ganeti the operator may take to show it: one
-/// `syncInterval` (the next periodic read; `apply_cluster` sets 5s) plus that read,
+/// `syncInterval` (the next periodic read; `ganeti::cluster_spec` sets 5s) plus that read,
 /// the status write and one poll of this test.
 const DRAIN_INTERVAL: Duration = Duration::from_secs(5);
 const DRAIN_SLACK: Duration = Duration::from_secs(2);
@@ -406,25 +381,11 @@ async fn until_role_seen(
 
 #[tokio::test]
 async fn a_drained_node_shows_in_status_and_metrics_within_one_interval() {
-    let _serial = SERIAL.lock().await;
-    let root = kube_client("root").await;
-    install_crds(&root).await;
-    support::operator::apply_operator_rbac();
-    let ca = std::fs::read_to_string(env("GANETI_RAPI_CA")).unwrap();
-    let password = env("GANETI_RAPI_PASSWORD");
-    let url = env("GANETI_RAPI_URL");
+    let (_serial, root, clusters) = setup(&["tb-drain"]).await;
     let node2 = env("GANETI_NODE2");
-    let clusters: Api<GanetiCluster> = Api::all(root.clone());
-    let _ = clusters.delete("tb-drain", &DeleteParams::default()).await;
-    apply_secret(&root, "rapi-tb-drain", &password).await;
-    apply_cluster(&root, "tb-drain", &url, "rapi-tb-drain", &ca).await;
+    ganeti::apply_cluster(&root, "tb-drain", "rapi-tb-drain", json!({})).await;
     let op = Operator::start("cluster-drain").await;
-    let rapi = RapiClient::new(RapiConfig::new(
-        &url,
-        Credentials::new(env("GANETI_RAPI_USER"), &password),
-        TlsMode::CaBundle(ca.clone().into_bytes()),
-    ))
-    .unwrap();
+    let rapi = ganeti::rapi();
     let set_role = |role: NodeRole| {
         let (rapi, node2) = (&rapi, &node2);
         async move {

@@ -9,22 +9,14 @@
 
 mod support;
 
-use ganeti_operator::api::GanetiCluster;
-use ganeti_operator::rapi::{
-    BeParams, Credentials, InstanceCreate, NicSpec, RapiClient, RapiConfig, TlsMode,
-};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
-use support::crds::install_crds;
 use support::dashboard;
+use support::ganeti::{self, Instances, ip};
 use support::operator::{Operator, Options};
-use support::testbed::{env, kube_client, kubectl, kubectl_ok};
+use support::testbed::{kubectl, kubectl_ok};
 
-const MANAGER: &str = "ganeti-operator-tests";
 const CLUSTER: &str = "dash-lab";
 const SECRET: &str = "rapi-dash";
 const NAMESPACE: &str = "dash-apps";
@@ -34,11 +26,20 @@ const VM: &str = "dash-vm.dash.ganeti.test";
 /// they run; after that, a couple of sync intervals.
 const WAIT: Duration = Duration::from_secs(300);
 
-fn gnt(args: &str) -> (bool, String) {
-    let cmd = format!("{} {args}", env("GANETI_EXEC"));
-    let out = Command::new("sh").args(["-c", &cmd]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+/// Deletes the stuck application if it is there; `wait`: until it is gone.
+fn delete_stuck_application(wait: bool) {
+    let _ = kubectl(
+        "root",
+        &[
+            "delete",
+            "instanceapplication",
+            STUCK_APP,
+            "-n",
+            NAMESPACE,
+            "--ignore-not-found",
+            if wait { "--wait=true" } else { "--wait=false" },
+        ],
+    );
 }
 
 /// Removes what the test made, also when it fails.
@@ -46,21 +47,7 @@ struct Cleanup;
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = gnt(&format!(
-            "gnt-instance remove -f --ignore-failures {VM} >/dev/null 2>&1"
-        ));
-        let _ = kubectl(
-            "root",
-            &[
-                "delete",
-                "instanceapplication",
-                STUCK_APP,
-                "-n",
-                NAMESPACE,
-                "--ignore-not-found",
-                "--wait=false",
-            ],
-        );
+        delete_stuck_application(false);
         let _ = kubectl(
             "root",
             &[
@@ -74,58 +61,17 @@ impl Drop for Cleanup {
     }
 }
 
-async fn create_vm() {
-    let _ = gnt(&format!(
-        "gnt-instance remove -f --ignore-failures {VM} >/dev/null 2>&1"
-    ));
-    let rapi = RapiClient::new(RapiConfig::new(
-        env("GANETI_RAPI_URL"),
-        Credentials::new(env("GANETI_RAPI_USER"), env("GANETI_RAPI_PASSWORD")),
-        TlsMode::CaBundle(std::fs::read(env("GANETI_RAPI_CA")).unwrap()),
-    ))
-    .unwrap();
-    let first = env("GANETI_INSTANCE_IP_FIRST");
-    let (net, _) = first.rsplit_once('.').unwrap();
-    let mut req = InstanceCreate::new(VM, "diskless");
-    req.os_type = Some(env("GANETI_OS"));
-    req.hypervisor = Some(env("GANETI_HYPERVISOR"));
-    req.pnode = Some(env("GANETI_NODE"));
-    req.nics.push(NicSpec {
-        ip: Some(format!("{net}.90")),
-        ..Default::default()
-    });
-    req.beparams = BeParams {
-        vcpus: Some(1),
-        maxmem: Some(128),
-        minmem: Some(128),
-    };
-    req.tags = vec!["GANETI_WEB_MANAGER:owner:U:dash-user".into()];
-    let job = rapi
-        .create_instance(&req, "tests/testbed_dashboard setup")
-        .await
-        .expect("create submitted");
-    rapi.wait_job(job, Duration::from_secs(120))
-        .await
-        .unwrap()
-        .into_success()
-        .expect("instance created");
+/// Our VM, owned by `dash-user`; removed when the result is dropped.
+async fn create_vm() -> Instances {
+    let tags = vec!["GANETI_WEB_MANAGER:owner:U:dash-user".to_string()];
+    ganeti::create_instances(&[(VM, &ip(90), tags)], "tests/testbed_dashboard setup").await
 }
 
 /// An application whose status says Creating on a cluster that does not exist: each
 /// reconcile of it fails (category `invalid`), and nothing is ever created for it.
 fn stuck_application() {
     let _ = kubectl("root", &["create", "namespace", NAMESPACE]);
-    let _ = kubectl(
-        "root",
-        &[
-            "delete",
-            "instanceapplication",
-            STUCK_APP,
-            "-n",
-            NAMESPACE,
-            "--ignore-not-found",
-        ],
-    );
+    delete_stuck_application(true);
     let app = json!({
         "apiVersion": "ganeti.dev/v1alpha1", "kind": "InstanceApplication",
         "metadata": {"name": STUCK_APP, "namespace": NAMESPACE},
@@ -180,41 +126,9 @@ async fn every_dashboard_query_names_a_metric_the_operator_exports() {
     let queries = dashboard::queries(&dashboard::load());
     assert!(!queries.is_empty());
     let _cleanup = Cleanup;
-    let root = kube_client("root").await;
-    install_crds(&root).await;
-    support::operator::apply_operator_rbac();
-    for f in ["manifests/access.yaml", "manifests/admission.yaml"] {
-        support::apply_manifest(f);
-    }
-    let secrets: Api<Secret> = Api::namespaced(root.clone(), "ganeti-system");
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": "ganeti-system"},
-        "stringData": {"username": env("GANETI_RAPI_USER"), "password": env("GANETI_RAPI_PASSWORD")},
-    }))
-    .unwrap();
-    secrets
-        .patch(
-            SECRET,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .unwrap();
-    let clusters: Api<GanetiCluster> = Api::all(root.clone());
-    let cluster = json!({
-        "apiVersion": "ganeti.dev/v1alpha1", "kind": "GanetiCluster", "metadata": {"name": CLUSTER},
-        "spec": {"rapiUrl": env("GANETI_RAPI_URL"), "credentialsSecret": {"name": SECRET},
-                 "caBundle": std::fs::read_to_string(env("GANETI_RAPI_CA")).unwrap(), "syncInterval": "5s"},
-    });
-    clusters
-        .patch(
-            CLUSTER,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&cluster),
-        )
-        .await
-        .unwrap();
-    create_vm().await;
+    let root = support::install_with_policies().await;
+    ganeti::apply_cluster(&root, CLUSTER, SECRET, json!({})).await;
+    let _vm = create_vm().await;
     stuck_application();
 
     let op = Operator::start_with(

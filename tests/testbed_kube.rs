@@ -5,7 +5,7 @@
 mod support;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::Value;
 use std::time::Duration;
@@ -40,24 +40,17 @@ async fn ensure_namespace(client: &kube::Client, name: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
     namespaces
-        .patch(
-            name,
-            &PatchParams::apply("ganeti-operator-tests"),
-            &Patch::Apply(&ns),
-        )
+        .patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&ns))
         .await
         .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
 }
 
-async fn delete_and_wait(api: &Api<DynamicObject>, name: &str) {
-    let _ = api.delete(name, &DeleteParams::default()).await;
-    for _ in 0..50 {
-        if api.get_opt(name).await.unwrap().is_none() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{name} was not deleted");
+/// Deletes `name` and waits until it is gone; panics if it is not.
+async fn must_delete(api: &Api<DynamicObject>, name: &str) {
+    assert!(
+        support::delete_and_wait(api, name).await,
+        "{name} was not deleted"
+    );
 }
 
 /// Whether every field of `expected` is in `actual` with the same value.
@@ -96,13 +89,9 @@ async fn every_example_is_created_listed_with_columns_and_deleted() {
             let api = dynamic_api(&root, &doc);
             // Server-side apply: creates it, or (for the preconfigured roles, which
             // admission forbids deleting) confirms the stored one.
-            api.patch(
-                &name,
-                &PatchParams::apply("ganeti-operator-tests").force(),
-                &Patch::Apply(&doc),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{}: {kind}/{name} refused: {e}", path.display()));
+            api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&doc))
+                .await
+                .unwrap_or_else(|e| panic!("{}: {kind}/{name} refused: {e}", path.display()));
             let back = api.get(&name).await.unwrap();
             // Admission may add fields (the applicant); everything written reads back.
             assert!(
@@ -163,7 +152,7 @@ async fn every_example_is_created_listed_with_columns_and_deleted() {
         for doc in yaml_documents(&path) {
             let preconfigured = doc["metadata"]["labels"]["ganeti.dev/preconfigured"] == "true";
             if doc["kind"] != "Secret" && !preconfigured {
-                delete_and_wait(
+                must_delete(
                     &dynamic_api(&root, &doc),
                     doc["metadata"]["name"].as_str().unwrap(),
                 )
@@ -183,7 +172,7 @@ async fn malformed_manifests_are_refused_by_the_api_server_with_their_message() 
     for case in &cases {
         let api = dynamic_api(&root, &case.object);
         let name = case.object["metadata"]["name"].as_str().unwrap();
-        delete_and_wait(&api, name).await;
+        must_delete(&api, name).await;
         let result = if let Some(old) = &case.old {
             let stored: DynamicObject = serde_json::from_value(old.clone()).unwrap();
             let stored = api
@@ -209,7 +198,7 @@ async fn malformed_manifests_are_refused_by_the_api_server_with_their_message() 
             )),
             Err(e) => wrong.push(format!("{}: {e}", case.name)),
         }
-        delete_and_wait(&api, name).await;
+        must_delete(&api, name).await;
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

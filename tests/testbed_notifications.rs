@@ -11,9 +11,6 @@ mod support;
 use ganeti_operator::api::Subject;
 use ganeti_operator::api::notification::{DeliveryResult, Notification, NotificationPhase};
 use ganeti_operator::mail::{Mail, MailError, Mailer, SmtpSettings};
-use ganeti_operator::rapi::{
-    BeParams, Credentials, InstanceCreate, NicSpec, RapiClient, RapiConfig, TlsMode,
-};
 use ganeti_operator::tags::{DEFAULT_PREFIX, format_owner};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -21,59 +18,22 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
-use support::crds::install_crds;
-use support::maildir;
+use support::ganeti::{self, Instances};
+use support::maildir::{self, run_id};
 use support::operator::{Operator, Options};
-use support::testbed::{env, kube_client, kubectl};
+use support::testbed::{kube_client, kubectl};
+use support::{MANAGER, apply};
 
-const MANAGER: &str = "ganeti-operator-tests";
 const SMTP_SECRET: &str = "notif-smtp";
 const CLUSTER: &str = "notif-tb";
 const NS: &str = "ganeti-system";
-const JOB_DEADLINE: Duration = Duration::from_secs(180);
 
 /// One test at a time in this file (see the module comment).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Tells this run's mails from earlier runs'.
-fn run_id() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{}-{}", std::process::id(), t.as_millis() % 1_000_000)
-}
-
-async fn apply<K>(api: &Api<K>, name: &str, obj: &Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj))
-        .await
-        .unwrap_or_else(|e| panic!("applying {name}: {e}"));
-}
-
 /// CRDs, user RBAC, admission policies and the SMTP settings Secret.
 async fn setup() -> kube::Client {
-    let root = kube_client("root").await;
-    install_crds(&root).await;
-    support::operator::apply_operator_rbac();
-    for f in ["manifests/access.yaml", "manifests/admission.yaml"] {
-        support::apply_manifest(f);
-    }
-    let secrets: Api<Secret> = Api::namespaced(root.clone(), NS);
-    apply(
-        &secrets,
-        SMTP_SECRET,
-        &json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": SMTP_SECRET, "namespace": NS},
-            "stringData": {
-                "host": env("SMTP_HOST"), "port": env("SMTP_PORT"), "tls": "none",
-                "from": "Ganeti VM service <ganeti@notif.test>",
-            },
-        }),
-    )
-    .await;
-    root
+    support::install_with_smtp(SMTP_SECRET, "Ganeti VM service <ganeti@notif.test>").await
 }
 
 fn with_smtp() -> Options {
@@ -89,45 +49,12 @@ fn notification(name: &str, subject: &str, body: &str, recipients: Value) -> Val
 
 async fn create(client: &kube::Client, obj: &Value) -> Result<Notification, kube::Error> {
     let api: Api<Notification> = Api::all(client.clone());
-    let name = obj["metadata"]["name"].as_str().unwrap();
-    let _ = api.delete(name, &DeleteParams::default()).await;
-    for _ in 0..50 {
-        if api.get_opt(name).await.unwrap().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::delete_and_wait(&api, obj["metadata"]["name"].as_str().unwrap()).await;
     api.create(
         &PostParams::default(),
         &serde_json::from_value(obj.clone()).unwrap(),
     )
     .await
-}
-
-/// Polls until `done` holds for the Notification; panics with the operator log if not.
-async fn wait_until(
-    api: &Api<Notification>,
-    name: &str,
-    timeout: Duration,
-    op: &Operator,
-    done: impl Fn(&Notification) -> bool,
-) -> Notification {
-    let deadline = std::time::Instant::now() + timeout;
-    let mut last = None;
-    while std::time::Instant::now() < deadline {
-        if let Some(n) = api.get_opt(name).await.unwrap() {
-            if done(&n) {
-                return n;
-            }
-            last = Some(n);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{name}: condition never held; last {:#?}\n{}",
-        last.map(|n| n.status),
-        op.log()
-    );
 }
 
 fn phase(n: &Notification) -> NotificationPhase {
@@ -249,103 +176,21 @@ async fn the_mailer_talks_to_the_real_smtp_server() {
 // ---------------------------------------------------------------------------------
 // Ganeti instances with owner tags.
 
-fn rapi() -> RapiClient {
-    let ca = std::fs::read(env("GANETI_RAPI_CA")).unwrap();
-    RapiClient::new(RapiConfig::new(
-        env("GANETI_RAPI_URL"),
-        Credentials::new(env("GANETI_RAPI_USER"), env("GANETI_RAPI_PASSWORD")),
-        TlsMode::CaBundle(ca),
-    ))
-    .unwrap()
-}
-
-fn gnt_remove(name: &str) {
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "{} gnt-instance remove -f {name} >/dev/null 2>&1",
-            env("GANETI_EXEC")
-        ))
-        .status();
-}
-
-/// Removes the instances when dropped, also when the test failed.
-struct Instances(Vec<String>);
-
-impl Drop for Instances {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            gnt_remove(name);
-        }
-    }
-}
-
 /// Creates `notif-*` instances (fresh: an older one of the name is removed first),
 /// each with its owner tag.
 async fn create_instances(specs: &[(&str, &str, Option<Subject>)]) -> Instances {
-    let c = rapi();
-    let guard = Instances(specs.iter().map(|(n, _, _)| n.to_string()).collect());
-    let mut jobs = Vec::new();
-    for (name, ip, owner) in specs {
-        assert!(name.starts_with("notif-"));
-        gnt_remove(name);
-        let mut req = InstanceCreate::new(*name, "diskless");
-        req.os_type = Some(env("GANETI_OS"));
-        req.hypervisor = Some(env("GANETI_HYPERVISOR"));
-        req.pnode = Some(env("GANETI_NODE"));
-        req.nics.push(NicSpec {
-            ip: Some(ip.to_string()),
-            ..Default::default()
-        });
-        req.beparams = BeParams {
-            vcpus: Some(1),
-            maxmem: Some(128),
-            minmem: Some(128),
-        };
-        req.tags = owner
-            .iter()
-            .map(|o| format_owner(DEFAULT_PREFIX, o).unwrap())
-            .collect();
-        jobs.push(
-            c.create_instance(&req, "tests/testbed_notifications")
-                .await
-                .expect("create accepted"),
-        );
-    }
-    for job in jobs {
-        c.wait_job(job, JOB_DEADLINE)
-            .await
-            .expect("job wait")
-            .into_success()
-            .expect("instance created");
-    }
-    guard
-}
-
-async fn apply_cluster(root: &kube::Client) {
-    let secrets: Api<Secret> = Api::namespaced(root.clone(), NS);
-    apply(
-        &secrets,
-        "notif-rapi",
-        &json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "notif-rapi", "namespace": NS},
-            "stringData": {"username": env("GANETI_RAPI_USER"), "password": env("GANETI_RAPI_PASSWORD")},
-        }),
-    )
-    .await;
-    let clusters: Api<ganeti_operator::api::GanetiCluster> = Api::all(root.clone());
-    apply(
-        &clusters,
-        CLUSTER,
-        &json!({
-            "apiVersion": "ganeti.dev/v1alpha1", "kind": "GanetiCluster", "metadata": {"name": CLUSTER},
-            "spec": {
-                "rapiUrl": env("GANETI_RAPI_URL"), "credentialsSecret": {"name": "notif-rapi"},
-                "caBundle": std::fs::read_to_string(env("GANETI_RAPI_CA")).unwrap(), "syncInterval": "5s",
-            },
-        }),
-    )
-    .await;
+    let specs: Vec<_> = specs
+        .iter()
+        .map(|(name, ip, owner)| {
+            assert!(name.starts_with("notif-"));
+            let tags = owner
+                .iter()
+                .map(|o| format_owner(DEFAULT_PREFIX, o).unwrap())
+                .collect();
+            (*name, *ip, tags)
+        })
+        .collect();
+    ganeti::create_instances(&specs, "tests/testbed_notifications").await
 }
 
 /// A profile (as root: admins keep anyone's), verified or not.
@@ -384,7 +229,7 @@ async fn recipients_templates_and_one_mail_per_address() {
     let _serial = SERIAL.lock().await;
     let root = setup().await;
     let run = run_id();
-    apply_cluster(&root).await;
+    ganeti::apply_cluster(&root, CLUSTER, "notif-rapi", json!({})).await;
     let _instances = create_instances(&[
         (
             "notif-a.example.org",
@@ -435,19 +280,14 @@ async fn recipients_templates_and_one_mail_per_address() {
     }
     let mut done = BTreeMap::new();
     for (case, _) in &cases {
-        let n = wait_until(
-            &api,
-            &format!("notif-{case}"),
-            Duration::from_secs(90),
-            &op,
-            |n| {
+        let n = op
+            .wait_for(&api, &format!("notif-{case}"), Duration::from_secs(90), |n| {
                 matches!(
                     phase(n),
                     NotificationPhase::Sent | NotificationPhase::PartiallyFailed | NotificationPhase::Failed
                 )
-            },
-        )
-        .await;
+            })
+            .await;
         assert_eq!(phase(&n), NotificationPhase::Sent, "{case}: {:#?}", n.status);
         done.insert(*case, n);
     }
@@ -618,10 +458,11 @@ async fn recipients_templates_and_one_mail_per_address() {
     )
     .await
     .unwrap();
-    let n = wait_until(&api, name, Duration::from_secs(30), &op, |n| {
-        phase(n) == NotificationPhase::Failed
-    })
-    .await;
+    let n = op
+        .wait_for(&api, name, Duration::from_secs(30), |n| {
+            phase(n) == NotificationPhase::Failed
+        })
+        .await;
     let c = condition(&n, "TemplateValid").expect("TemplateValid");
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "TemplateError"));
     assert!(
@@ -644,7 +485,7 @@ async fn recipients_templates_and_one_mail_per_address() {
     )
     .await
     .unwrap();
-    wait_until(&api, name, Duration::from_secs(30), &op, |n| {
+    op.wait_for(&api, name, Duration::from_secs(30), |n| {
         phase(n) == NotificationPhase::Sent
     })
     .await;
@@ -703,13 +544,14 @@ async fn smtp_down_is_retried_then_delivered() {
     )
     .await
     .unwrap();
-    let n = wait_until(&api, name, Duration::from_secs(30), &op, |n| {
-        n.status
-            .as_ref()
-            .and_then(|s| s.recipients.first())
-            .is_some_and(|r| r.attempts >= 2)
-    })
-    .await;
+    let n = op
+        .wait_for(&api, name, Duration::from_secs(30), |n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.recipients.first())
+                .is_some_and(|r| r.attempts >= 2)
+        })
+        .await;
     let r = &n.status.as_ref().unwrap().recipients[0];
     assert_eq!(r.result, DeliveryResult::Pending);
     assert!(
@@ -721,10 +563,11 @@ async fn smtp_down_is_retried_then_delivered() {
     assert_eq!(phase(&n), NotificationPhase::Sending);
     drop(back);
 
-    let n = wait_until(&api, name, Duration::from_secs(90), &op, |n| {
-        phase(n) == NotificationPhase::Sent
-    })
-    .await;
+    let n = op
+        .wait_for(&api, name, Duration::from_secs(90), |n| {
+            phase(n) == NotificationPhase::Sent
+        })
+        .await;
     let r = &n.status.as_ref().unwrap().recipients[0];
     assert_eq!(r.result, DeliveryResult::Sent);
     assert!(r.attempts >= 3, "{r:?}");
@@ -799,17 +642,20 @@ async fn killed_mid_batch_every_address_gets_exactly_one_mail() {
             })
             .unwrap_or(0)
     };
-    let n = wait_until(&api, name, Duration::from_secs(90), &op, |n| sent(n) >= 10).await;
+    let n = op
+        .wait_for(&api, name, Duration::from_secs(90), |n| sent(n) >= 10)
+        .await;
     drop(op); // SIGKILL
     let at_kill = sent(&n);
     eprintln!("killed with {at_kill} of {} recorded as sent", addresses.len());
 
     // 3. After the last restart every address has exactly one mail.
     let op = Operator::start_with("notifications-crash-3", with_smtp()).await;
-    let n = wait_until(&api, name, Duration::from_secs(120), &op, |n| {
-        phase(n) == NotificationPhase::Sent
-    })
-    .await;
+    let n = op
+        .wait_for(&api, name, Duration::from_secs(120), |n| {
+            phase(n) == NotificationPhase::Sent
+        })
+        .await;
     let mails = maildir::wait_for(&marker, addresses.len(), Duration::from_secs(10)).await;
     let mut per_address: BTreeMap<String, usize> = BTreeMap::new();
     for m in &mails {
@@ -885,6 +731,17 @@ async fn only_admins_and_holders_of_the_right_send() {
         }
     };
     wait_cm("allowedGroups", "team-a", false).await;
+    // Whether carol comes to be allowed (`may`) or refused within 10 s: admission reads
+    // the ConfigMap through an informer, which takes a moment.
+    let carol_may_send = async |may: bool| {
+        for _ in 0..50 {
+            if try_create(carol.clone()).await.is_ok() == may {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    };
 
     // An admin may; carol may not, and is told why.
     assert!(try_create(kube_client("admin").await).await.is_ok());
@@ -924,16 +781,11 @@ async fn only_admins_and_holders_of_the_right_send() {
     )
     .await;
     wait_cm("allowedGroups", "team-a", true).await;
-    let mut allowed = false;
-    for _ in 0..50 {
-        // Admission reads the ConfigMap through an informer: give it a moment.
-        if try_create(carol.clone()).await.is_ok() {
-            allowed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(allowed, "a holder of system.notifications may send\n{}", op.log());
+    assert!(
+        carol_may_send(true).await,
+        "a holder of system.notifications may send\n{}",
+        op.log()
+    );
 
     // Forbidden beats allowed: a role forbidding it to carol herself wins.
     apply(
@@ -944,15 +796,7 @@ async fn only_admins_and_holders_of_the_right_send() {
     )
     .await;
     wait_cm("forbiddenUsers", "carol", true).await;
-    let mut refused = false;
-    for _ in 0..50 {
-        if try_create(carol.clone()).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(refused, "forbidden beats allowed");
+    assert!(carol_may_send(false).await, "forbidden beats allowed");
 
     for b in ["notif-senders-team-a", "notif-no-mail-carol"] {
         let _ = bindings.delete(b, &DeleteParams::default()).await;

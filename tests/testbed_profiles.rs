@@ -6,54 +6,45 @@
 mod support;
 
 use ganeti_operator::api::UserProfile;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::crds::install_crds;
-use support::maildir;
+use support::MANAGER;
+use support::maildir::{self, run_id};
 use support::operator::{Operator, Options};
-use support::testbed::{env, kube_client};
+use support::testbed::kube_client;
+use tokio::sync::MutexGuard;
 
-const MANAGER: &str = "ganeti-operator-tests";
 const SMTP_SECRET: &str = "notif-smtp";
-const NS: &str = "ganeti-system";
 /// Links in mails point here; the tests send them to the operator's real address.
 const PUBLIC_URL: &str = "https://ganeti.notif.test";
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn run_id() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{}-{}", std::process::id(), t.as_millis() % 1_000_000)
-}
-
-async fn setup() -> kube::Client {
-    let root = kube_client("root").await;
-    install_crds(&root).await;
-    support::operator::apply_operator_rbac();
-    for f in ["manifests/access.yaml", "manifests/admission.yaml"] {
-        support::apply_manifest(f);
-    }
-    let secrets: Api<Secret> = Api::namespaced(root.clone(), NS);
-    let secret = json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": SMTP_SECRET, "namespace": NS},
-        "stringData": {
-            "host": env("SMTP_HOST"), "port": env("SMTP_PORT"), "tls": "none",
-            "from": "Ganeti VM service <ganeti@notif.test>",
-        },
-    });
-    secrets
-        .patch(
-            SMTP_SECRET,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .unwrap();
-    root
+/// What each test starts from, once it has its turn (the guard, first: it must go
+/// last): CRDs, user RBAC, admission policies and the SMTP settings Secret; this run's
+/// id, the test's operator (`profiles-<what>`), the profiles API, and the name and
+/// address of a profile for this run (`notif-<what>-<run>`, `<mailbox>-<run>@notif.test`).
+async fn start(
+    what: &str,
+    mailbox: &str,
+) -> (
+    MutexGuard<'static, ()>,
+    String,
+    Operator,
+    Api<UserProfile>,
+    String,
+    String,
+) {
+    let serial = SERIAL.lock().await;
+    let root = support::install_with_smtp(SMTP_SECRET, "Ganeti VM service <ganeti@notif.test>").await;
+    let run = run_id();
+    let op = start_operator(&format!("profiles-{what}")).await;
+    let (name, email) = (
+        format!("notif-{what}-{run}"),
+        format!("{mailbox}-{run}@notif.test"),
+    );
+    (serial, run, op, Api::all(root), name, email)
 }
 
 async fn start_operator(name: &str) -> Operator {
@@ -83,16 +74,7 @@ async fn wait_until(
     op: &Operator,
     done: impl Fn(&UserProfile) -> bool,
 ) -> UserProfile {
-    let mut last = None;
-    for _ in 0..300 {
-        let p = api.get(name).await.unwrap();
-        if done(&p) {
-            return p;
-        }
-        last = Some(p);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{name}: never; last {:#?}\n{}", last.map(|p| p.status), op.log());
+    op.wait_for(api, name, Duration::from_secs(30), done).await
 }
 
 fn condition(p: &UserProfile, type_: &str) -> Option<(String, String, String)> {
@@ -142,13 +124,7 @@ async fn post(op: &Operator, token: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn an_address_is_verified_once_by_the_mailed_link() {
-    let _serial = SERIAL.lock().await;
-    let root = setup().await;
-    let run = run_id();
-    let op = start_operator("profiles-verify").await;
-    let api: Api<UserProfile> = Api::all(root.clone());
-    let name = format!("notif-verify-{run}");
-    let email = format!("alice-{run}@notif.test");
+    let (_serial, run, op, api, name, email) = start("verify", "alice").await;
 
     // Alice keeps her own profile.
     let alice: Api<UserProfile> = Api::all(kube_client("alice").await);
@@ -252,13 +228,7 @@ async fn an_address_is_verified_once_by_the_mailed_link() {
 
 #[tokio::test]
 async fn a_new_link_on_request_replaces_the_old_one() {
-    let _serial = SERIAL.lock().await;
-    let root = setup().await;
-    let run = run_id();
-    let op = start_operator("profiles-resend").await;
-    let api: Api<UserProfile> = Api::all(root.clone());
-    let name = format!("notif-resend-{run}");
-    let email = format!("resend-{run}@notif.test");
+    let (_serial, _, op, api, name, email) = start("resend", "resend").await;
     api.create(
         &PostParams::default(),
         &serde_json::from_value(profile(&name, "bob", &email, &[])).unwrap(),
@@ -288,13 +258,7 @@ async fn a_new_link_on_request_replaces_the_old_one() {
 
 #[tokio::test]
 async fn ssh_keys_are_parsed_fingerprinted_and_private_keys_refused() {
-    let _serial = SERIAL.lock().await;
-    let root = setup().await;
-    let run = run_id();
-    let op = start_operator("profiles-keys").await;
-    let api: Api<UserProfile> = Api::all(root.clone());
-    let name = format!("notif-keys-{run}");
-    let email = format!("keys-{run}@notif.test");
+    let (_serial, _, op, api, name, email) = start("keys", "keys").await;
     // From ssh-keygen; `ssh-keygen -lf` prints this fingerprint for it.
     let good =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIICXcY0axmIdfCwWJuClD+uBiHH4Zm/UXE10jgbbpyt9 alice@laptop";

@@ -9,6 +9,7 @@ use ganeti_operator::rapi::*;
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
+use support::ganeti::{Instances, gnt, instance_request, rapi as writer, rapi_as};
 use support::testbed::env;
 
 const REASON: &str = "tests/testbed_rapi by cargo test";
@@ -18,68 +19,12 @@ fn ca() -> Vec<u8> {
     std::fs::read(env("GANETI_RAPI_CA")).expect("the testbed's RAPI CA file")
 }
 
-fn client_as(user: &str, password: &str) -> RapiClient {
-    RapiClient::new(RapiConfig::new(
-        env("GANETI_RAPI_URL"),
-        Credentials::new(user, password),
-        TlsMode::CaBundle(ca()),
-    ))
-    .expect("client builds")
-}
-
-fn writer() -> RapiClient {
-    client_as(&env("GANETI_RAPI_USER"), &env("GANETI_RAPI_PASSWORD"))
-}
-
 fn reader() -> RapiClient {
-    client_as(&env("GANETI_RAPI_RO_USER"), &env("GANETI_RAPI_RO_PASSWORD"))
-}
-
-/// Runs a gnt-* command inside the testbed's node namespace; stdout.
-fn gnt(args: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{} {args}", env("GANETI_EXEC")))
-        .output()
-        .expect("running the Ganeti CLI");
-    assert!(
-        out.status.success(),
-        "{args}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Removes the instance through the CLI when dropped, so a failing test leaves no VM.
-struct Cleanup(&'static str);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "{} gnt-instance remove -f {} >/dev/null 2>&1",
-                env("GANETI_EXEC"),
-                self.0
-            ))
-            .status();
-    }
+    rapi_as(&env("GANETI_RAPI_RO_USER"), &env("GANETI_RAPI_RO_PASSWORD"))
 }
 
 fn create_request(name: &str, ip: &str) -> InstanceCreate {
-    let mut req = InstanceCreate::new(name, "diskless");
-    req.os_type = Some(env("GANETI_OS"));
-    req.hypervisor = Some(env("GANETI_HYPERVISOR"));
-    req.pnode = Some(env("GANETI_NODE"));
-    req.nics.push(NicSpec {
-        ip: Some(ip.into()),
-        ..Default::default()
-    });
-    req.beparams = BeParams {
-        vcpus: Some(1),
-        maxmem: Some(128),
-        minmem: Some(128),
-    };
+    let mut req = instance_request(name, ip);
     req.osparams.insert(
         env("GANETI_OS_SSH_KEYS_PARAM"),
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIexample test@example".into(),
@@ -88,12 +33,13 @@ fn create_request(name: &str, ip: &str) -> InstanceCreate {
     req
 }
 
+/// Waits for the job to end, whichever way.
+async fn finished(c: &RapiClient, id: JobId) -> Job {
+    c.wait_job(id, JOB_DEADLINE).await.expect("job wait")
+}
+
 async fn run_job(c: &RapiClient, id: JobId) -> Job {
-    c.wait_job(id, JOB_DEADLINE)
-        .await
-        .expect("job wait")
-        .into_success()
-        .expect("job succeeds")
+    finished(c, id).await.into_success().expect("job succeeds")
 }
 
 #[tokio::test]
@@ -176,7 +122,7 @@ async fn bulk_nodes_groups_and_instances_match_the_cli() {
 async fn instance_lifecycle_tags_power_console_and_remove() {
     const NAME: &str = "rapi-test-life.ganeti.test";
     const IP: &str = "198.51.100.80";
-    let _cleanup = Cleanup(NAME);
+    let _cleanup = Instances(vec![NAME.into()]);
     let c = writer();
 
     let job = c
@@ -261,7 +207,7 @@ async fn instance_lifecycle_tags_power_console_and_remove() {
         .create_instance(&create_request(NAME, "198.51.100.81"), REASON)
         .await
         .expect("accepted; fails in the job");
-    let job = c.wait_job(dup, JOB_DEADLINE).await.unwrap();
+    let job = finished(&c, dup).await;
     assert_eq!(job.status, JobStatus::Error);
     match job.into_success() {
         Err(RapiError::JobFailed(f)) => {
@@ -279,7 +225,7 @@ async fn instance_lifecycle_tags_power_console_and_remove() {
 
 #[tokio::test]
 async fn refusals_are_typed_errors() {
-    let wrong = client_as(&env("GANETI_RAPI_USER"), "not-the-password");
+    let wrong = rapi_as(&env("GANETI_RAPI_USER"), "not-the-password");
     let err = wrong.info().await.unwrap_err();
     assert!(matches!(err, RapiError::Unauthorized), "{err:?}");
     assert_eq!(err.category(), "auth_failed");
@@ -314,12 +260,7 @@ async fn refusals_are_typed_errors() {
         .startup_instance("rapi-test-unknown.ganeti.test", REASON)
         .await
         .unwrap();
-    let failure = c
-        .wait_job(job, JOB_DEADLINE)
-        .await
-        .unwrap()
-        .failure()
-        .expect("fails");
+    let failure = finished(&c, job).await.failure().expect("the job fails");
     assert_eq!(failure.ecode, Some(ErrorCode::UnknownEntity), "{failure:?}");
 }
 
@@ -354,12 +295,7 @@ async fn node_roles_read_and_the_master_refuses_a_drain() {
         .set_node_role(&node, NodeRole::Drained, false, REASON)
         .await
         .unwrap();
-    let failure = c
-        .wait_job(job, JOB_DEADLINE)
-        .await
-        .unwrap()
-        .failure()
-        .expect("refused");
+    let failure = finished(&c, job).await.failure().expect("the job fails");
     assert_eq!(failure.ecode, Some(ErrorCode::WrongInput), "{failure:?}");
     assert!(failure.message.contains("master"), "{failure:?}");
     assert_eq!(c.node_role(&node).await.unwrap(), NodeRole::Master);
@@ -413,11 +349,7 @@ impl V1Server {
         // Like Ganeti's own: v1 (no extensions), self-signed, CN = a cluster name.
         sh("openssl req -newkey rsa:2048 -nodes -keyout key.pem -subj /CN=cluster.ganeti.test -out req.csr 2>/dev/null".into());
         sh("openssl x509 -req -in req.csr -signkey key.pem -days 30 -out cert.pem 2>/dev/null".into());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = support::free_port();
         let child = Command::new("openssl")
             .args([
                 "s_server",

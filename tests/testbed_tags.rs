@@ -9,21 +9,19 @@
 
 mod support;
 
-use ganeti_operator::api::{GanetiCluster, InstanceApplication, Role, RoleBinding};
-use ganeti_operator::rapi::{
-    BeParams, Credentials, InstanceCreate, NicSpec, RapiClient, RapiConfig, TlsMode,
-};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use ganeti_operator::api::{InstanceApplication, Role, RoleBinding};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::crds::install_crds;
+use support::ganeti::{self, gnt, ip};
 use support::operator::{Operator, sample};
 use support::testbed::{env, kube_client, kubeconfig, kubectl};
+use support::{MANAGER, apply};
 
-const MANAGER: &str = "ganeti-operator-tests";
 const CLUSTER: &str = "tags-tb";
 const SECRET: &str = "rapi-tags-tb";
 const NS: &str = "tags-test";
@@ -41,17 +39,6 @@ const BINDINGS: &[&str] = &[
     "tags-admins",
 ];
 
-fn gnt(args: &str) -> String {
-    let cmd = format!("{} {args}", env("GANETI_EXEC"));
-    let out = Command::new("sh").args(["-c", &cmd]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn tags_of(vm: &str) -> BTreeSet<String> {
     gnt(&format!("gnt-instance list-tags {vm}"))
         .lines()
@@ -63,72 +50,11 @@ fn set(tags: &[&str]) -> BTreeSet<String> {
     tags.iter().map(|t| t.to_string()).collect()
 }
 
-fn ip(last: u8) -> String {
-    let first = env("GANETI_INSTANCE_IP_FIRST");
-    let (net, _) = first.rsplit_once('.').unwrap();
-    format!("{net}.{last}")
-}
-
-fn rapi() -> RapiClient {
-    RapiClient::new(RapiConfig::new(
-        env("GANETI_RAPI_URL"),
-        Credentials::new(env("GANETI_RAPI_USER"), env("GANETI_RAPI_PASSWORD")),
-        TlsMode::CaBundle(std::fs::read(env("GANETI_RAPI_CA")).unwrap()),
-    ))
-    .unwrap()
-}
-
-async fn create_instance(c: &RapiClient, name: &str, ip: &str, tags: &[&str]) {
-    let _ = Command::new("sh")
-        .args([
-            "-c",
-            &format!(
-                "{} gnt-instance remove -f --ignore-failures {name} >/dev/null 2>&1",
-                env("GANETI_EXEC")
-            ),
-        ])
-        .status();
-    let mut req = InstanceCreate::new(name, "diskless");
-    req.os_type = Some(env("GANETI_OS"));
-    req.hypervisor = Some(env("GANETI_HYPERVISOR"));
-    req.pnode = Some(env("GANETI_NODE"));
-    req.nics.push(NicSpec {
-        ip: Some(ip.into()),
-        ..Default::default()
-    });
-    req.beparams = BeParams {
-        vcpus: Some(1),
-        maxmem: Some(128),
-        minmem: Some(128),
-    };
-    req.tags = tags.iter().map(|t| t.to_string()).collect();
-    let job = c
-        .create_instance(&req, "tests/testbed_tags setup")
-        .await
-        .expect("create submitted");
-    c.wait_job(job, Duration::from_secs(120))
-        .await
-        .unwrap()
-        .into_success()
-        .expect("instance created");
-}
-
-/// Deletes what the test made, also when it fails.
-struct Cleanup(kube::Client);
+/// Deletes what the test made, also when it fails (the instances go with their guard).
+struct Cleanup;
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for vm in [VM, VM_APP] {
-            let _ = Command::new("sh")
-                .args([
-                    "-c",
-                    &format!(
-                        "{} gnt-instance remove -f --ignore-failures {vm} >/dev/null 2>&1",
-                        env("GANETI_EXEC")
-                    ),
-                ])
-                .status();
-        }
         for b in BINDINGS {
             let _ = kubectl(
                 "root",
@@ -147,36 +73,45 @@ impl Drop for Cleanup {
             "root",
             &["delete", "ganeticlusters", CLUSTER, "--ignore-not-found"],
         );
-        let _ = kubectl(
-            "root",
-            &[
-                "delete",
-                "configmap",
-                "-n",
-                "ganeti-system",
-                &format!("ganeti-tags.{CLUSTER}"),
-                "--ignore-not-found",
-            ],
-        );
-        let _ = &self.0;
+        delete_ledger();
     }
 }
 
-async fn apply<K>(api: &Api<K>, name: &str, obj: Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&obj))
-        .await
-        .unwrap_or_else(|e| panic!("applying {name}: {e}"));
+/// The operator's record of the tags it wrote on our cluster.
+fn delete_ledger() {
+    let _ = kubectl(
+        "root",
+        &[
+            "delete",
+            "configmap",
+            "-n",
+            "ganeti-system",
+            &format!("ganeti-tags.{CLUSTER}"),
+            "--ignore-not-found",
+        ],
+    );
 }
 
-fn binding(name: &str, role: &str, subject: Value, vm: Option<&str>) -> Value {
+/// Binds the user to `tags-power` on alice's VM, as the RoleBinding `name`.
+async fn power_on_vm(bindings: &Api<RoleBinding>, name: &str, user: &str) {
+    bind(
+        bindings,
+        name,
+        "tags-power",
+        json!({"kind": "User", "name": user}),
+        Some(VM),
+    )
+    .await;
+}
+
+/// Applies the RoleBinding `name` of `role` to `subject`, on `vm` only if given.
+async fn bind(bindings: &Api<RoleBinding>, name: &str, role: &str, subject: Value, vm: Option<&str>) {
     let mut spec = json!({"roleRef": role, "subjects": [subject]});
     if let Some(vm) = vm {
         spec["instances"] = json!([{"cluster": CLUSTER, "name": vm}]);
     }
-    json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "RoleBinding", "metadata": {"name": name}, "spec": spec})
+    let obj = json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "RoleBinding", "metadata": {"name": name}, "spec": spec});
+    apply(bindings, name, &obj).await;
 }
 
 /// Waits until this operator leads (another test's operator may hold the lease for a
@@ -242,39 +177,21 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     let root = kube_client("root").await;
     install_crds(&root).await;
     support::operator::apply_operator_rbac();
-    let _cleanup = Cleanup(root.clone());
-    let rapi = rapi();
-    create_instance(&rapi, VM, &ip(65), &["ganetimgr:user:alice", "webserver"]).await;
-    create_instance(&rapi, VM_APP, &ip(66), &[]).await;
-
-    let secrets: Api<Secret> = Api::namespaced(root.clone(), "ganeti-system");
-    apply(
-        &secrets,
-        SECRET,
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": "ganeti-system"},
-               "stringData": {"username": env("GANETI_RAPI_USER"), "password": env("GANETI_RAPI_PASSWORD")}}),
-    )
-    .await;
-    let _ = kubectl(
-        "root",
+    let _cleanup = Cleanup;
+    let _vms = ganeti::create_instances(
         &[
-            "delete",
-            "configmap",
-            "-n",
-            "ganeti-system",
-            &format!("ganeti-tags.{CLUSTER}"),
-            "--ignore-not-found",
+            (
+                VM,
+                &ip(65),
+                vec!["ganetimgr:user:alice".into(), "webserver".into()],
+            ),
+            (VM_APP, &ip(66), vec![]),
         ],
-    );
-    let clusters: Api<GanetiCluster> = Api::all(root.clone());
-    apply(
-        &clusters,
-        CLUSTER,
-        json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "GanetiCluster", "metadata": {"name": CLUSTER},
-               "spec": {"rapiUrl": env("GANETI_RAPI_URL"), "credentialsSecret": {"name": SECRET},
-                        "caBundle": std::fs::read_to_string(env("GANETI_RAPI_CA")).unwrap(), "syncInterval": "5s"}}),
+        "tests/testbed_tags setup",
     )
     .await;
+    delete_ledger();
+    ganeti::apply_cluster(&root, CLUSTER, SECRET, json!({})).await;
     let roles: Api<Role> = Api::all(root.clone());
     let bindings: Api<RoleBinding> = Api::all(root.clone());
     for b in BINDINGS {
@@ -283,7 +200,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     apply(
         &roles,
         "tags-power",
-        json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "Role", "metadata": {"name": "tags-power"},
+        &json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "Role", "metadata": {"name": "tags-power"},
                "spec": {"scope": {"kind": "All"},
                         "vms": {"view": "allowed", "start": "allowed", "shutdown": "allowed", "reboot": "allowed", "console": "allowed"}}}),
     )
@@ -294,17 +211,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
 
     // 1. A binding granting bob power on alice's VM: the tag appears in Ganeti.
     let bob_tag = "GANETI_WEB_MANAGER:power:U:bob";
-    apply(
-        &bindings,
-        "tags-bob-power",
-        binding(
-            "tags-bob-power",
-            "tags-power",
-            json!({"kind": "User", "name": "bob"}),
-            Some(VM),
-        ),
-    )
-    .await;
+    power_on_vm(&bindings, "tags-bob-power", "bob").await;
     let latency = wait_until("bob's tag in Ganeti", 60, &op, async || {
         tags_of(VM).contains(bob_tag)
     })
@@ -334,17 +241,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     gnt(&format!(
         "gnt-instance add-tags {VM} handmade GANETI_WEB_MANAGER:tags:U:carol GANETI_WEB_MANAGER:power:U:carol"
     ));
-    apply(
-        &bindings,
-        "tags-carol-power",
-        binding(
-            "tags-carol-power",
-            "tags-power",
-            json!({"kind": "User", "name": "carol"}),
-            Some(VM),
-        ),
-    )
-    .await;
+    power_on_vm(&bindings, "tags-carol-power", "carol").await;
     wait_until("carol's binding reports the hand-made tag", 30, &op, async || {
         bindings
             .get("tags-carol-power")
@@ -417,17 +314,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     // 5. The ledger survives a restart: a binding deleted while the operator is down
     //    still has its tag removed.
     let dave_tag = "GANETI_WEB_MANAGER:power:U:dave";
-    apply(
-        &bindings,
-        "tags-dave-power",
-        binding(
-            "tags-dave-power",
-            "tags-power",
-            json!({"kind": "User", "name": "dave"}),
-            Some(VM),
-        ),
-    )
-    .await;
+    power_on_vm(&bindings, "tags-dave-power", "dave").await;
     let latency = wait_until("dave's tag in Ganeti", 60, &op, async || {
         tags_of(VM).contains(dave_tag)
     })
@@ -442,17 +329,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     })
     .await;
     println!("binding deleted -> tag gone from Ganeti: {latency:?}");
-    apply(
-        &bindings,
-        "tags-dave-power",
-        binding(
-            "tags-dave-power",
-            "tags-power",
-            json!({"kind": "User", "name": "dave"}),
-            Some(VM),
-        ),
-    )
-    .await;
+    power_on_vm(&bindings, "tags-dave-power", "dave").await;
     wait_until("dave's tag in Ganeti again", 60, &op, async || {
         tags_of(VM).contains(dave_tag)
     })
@@ -480,7 +357,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     apply(
         &apps,
         "tags-team1",
-        json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "InstanceApplication",
+        &json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "InstanceApplication",
                "metadata": {"name": "tags-team1", "namespace": NS},
                "spec": {"cluster": CLUSTER, "hostname": VM_APP, "vcpus": 1, "memory": "128Mi",
                         "disks": [{"size": "1Gi"}], "owner": {"kind": "Group", "name": "team-a"},
@@ -513,29 +390,9 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
 
     // 7. Subjects outside the tag charset are encoded; an over-long tag is an error on
     //    the binding, not a truncated tag.
-    apply(
-        &bindings,
-        "tags-odd-name",
-        binding(
-            "tags-odd-name",
-            "tags-power",
-            json!({"kind": "User", "name": "Dr. Who"}),
-            Some(VM),
-        ),
-    )
-    .await;
+    power_on_vm(&bindings, "tags-odd-name", "Dr. Who").await;
     let long = "x".repeat(110);
-    apply(
-        &bindings,
-        "tags-long-name",
-        binding(
-            "tags-long-name",
-            "tags-power",
-            json!({"kind": "User", "name": long}),
-            Some(VM),
-        ),
-    )
-    .await;
+    power_on_vm(&bindings, "tags-long-name", &long).await;
     wait_until("the encoded tag", 60, &op, async || {
         tags_of(VM).contains("GANETI_WEB_MANAGER:power:U:Dr.+20Who")
     })
@@ -557,15 +414,12 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     let (allowed, text) = explain(&["bob", "reboot", &object]);
     assert!(allowed, "{text}");
     assert!(text.contains(&format!("tag {bob_tag} grants it")), "{text}");
-    apply(
+    bind(
         &bindings,
         "tags-alice-user",
-        binding(
-            "tags-alice-user",
-            "user",
-            json!({"kind": "User", "name": "alice"}),
-            None,
-        ),
+        "user",
+        json!({"kind": "User", "name": "alice"}),
+        None,
     )
     .await;
     let (allowed, text) = explain(&["alice", "reboot", &object]);
@@ -606,15 +460,12 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     .await;
     if !state.0 {
         // Nobody administers the shared apiserver's service now: bind and unbind someone.
-        apply(
+        bind(
             &bindings,
             "tags-admins",
-            binding(
-                "tags-admins",
-                "administrator",
-                json!({"kind": "Group", "name": "ganeti-admins"}),
-                None,
-            ),
+            "administrator",
+            json!({"kind": "Group", "name": "ganeti-admins"}),
+            None,
         )
         .await;
         wait_until("AdministratorBound True", 30, &op, async || {

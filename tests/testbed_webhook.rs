@@ -18,8 +18,8 @@ use std::time::Duration;
 use support::crds::install_crds;
 use support::operator::{Operator, Options};
 use support::testbed::{kube_client, kubectl};
+use support::{MANAGER, refused};
 
-const MANAGER: &str = "ganeti-operator-tests";
 const WEBHOOK: &str = "ganeti.dev-rbac-escalation";
 const EDITOR: &str = "wh-test-rbac-editor";
 const ROLES: &[&str] = &["wh-power", "wh-destroyer"];
@@ -98,17 +98,6 @@ fn role(name: &str, vms: Value) -> Role {
     .unwrap()
 }
 
-fn refused<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> String {
-    match result {
-        Ok(o) => panic!("accepted, but should be refused: {o:?}"),
-        Err(kube::Error::Api(e)) => {
-            assert_eq!(e.code, 403, "{e:?}");
-            e.message
-        }
-        Err(e) => panic!("{e}"),
-    }
-}
-
 #[tokio::test]
 async fn escalation_is_refused_at_admission() {
     let root = kube_client("root").await;
@@ -173,11 +162,7 @@ async fn escalation_is_refused_at_admission() {
     let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
     std::fs::write(&cert_file, cert).unwrap();
     std::fs::write(&key_file, key).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let op = Operator::start_with(
         "webhook",
         Options::default()

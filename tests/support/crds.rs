@@ -18,7 +18,7 @@ pub async fn install_crds(client: &kube::Client) {
         let name = crd.metadata.name.clone().unwrap();
         crds.patch(
             &name,
-            &PatchParams::apply("ganeti-operator-tests").force(),
+            &PatchParams::apply(super::MANAGER).force(),
             &Patch::Apply(&crd),
         )
         .await

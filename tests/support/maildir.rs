@@ -3,7 +3,29 @@
 #![allow(dead_code)]
 
 use super::testbed::env;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use std::time::Duration;
+
+/// Tells this run's mails from earlier runs' (the Maildir keeps them all): put it in
+/// subjects and addresses.
+pub fn run_id() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}-{}", std::process::id(), t.as_millis() % 1_000_000)
+}
+
+/// The SMTP settings Secret `name` in ganeti-system: the testbed's server, without TLS,
+/// mails from `from`.
+pub async fn apply_smtp_secret(client: &kube::Client, name: &str, from: &str) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "ganeti-system");
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "ganeti-system"},
+        "stringData": {"host": env("SMTP_HOST"), "port": env("SMTP_PORT"), "tls": "none", "from": from},
+    });
+    super::apply(&secrets, name, &secret).await;
+}
 
 #[derive(Debug, Clone)]
 pub struct Message {

@@ -4,15 +4,22 @@
 //! The real API server remains the final judge; tests/testbed_*.rs ask it too.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod crds;
 pub mod dashboard;
+pub mod ganeti;
 pub mod maildir;
 pub mod operator;
 pub mod testbed;
 
 use ganeti_operator::api;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The field manager the tests write with.
+pub const MANAGER: &str = "ganeti-operator-tests";
 
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -30,6 +37,94 @@ pub fn apply_manifest(rel: &str) {
             repo_path(rel).to_str().unwrap(),
         ],
     );
+}
+
+/// The root client, once the CRDs, the operator's RBAC, the users' access and the
+/// admission policies (manifests/access.yaml, manifests/admission.yaml) are installed.
+pub async fn install_with_policies() -> kube::Client {
+    let root = testbed::kube_client("root").await;
+    crds::install_crds(&root).await;
+    operator::apply_operator_rbac();
+    for f in ["manifests/access.yaml", "manifests/admission.yaml"] {
+        apply_manifest(f);
+    }
+    root
+}
+
+/// As [`install_with_policies`], and the Secret `smtp_secret` in ganeti-system holds
+/// the settings of the testbed's SMTP server (mails from `from`).
+pub async fn install_with_smtp(smtp_secret: &str, from: &str) -> kube::Client {
+    let root = install_with_policies().await;
+    maildir::apply_smtp_secret(&root, smtp_secret, from).await;
+    root
+}
+
+/// Server-side apply of `obj` as [`MANAGER`] (forced); panics when it is refused.
+pub async fn apply<K>(api: &Api<K>, name: &str, obj: &Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj))
+        .await
+        .unwrap_or_else(|e| panic!("applying {name}: {e}"));
+}
+
+/// Deletes `name` if it exists and waits (up to 10 s) until it is gone; whether it is.
+pub async fn delete_and_wait<K>(api: &Api<K>, name: &str) -> bool
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let _ = api.delete(name, &DeleteParams::default()).await;
+    for _ in 0..100 {
+        if api.get_opt(name).await.unwrap().is_none() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The message of an API server's refusal (403); panics on anything else.
+pub fn refused<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> String {
+    match result {
+        Ok(o) => panic!("accepted, but should be refused: {o:?}"),
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 403, "{e:?}");
+            e.message
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A namespace `<prefix>-<user>` for each of `users`, in which that user may file
+/// InstanceApplications (the `ganeti.dev:applicant` role). Idempotent.
+pub fn applicant_namespaces(prefix: &str, users: &[&str]) {
+    for user in users {
+        let ns = format!("{prefix}-{user}");
+        let _ = testbed::kubectl("root", &["create", "namespace", &ns]);
+        let _ = testbed::kubectl(
+            "root",
+            &[
+                "create",
+                "rolebinding",
+                "applicant",
+                "--clusterrole=ganeti.dev:applicant",
+                "--user",
+                user,
+                "-n",
+                &ns,
+            ],
+        );
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Every YAML document in a file, as JSON values (empty documents skipped).

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use super::testbed::{env, kubectl_ok};
+use kube::api::Api;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -71,11 +72,7 @@ impl Operator {
             "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
         });
         std::fs::write(&kubeconfig, serde_yaml::to_string(&doc).unwrap()).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let log_path = dir.join("operator.log");
         let child = Command::new(env!("CARGO_BIN_EXE_ganeti-operator"))
             .args([
@@ -137,6 +134,38 @@ impl Operator {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Polls `name` every 100 ms until `done` holds for it (the operator's work, as a
+    /// rule); panics after `timeout` with the last version seen and this log.
+    pub async fn wait_for<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(&K) -> bool,
+    ) -> K
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut last = None;
+        while std::time::Instant::now() < deadline {
+            if let Some(o) = api.get_opt(name).await.unwrap() {
+                if done(&o) {
+                    return o;
+                }
+                last = Some(o);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(o) = &mut last {
+            o.meta_mut().managed_fields = None;
+        }
+        panic!(
+            "{name}: the awaited state never came; last {last:#?}\n{}",
+            self.log()
+        );
     }
 
     /// Waits (up to `timeout`) for the operator to exit on its own (a fault-injection
