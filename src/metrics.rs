@@ -6,11 +6,15 @@
 //! need hashing on every sync and bookkeeping to delete vanished series; rendered from
 //! the snapshot they are always exactly what the last sync saw, and cost nothing between
 //! scrapes.
+//!
+//! Followers read every cluster too (their API serves from it), but only the leader
+//! renders the inventory series: dashboards sum over pods, and two replicas exporting
+//! the same VMs would count each twice. `ganeti_operator_leading` says which pod that is.
 
 use crate::inventory::{ClusterInventory, Instance, Inventory, Node, NodeRole};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Every metric the operator exports.
 pub struct Metrics {
@@ -30,6 +34,9 @@ pub struct Metrics {
     pub rapi_duration: HistogramVec,
     /// Status writes to the API server, by controller (0 on an unchanged pass).
     pub status_writes: IntCounterVec,
+    /// 1 while this replica leads (runs the controllers and exports the inventory).
+    leading_gauge: IntGauge,
+    leading: AtomicBool,
     /// Length of the last rendered text, to size the next one.
     last_render_len: AtomicUsize,
 }
@@ -93,6 +100,12 @@ impl Metrics {
             ),
             &["controller"],
         )?;
+        let leading_gauge = IntGauge::new(
+            "ganeti_operator_leading",
+            "Whether this replica leads: runs the controllers and exports the ganeti_* inventory series.",
+        )?;
+        leading_gauge.set(1);
+        registry.register(Box::new(leading_gauge.clone()))?;
         registry.register(Box::new(status_writes.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
@@ -110,8 +123,17 @@ impl Metrics {
             reconcile_duration,
             rapi_duration,
             status_writes,
+            leading_gauge,
+            leading: AtomicBool::new(true),
             last_render_len: AtomicUsize::new(0),
         })
+    }
+
+    /// Whether this replica leads (a new `Metrics` does: one replica without leader
+    /// election always leads). Only the leader renders the inventory series.
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::Relaxed);
+        self.leading_gauge.set(i64::from(leading));
     }
 
     /// Everything in Prometheus' text exposition format.
@@ -121,7 +143,9 @@ impl Metrics {
         TextEncoder::new()
             .encode_utf8(&self.registry.gather(), &mut text)
             .expect("text encoding into a String cannot fail");
-        render_inventory(&clusters, &mut text);
+        if self.leading.load(Ordering::Relaxed) {
+            render_inventory(&clusters, &mut text);
+        }
         self.last_render_len.store(text.len(), Ordering::Relaxed);
         text
     }
@@ -457,6 +481,20 @@ mod tests {
         assert!(text.contains("ganeti_operator_build_info{version="));
         // One HELP/TYPE block per family.
         assert_eq!(text.matches("# TYPE ganeti_instance_up gauge").count(), 1);
+    }
+
+    #[test]
+    fn a_follower_exports_no_inventory_series() {
+        let m = Metrics::new(inventory()).unwrap();
+        m.set_leading(false);
+        let text = m.render();
+        assert!(!text.contains("ganeti_cluster_up"), "{text}");
+        assert!(!text.contains("ganeti_instance_up"));
+        assert!(text.contains("ganeti_operator_leading 0\n"), "{text}");
+        m.set_leading(true);
+        let text = m.render();
+        assert!(text.contains("ganeti_instance_up{"));
+        assert!(text.contains("ganeti_operator_leading 1\n"));
     }
 
     #[test]

@@ -2,165 +2,79 @@
 //! the real API server, actions run as real Ganeti jobs, confirmation links mailed
 //! through the real SMTP server, all through the operator binary.
 //!
-//! Instances are `console-*` on 198.51.100.65-72. The operator serves the API with the
-//! leader's inventory, so the test waits until this operator holds the lease.
+//! Instances are `console-*` on 198.51.100.65-72. Every replica serves the API (a
+//! follower from its own read-only view of the clusters), so no test waits for the
+//! leader Lease except for what only the leader does (application Events).
 
 mod support;
 
 use ganeti_operator::api::Subject;
-use ganeti_operator::rapi::{
-    BeParams, Credentials, InstanceCreate, JobId, NicSpec, RapiClient, RapiConfig, TlsMode,
-};
+use ganeti_operator::rapi::JobId;
 use ganeti_operator::tags::{DEFAULT_PREFIX, format_owner};
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::{Duration, Instant};
-use support::crds::install_crds;
+use support::apply;
+use support::ganeti::rapi;
 use support::maildir;
 use support::operator::{Operator, Options};
 use support::testbed::{env, kube_client};
 
 const MANAGER: &str = "ganeti-operator-tests";
 const CLUSTER: &str = "console-tb";
-const NS: &str = "ganeti-system";
 const SMTP_SECRET: &str = "console-smtp";
 const ALICE_MAIL: &str = "alice@console.test";
 const JOB_DEADLINE: Duration = Duration::from_secs(180);
 
-async fn apply<K>(api: &Api<K>, name: &str, obj: &Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj))
-        .await
-        .unwrap_or_else(|e| panic!("applying {name}: {e}"));
+/// Creates the `console-*` VMs `(name, ip, owner)`, removed again when dropped.
+async fn create_instances(specs: &[(&str, &str, Subject)]) -> support::ganeti::Instances {
+    let specs: Vec<(&str, &str, Vec<String>)> = specs
+        .iter()
+        .map(|(name, ip, owner)| {
+            assert!(name.starts_with("console-"));
+            (*name, *ip, vec![format_owner(DEFAULT_PREFIX, owner).unwrap()])
+        })
+        .collect();
+    support::ganeti::create_instances(&specs, "tests/testbed_console").await
 }
 
-fn rapi() -> RapiClient {
-    let ca = std::fs::read(env("GANETI_RAPI_CA")).unwrap();
-    RapiClient::new(RapiConfig::new(
-        env("GANETI_RAPI_URL"),
-        Credentials::new(env("GANETI_RAPI_USER"), env("GANETI_RAPI_PASSWORD")),
-        TlsMode::CaBundle(ca),
-    ))
-    .unwrap()
-}
-
-fn gnt_remove(name: &str) {
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "{} gnt-instance remove -f {name} >/dev/null 2>&1",
-            env("GANETI_EXEC")
-        ))
-        .status();
-}
-
-/// Removes the instances when dropped, also when the test failed.
-struct Instances(Vec<String>);
-
-impl Drop for Instances {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            gnt_remove(name);
-        }
-    }
-}
-
-async fn create_instances(specs: &[(&str, &str, Subject)]) -> Instances {
-    let c = rapi();
-    let guard = Instances(specs.iter().map(|(n, _, _)| n.to_string()).collect());
-    let mut jobs = Vec::new();
-    for (name, ip, owner) in specs {
-        assert!(name.starts_with("console-"));
-        gnt_remove(name);
-        let mut req = InstanceCreate::new(*name, "diskless");
-        req.os_type = Some(env("GANETI_OS"));
-        req.hypervisor = Some(env("GANETI_HYPERVISOR"));
-        req.pnode = Some(env("GANETI_NODE"));
-        req.nics.push(NicSpec {
-            ip: Some(ip.to_string()),
-            ..Default::default()
-        });
-        req.beparams = BeParams {
-            vcpus: Some(1),
-            maxmem: Some(128),
-            minmem: Some(128),
-        };
-        req.tags = vec![format_owner(DEFAULT_PREFIX, owner).unwrap()];
-        jobs.push(
-            c.create_instance(&req, "tests/testbed_console")
-                .await
-                .expect("create accepted"),
-        );
-    }
-    for job in jobs {
-        c.wait_job(job, JOB_DEADLINE)
-            .await
-            .expect("job wait")
-            .into_success()
-            .expect("instance created");
-    }
-    guard
-}
-
-/// The GanetiCluster, SMTP settings, alice's verified profile and a binding that makes
-/// alice and bob plain users (the preconfigured `user` role: their own VMs).
+/// The GanetiCluster, SMTP settings, alice's verified profile and bindings that make
+/// alice and bob plain users (the preconfigured `user` role: their own VMs), alice
+/// with the operations of `console-operations` on hers too.
 async fn setup() {
-    let root = kube_client("root").await;
-    install_crds(&root).await;
-    support::operator::apply_operator_rbac();
-    for f in ["manifests/access.yaml", "manifests/admission.yaml"] {
-        support::apply_manifest(f);
-    }
-    let secrets: Api<Secret> = Api::namespaced(root.clone(), NS);
+    let root = support::install_with_policies().await;
+    maildir::apply_smtp_secret(&root, SMTP_SECRET, "Ganeti VM service <ganeti@console.test>").await;
+    support::ganeti::apply_cluster(&root, CLUSTER, "console-rapi", json!({})).await;
+    let roles: Api<ganeti_operator::api::Role> = Api::all(root.clone());
     apply(
-        &secrets,
-        SMTP_SECRET,
+        &roles,
+        "console-operations",
         &json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": SMTP_SECRET, "namespace": NS},
-            "stringData": {
-                "host": env("SMTP_HOST"), "port": env("SMTP_PORT"), "tls": "none",
-                "from": "Ganeti VM service <ganeti@console.test>",
-            },
+            "apiVersion": "ganeti.dev/v1alpha1", "kind": "Role", "metadata": {"name": "console-operations"},
+            "spec": {"scope": {"kind": "Own"},
+                     "vms": {"migrate": "allowed", "export": "allowed", "replaceDisks": "allowed"}},
         }),
     )
     .await;
-    apply(
-        &secrets,
-        "console-rapi",
-        &json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "console-rapi", "namespace": NS},
-            "stringData": {"username": env("GANETI_RAPI_USER"), "password": env("GANETI_RAPI_PASSWORD")},
-        }),
-    )
-    .await;
-    let clusters: Api<ganeti_operator::api::GanetiCluster> = Api::all(root.clone());
-    apply(
-        &clusters,
-        CLUSTER,
-        &json!({
-            "apiVersion": "ganeti.dev/v1alpha1", "kind": "GanetiCluster", "metadata": {"name": CLUSTER},
-            "spec": {
-                "rapiUrl": env("GANETI_RAPI_URL"), "credentialsSecret": {"name": "console-rapi"},
-                "caBundle": std::fs::read_to_string(env("GANETI_RAPI_CA")).unwrap(), "syncInterval": "5s",
-            },
-        }),
-    )
-    .await;
+    // alice and bob are plain users; alice may also migrate, export and replace the
+    // disks of her own VMs.
     let bindings: Api<ganeti_operator::api::RoleBinding> = Api::all(root.clone());
-    apply(
-        &bindings,
-        "console-users",
-        &json!({
-            "apiVersion": "ganeti.dev/v1alpha1", "kind": "RoleBinding", "metadata": {"name": "console-users"},
-            "spec": {"roleRef": "user", "subjects": [{"kind": "User", "name": "alice"}, {"kind": "User", "name": "bob"}]},
-        }),
-    )
-    .await;
+    for (name, role, users) in [
+        ("console-users", "user", &["alice", "bob"][..]),
+        ("console-operations", "console-operations", &["alice"][..]),
+    ] {
+        let subjects: Vec<Value> = users.iter().map(|u| json!({"kind": "User", "name": u})).collect();
+        apply(
+            &bindings,
+            name,
+            &json!({
+                "apiVersion": "ganeti.dev/v1alpha1", "kind": "RoleBinding", "metadata": {"name": name},
+                "spec": {"roleRef": role, "subjects": subjects},
+            }),
+        )
+        .await;
+    }
     // Other tests keep profiles of alice too; the endpoint mails the first verified one.
     let profiles: Api<ganeti_operator::api::UserProfile> = Api::all(root.clone());
     let name = "console-alice";
@@ -262,7 +176,7 @@ async fn tokens_rights_actions_and_confirmed_destroy() {
     let (status, _) = http.get("/instances", Some("not-a-token")).await;
     assert_eq!(status, 401);
 
-    // Wait for the lease and a read that includes our VMs.
+    // Wait for a read that includes our VMs.
     let started = Instant::now();
     let listed = loop {
         let (status, body) = http.get("/instances", Some(&alice)).await;
@@ -521,4 +435,422 @@ async fn tokens_rights_actions_and_confirmed_destroy() {
         assert!(Instant::now() < deadline, "no Event for bob's refusal");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Another test stops ganeti-rapi for a while (testbed_cluster): an answer that says
+/// so is worth another try, and nothing was submitted when the connection was refused.
+fn rapi_was_down(status: u16, body: &Value) -> bool {
+    status == 502
+        && body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Connection refused"))
+}
+
+impl Http {
+    /// POST with a JSON body; tried again while ganeti-rapi is down.
+    async fn post_json(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let resp = self
+                .client
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("request sent");
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            let answer = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            if !rapi_was_down(status, &answer) || Instant::now() > deadline {
+                return (status, answer);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Submits an action (200 expected) and follows its job until it is final: the job
+    /// id and its last `GET /jobs` answer.
+    async fn run_job(&self, path: &str, token: &str, body: Value) -> (u64, Value) {
+        let (status, answer) = self.post_json(path, token, body).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        let job = answer["job"].as_u64().expect("job id");
+        (job, self.final_job(job, token).await)
+    }
+
+    /// Polls `GET /jobs/{CLUSTER}/{job}` as `token`'s user until the job is final.
+    async fn final_job(&self, job: u64, token: &str) -> Value {
+        let deadline = Instant::now() + JOB_DEADLINE;
+        loop {
+            let (status, body) = self.get(&format!("/jobs/{CLUSTER}/{job}"), Some(token)).await;
+            if rapi_was_down(status, &body) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            assert_eq!(status, 200, "{body}");
+            if body["final"] == true {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "job {job} never finished: {body}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Polls `GET /instances` as `token`'s user until `vm` is in it (the first read of a
+    /// replica, or a new VM's first sync); how long that took.
+    async fn wait_listed(&self, token: &str, vm: &str, op: &Operator) -> Duration {
+        let started = Instant::now();
+        loop {
+            let (status, body) = self.get("/instances", Some(token)).await;
+            if status == 200 && console_vms(&body).iter().any(|n| n == vm) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "{vm} never listed: {status} {body}\n{}",
+                op.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Files an application as `user` in their namespace `console-<user>` (an older one of
+/// the name is deleted first) and has admin reject it: the controller's Events.
+async fn file_and_reject(user: &str, name: &str) {
+    let ns = format!("console-{user}");
+    let root: Api<ganeti_operator::api::InstanceApplication> =
+        Api::namespaced(kube_client("root").await, &ns);
+    support::delete_and_wait(&root, name).await;
+    let mine: Api<ganeti_operator::api::InstanceApplication> = Api::namespaced(kube_client(user).await, &ns);
+    let app = json!({
+        "apiVersion": "ganeti.dev/v1alpha1", "kind": "InstanceApplication", "metadata": {"name": name},
+        "spec": {"cluster": CLUSTER, "hostname": format!("{name}.console.test"), "vcpus": 1, "memory": "128Mi",
+                 "disks": [{"size": "1Gi"}], "owner": {"kind": "User", "name": user}, "purpose": "timeline test"},
+    });
+    mine.create(&Default::default(), &serde_json::from_value(app).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{user} files {name}: {e}"));
+    let admin: Api<ganeti_operator::api::InstanceApplication> =
+        Api::namespaced(kube_client("admin").await, &ns);
+    admin
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"decision": {"verdict": "Rejected", "reason": "timeline test"}}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("admin rejects {name}: {e}"));
+}
+
+#[tokio::test]
+async fn migrate_export_replace_disks_and_the_timeline() {
+    let (alice, bob) = (env("KUBE_TOKEN_ALICE"), env("KUBE_TOKEN_BOB"));
+    setup().await;
+    support::applicant_namespaces("console", &["alice", "bob"]);
+    let _instances = create_instances(&[
+        ("console-alice3", "198.51.100.68", Subject::user("alice")),
+        ("console-bob2", "198.51.100.69", Subject::user("bob")),
+    ])
+    .await;
+    let op = Operator::start("console-more").await;
+    let http = Http {
+        client: reqwest::Client::new(),
+        base: op.url("/api/v1"),
+    };
+    let vm = "console-alice3";
+    println!("listed after {:?}", http.wait_listed(&alice, vm, &op).await);
+    let act = |action: &str| format!("/instances/{CLUSTER}/{vm}/{action}");
+
+    // Bad parameters: 400 with what is wrong, before anything is submitted.
+    let node2 = env("GANETI_NODE2");
+    for (action, body, says) in [
+        ("migrate", json!({"mode": "teleport"}), "live, non-live"),
+        (
+            "migrate",
+            json!({"remoteNode": node2}),
+            "migrate takes no remoteNode",
+        ),
+        (
+            "replace-disks",
+            json!({"mode": "replace_new_secondary"}),
+            "needs remoteNode or iallocator",
+        ),
+        ("replace-disks", json!({"disks": [0]}), "give no disks"),
+        ("export", json!({}), "needs targetNode"),
+        (
+            "export",
+            json!({"targetNode": node2, "removeInstance": true}),
+            "destroy",
+        ),
+        (
+            "export",
+            json!({"targetNode": node2, "mode": "remote"}),
+            "only local",
+        ),
+    ] {
+        let (status, body) = http.post_json(&act(action), &alice, body).await;
+        assert_eq!(status, 400, "{action}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(says), "{action}: {body}");
+    }
+    // bob may not migrate alice's VM; the right is named.
+    let (status, body) = http
+        .post_json(&act("migrate"), &bob, json!({"targetNode": node2}))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("vms.migrate"), "{body}");
+
+    // migrate: a diskless VM on the fake hypervisor moves to the named node.
+    let (migrate_job, migrated) = http
+        .run_job(
+            &act("migrate"),
+            &alice,
+            json!({"mode": "non-live", "targetNode": node2}),
+        )
+        .await;
+    let ganeti_job = rapi().job(JobId(migrate_job)).await.unwrap();
+    assert!(
+        ganeti_job
+            .user_reasons()
+            .any(|r| r == "ganeti-operator console endpoint: migrate by alice"),
+        "{ganeti_job:?}"
+    );
+    if migrated["status"] == "success" {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, body) = http
+                .get(&format!("/instances/{CLUSTER}/{vm}"), Some(&alice))
+                .await;
+            if body["primaryNode"] == node2.as_str() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never shown on {node2}: {body}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    } else {
+        // Only another test draining node2 meanwhile may stop it.
+        let failure = migrated["failure"].as_str().unwrap_or_default();
+        assert!(
+            failure.contains("drained") || failure.contains("offline"),
+            "{migrated}"
+        );
+    }
+
+    // export: Ganeti fails it on this testbed (a diskless VM leaves nothing to export);
+    // its error comes back through GET /jobs as Ganeti reports it.
+    let (export_job, exported) = http
+        .run_job(
+            &act("export"),
+            &alice,
+            json!({"targetNode": env("GANETI_NODE"), "shutdown": false}),
+        )
+        .await;
+    let ganeti_job = rapi().job(JobId(export_job)).await.unwrap();
+    assert!(
+        ganeti_job.summary.iter().any(|s| s.starts_with("BACKUP_EXPORT")),
+        "{ganeti_job:?}"
+    );
+    assert_eq!(exported["status"], "error", "{exported}");
+    assert_eq!(
+        exported["failure"].as_str(),
+        ganeti_job.failure().map(|f| f.to_string()).as_deref(),
+        "{exported}"
+    );
+    assert!(
+        exported["failure"].as_str().unwrap().contains("Export failed"),
+        "{exported}"
+    );
+
+    // replace-disks: submitted as asked; Ganeti refuses it for a VM without mirrored disks.
+    let (_, replaced) = http
+        .run_job(
+            &act("replace-disks"),
+            &alice,
+            json!({"mode": "replace_on_secondary"}),
+        )
+        .await;
+    assert_eq!(replaced["status"], "error", "{replaced}");
+    assert!(
+        replaced["summary"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("INSTANCE_REPLACE_DISKS")
+    );
+
+    // The timeline: alice's reboot, bob's reboot of his own VM, and an application each.
+    let (status, body) = http.post_json(&act("reboot"), &alice, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let reboot_job = body["job"].as_u64().unwrap();
+    let (status, body) = http
+        .post_json(
+            &format!("/instances/{CLUSTER}/console-bob2/reboot"),
+            &bob,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    file_and_reject("alice", "console-app-alice").await;
+    file_and_reject("bob", "console-app-bob").await;
+    let is_app = |e: &Value, ns: &str, name: &str| {
+        e["application"] == json!({"namespace": ns, "name": name}) && e["reason"] == "Rejected"
+    };
+    // The application Events come from whichever operator leads: generous.
+    let waited = Instant::now();
+    let deadline = waited + Duration::from_secs(300);
+    let (alices, bobs) = loop {
+        let (status, a) = http.get("/events", Some(&alice)).await;
+        assert_eq!(status, 200, "{a}");
+        let (status, b) = http.get("/events", Some(&bob)).await;
+        assert_eq!(status, 200, "{b}");
+        let has = |list: &Value, f: &dyn Fn(&Value) -> bool| list["events"].as_array().unwrap().iter().any(f);
+        if has(&a, &|e| e["job"] == reboot_job)
+            && has(&a, &|e| is_app(e, "console-alice", "console-app-alice"))
+            && has(&b, &|e| is_app(e, "console-bob", "console-app-bob"))
+            && has(&b, &|e| e["instance"] == "console-bob2")
+        {
+            break (a, b);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timeline incomplete:\nalice {a:#}\nbob {b:#}\n{}",
+            op.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!("timeline complete after {:?}", waited.elapsed());
+    let events = alices["events"].as_array().unwrap();
+    let reboot = events.iter().find(|e| e["job"] == reboot_job).unwrap();
+    assert_eq!(
+        (
+            &reboot["source"],
+            &reboot["cluster"],
+            &reboot["instance"],
+            &reboot["action"],
+            &reboot["user"]
+        ),
+        (
+            &json!("vmAction"),
+            &json!(CLUSTER),
+            &json!(vm),
+            &json!("reboot"),
+            &json!("alice")
+        ),
+        "{reboot}"
+    );
+    // Her migrate and bob's refused one are on her VM too; nothing of bob's own.
+    assert!(
+        events
+            .iter()
+            .any(|e| e["job"] == migrate_job && e["action"] == "migrate")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["user"] == "bob" && e["instance"] == vm && e["reason"] == "VmActionRefused")
+    );
+    for e in events {
+        assert_ne!(e["instance"], "console-bob2", "bob's VM in alice's timeline: {e}");
+        assert_ne!(
+            e["application"]["namespace"], "console-bob",
+            "bob's application: {e}"
+        );
+    }
+    assert!(
+        bobs["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["application"]["namespace"] != "console-alice" && e["job"] != reboot_job),
+        "{bobs:#}"
+    );
+    // Newest first.
+    let times: Vec<&str> = events.iter().map(|e| e["time"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+
+    // Bounds and bad parameters.
+    let (status, one) = http.get("/events?limit=1", Some(&alice)).await;
+    assert_eq!(
+        (status, one["events"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{one}"
+    );
+    assert_eq!(one["events"][0], events[0]);
+    for bad in ["limit=0", "limit=501", "limit=x", "limt=3"] {
+        let (status, body) = http.get(&format!("/events?{bad}"), Some(&alice)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _) = http.get("/events", None).await;
+    assert_eq!(status, 401);
+}
+
+/// Two replicas: whichever does not lead serves the API from its own read-only view of
+/// the clusters, and lets alice follow a job she submitted through the other one.
+#[tokio::test]
+async fn every_replica_serves_the_api() {
+    let (alice, bob) = (env("KUBE_TOKEN_ALICE"), env("KUBE_TOKEN_BOB"));
+    setup().await;
+    let vm = "console-alice4";
+    let _instances = create_instances(&[(vm, "198.51.100.70", Subject::user("alice"))]).await;
+    let options = Options::default().arg("--lease-duration-seconds").arg("5");
+    let ops = [
+        Operator::start_with("console-replica-1", options.clone()).await,
+        Operator::start_with("console-replica-2", options).await,
+    ];
+    let http: Vec<Http> = ops
+        .iter()
+        .map(|op| Http {
+            client: reqwest::Client::new(),
+            base: op.url("/api/v1"),
+        })
+        .collect();
+    for (h, op) in http.iter().zip(&ops) {
+        println!(
+            "{} lists alice's VM after {:?}",
+            op.port,
+            h.wait_listed(&alice, vm, op).await
+        );
+    }
+    let leads = |op: &Operator| op.log().contains("leading: starting the controllers");
+    // One Lease: at least one of the two follows (both, while another test's leads).
+    let follower = ops.iter().position(|op| !leads(op)).expect("two leaders at once");
+    let (f, other) = (&http[follower], &http[1 - follower]);
+    let fop = &ops[follower];
+    let (status, body) = f.get("/instances", Some(&alice)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        console_vms(&body).iter().filter(|n| *n == vm).count(),
+        1,
+        "{body}"
+    );
+    let (status, body) = f.get(&format!("/instances/{CLUSTER}/{vm}"), Some(&bob)).await;
+    assert_eq!(status, 403, "{body}");
+
+    // A job submitted through the other replica, followed on the follower.
+    let (status, body) = other
+        .post_json(&format!("/instances/{CLUSTER}/{vm}/reboot"), &alice, json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let job = body["job"].as_u64().unwrap();
+    let done = f.final_job(job, &alice).await;
+    assert_eq!(done["status"], "success", "{done}");
+    let (status, body) = f.get(&format!("/jobs/{CLUSTER}/{job}"), Some(&bob)).await;
+    assert_eq!(status, 403, "bob follows alice's job: {body}");
+
+    // The follower wrote nothing and exports no inventory series (the leader's count).
+    let metrics = fop.metrics().await;
+    assert!(
+        !leads(fop),
+        "the follower led meanwhile: the test proves nothing\n{}",
+        fop.log()
+    );
+    assert!(metrics.contains("ganeti_operator_leading 0\n"), "{metrics}");
+    assert!(!metrics.contains("ganeti_instance_up{"), "{metrics}");
+    assert!(
+        !metrics.contains("ganeti_operator_status_writes_total{controller=\"ganeticluster\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ganeti_operator_reconciles_total{controller=\"ganeticluster-follower\"}"),
+        "{metrics}"
+    );
 }

@@ -7,6 +7,7 @@ use crate::inventory::{self, NodeRole};
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -285,6 +286,21 @@ impl RapiClient {
             .await
     }
 
+    /// A write whose body is a typed request.
+    async fn write_body(
+        &self,
+        op: &'static str,
+        method: Method,
+        segments: &[&str],
+        req: &impl Serialize,
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        let body = serde_json::to_value(req).map_err(|e| RapiError::Config {
+            detail: e.to_string(),
+        })?;
+        self.write(op, method, segments, &[], Some(&body), reason).await
+    }
+
     // --- cluster -------------------------------------------------------------------
 
     /// `GET /2/info`.
@@ -548,18 +564,8 @@ impl RapiClient {
 
     /// `POST /2/instances` with a v1 body; returns the job id.
     pub async fn create_instance(&self, req: &InstanceCreate, reason: &str) -> Result<JobId, RapiError> {
-        let body = serde_json::to_value(req).map_err(|e| RapiError::Config {
-            detail: e.to_string(),
-        })?;
-        self.write(
-            "instance_create",
-            Method::POST,
-            &["2", "instances"],
-            &[],
-            Some(&body),
-            reason,
-        )
-        .await
+        self.write_body("instance_create", Method::POST, &["2", "instances"], req, reason)
+            .await
     }
 
     /// `PUT /2/instances/<n>/startup`.
@@ -643,15 +649,11 @@ impl RapiClient {
         req: &InstanceReinstall,
         reason: &str,
     ) -> Result<JobId, RapiError> {
-        let body = serde_json::to_value(req).map_err(|e| RapiError::Config {
-            detail: e.to_string(),
-        })?;
-        self.write(
+        self.write_body(
             "instance_reinstall",
             Method::POST,
             &["2", "instances", name, "reinstall"],
-            &[],
-            Some(&body),
+            req,
             reason,
         )
         .await
@@ -665,6 +667,57 @@ impl RapiClient {
             &["2", "instances", name],
             &[],
             None,
+            reason,
+        )
+        .await
+    }
+
+    /// `PUT /2/instances/<n>/migrate`.
+    pub async fn migrate_instance(
+        &self,
+        name: &str,
+        req: &InstanceMigrate,
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        self.write_body(
+            "instance_migrate",
+            Method::PUT,
+            &["2", "instances", name, "migrate"],
+            req,
+            reason,
+        )
+        .await
+    }
+
+    /// `POST /2/instances/<n>/replace-disks` with a body.
+    pub async fn replace_instance_disks(
+        &self,
+        name: &str,
+        req: &InstanceReplaceDisks,
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        self.write_body(
+            "instance_replace_disks",
+            Method::POST,
+            &["2", "instances", name, "replace-disks"],
+            req,
+            reason,
+        )
+        .await
+    }
+
+    /// `PUT /2/instances/<n>/export` (local exports).
+    pub async fn export_instance(
+        &self,
+        name: &str,
+        req: &InstanceExport,
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        self.write_body(
+            "instance_export",
+            Method::PUT,
+            &["2", "instances", name, "export"],
+            req,
             reason,
         )
         .await

@@ -621,9 +621,34 @@ pub struct Job {
     pub start_ts: Option<f64>,
     #[serde(default, deserialize_with = "timestamp")]
     pub end_ts: Option<f64>,
+    /// Per opcode, as submitted; only the reason trail is kept of it.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ops: Vec<JobOp>,
 }
 
+/// One opcode of a job: its reason trail, `[source, text, nanoseconds]` entries.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct JobOp {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub reason: Vec<Value>,
+}
+
+/// The reason trail source of the `reason=` a RAPI caller gave.
+pub const REASON_SOURCE_USER: &str = "gnt:user";
+
 impl Job {
+    /// The `reason=` texts the job was submitted with (one per opcode that has one).
+    pub fn user_reasons(&self) -> impl Iterator<Item = &str> {
+        self.ops.iter().flat_map(|op| {
+            op.reason
+                .iter()
+                .filter_map(|entry| match entry.as_array()?.as_slice() {
+                    [source, text, ..] if source.as_str() == Some(REASON_SOURCE_USER) => text.as_str(),
+                    _ => None,
+                })
+        })
+    }
+
     /// Why the job failed, when it did (error or canceled).
     pub fn failure(&self) -> Option<GanetiFailure> {
         match self.status {
@@ -950,10 +975,149 @@ pub struct InstanceReinstall {
     pub osparams: Option<BTreeMap<String, String>>,
 }
 
+/// Migration mode of `PUT /2/instances/<n>/migrate` (absent: the hypervisor's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MigrationMode {
+    #[serde(rename = "live")]
+    Live,
+    #[serde(rename = "non-live")]
+    NonLive,
+}
+
+/// Body of `PUT /2/instances/<n>/migrate` (opcode `OpInstanceMigrate`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct InstanceMigrate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<MigrationMode>,
+    /// Clean up after a previously failed migration instead of migrating.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<bool>,
+    /// For externally mirrored (shared, diskless) instances: where to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_node: Option<String>,
+}
+
+/// Ganeti's `replace-disks` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplaceDisksMode {
+    /// Whichever side is faulty.
+    ReplaceAuto,
+    ReplaceOnPrimary,
+    ReplaceOnSecondary,
+    /// A new secondary node (`remote_node` or `iallocator` chooses it).
+    ReplaceNewSecondary,
+}
+
+impl ReplaceDisksMode {
+    pub const ALL: [Self; 4] = [
+        Self::ReplaceAuto,
+        Self::ReplaceOnPrimary,
+        Self::ReplaceOnSecondary,
+        Self::ReplaceNewSecondary,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReplaceAuto => "replace_auto",
+            Self::ReplaceOnPrimary => "replace_on_primary",
+            Self::ReplaceOnSecondary => "replace_on_secondary",
+            Self::ReplaceNewSecondary => "replace_new_secondary",
+        }
+    }
+}
+
+/// Body of `POST /2/instances/<n>/replace-disks` (opcode `OpInstanceReplaceDisks`; a
+/// body, not the legacy query arguments).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceReplaceDisks {
+    pub mode: ReplaceDisksMode,
+    /// Disk indices; empty: all (Ganeti refuses a list with `replace_auto` and
+    /// `replace_new_secondary`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iallocator: Option<String>,
+}
+
+/// Body of `PUT /2/instances/<n>/export` in mode `local` (opcode `OpBackupExport`; RAPI
+/// renames `destination` to `target_node`). Remote exports need Ganeti's X509
+/// handshake (`prepare-export`) and are not offered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceExport {
+    /// Always `local`.
+    pub mode: &'static str,
+    /// The node that keeps the export.
+    pub destination: String,
+    /// Shut the instance down first (Ganeti's default: yes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown: Option<bool>,
+    /// Sent as `false` always: removing the instance is `destroy`'s business.
+    pub remove_instance: bool,
+}
+
+impl InstanceExport {
+    pub fn local(destination: impl Into<String>, shutdown: Option<bool>) -> Self {
+        Self {
+            mode: "local",
+            destination: destination.into(),
+            shutdown,
+            remove_instance: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_reason_trail_names_what_the_caller_gave() {
+        // Recorded from the testbed: `GET /2/jobs/<id>` of a migrate with `reason=`.
+        let job: Job = serde_json::from_str(
+            r#"{"id": 6, "ops": [{"OP_ID": "OP_INSTANCE_MIGRATE", "instance_name": "probe", "reason": [["gnt:user", "test migrate", 1795563899581329408], ["gnt:library:rlib2:instances_name_migrate", "", 1795563899581336064], ["gnt:opcode:instance_migrate", "job=6;index=0", 1795563899583681000]]}], "status": "error", "summary": ["INSTANCE_MIGRATE(probe)"], "opstatus": ["error"], "opresult": [["OpPrereqError", ["Can't compute nodes using iallocator 'hail'", "insufficient_resources"]]]}"#,
+        )
+        .unwrap();
+        assert_eq!(job.user_reasons().collect::<Vec<_>>(), ["test migrate"]);
+        // Jobs of the CLI carry no user reason; odd entries are skipped, not fatal.
+        let cli: Job = serde_json::from_value(json!({"id": 4, "status": "success",
+            "ops": [{"reason": [["gnt:opcode:node_add", "job=4;index=0", 1]]}, {"reason": null}, {"reason": [["gnt:user"], 7]}]}))
+        .unwrap();
+        assert_eq!(cli.user_reasons().count(), 0);
+    }
+
+    #[test]
+    fn action_bodies_as_ganeti_reads_them() {
+        let migrate = InstanceMigrate {
+            mode: Some(MigrationMode::NonLive),
+            cleanup: None,
+            target_node: Some("node2".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&migrate).unwrap(),
+            json!({"mode": "non-live", "target_node": "node2"})
+        );
+        let replace = InstanceReplaceDisks {
+            mode: ReplaceDisksMode::ReplaceOnSecondary,
+            disks: vec![0, 2],
+            remote_node: None,
+            iallocator: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&replace).unwrap(),
+            json!({"mode": "replace_on_secondary", "disks": [0, 2]})
+        );
+        for mode in ReplaceDisksMode::ALL {
+            assert_eq!(serde_json::to_value(mode).unwrap(), json!(mode.as_str()));
+        }
+        assert_eq!(
+            serde_json::to_value(InstanceExport::local("node2", Some(false))).unwrap(),
+            json!({"mode": "local", "destination": "node2", "shutdown": false, "remove_instance": false})
+        );
+    }
 
     #[test]
     fn job_query_rows() {

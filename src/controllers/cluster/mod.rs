@@ -3,6 +3,11 @@
 //!
 //! observe (Secret, RAPI bulk reads) -> plan (`plan::plan_status`, pure) -> apply (a
 //! status patch only when something changed).
+//!
+//! Followers (replicas without the leader Lease) run the same reads through [`follow`]:
+//! they keep their own inventory and RAPI clients, so the HTTP API answers on every
+//! replica, but write nothing (no status, nothing to Ganeti). The inventory metrics are
+//! the leader's only (`Metrics::set_leading`), so sums over pods count each VM once.
 
 pub mod plan;
 
@@ -24,6 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CONTROLLER: &str = "ganeticluster";
+/// The follower's reads, in the reconcile metrics.
+const FOLLOWER: &str = "ganeticluster-follower";
 /// Default `syncInterval`.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 /// How often the inventories of deleted GanetiClusters are looked for.
@@ -81,8 +88,35 @@ impl RapiObserver for MetricsObserver {
     }
 }
 
+/// Whether this replica leads (reads, then writes status) or follows (reads only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Leader,
+    Follower,
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    // A follower's reads wrote no status: the first pass as leader must not skip the
+    // write for a read the follower made.
+    ctx.clusters.last_sync.lock().expect("lock").clear();
+    run_as(Role::Leader, ctx, shutdown).await;
+}
+
+/// Reads every cluster into the inventory without writing anything, until `shutdown`
+/// resolves (a follower; the leader runs [`run`]).
+pub async fn follow(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    run_as(Role::Follower, ctx, shutdown).await;
+}
+
+async fn run_as(
+    role: Role,
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let clusters: Api<GanetiCluster> = Api::all(ctx.client.clone());
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.secrets_namespace);
     let controller = Controller::new(clusters, watcher::Config::default());
@@ -90,7 +124,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     // A deleted GanetiCluster gets no reconcile (the operator keeps nothing in Ganeti for
     // it, so it needs no finalizer): prune its inventory, RAPI client and metrics by
     // comparing with a cheap metadata-only list.
-    tokio::spawn(prune_deleted(ctx.clone()));
+    let pruner = tokio::spawn(prune_deleted(ctx.clone()));
+    let reconcile = move |cluster, ctx| reconcile(role, cluster, ctx);
     controller
         // A changed credentials Secret triggers its clusters at once.
         .watches(secrets, watcher::Config::default(), move |secret| {
@@ -110,6 +145,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }
         })
         .await;
+    pruner.abort();
 }
 
 async fn prune_deleted(ctx: Arc<Context>) {
@@ -176,14 +212,23 @@ fn parse_go_duration(s: &str) -> Option<SignedDuration> {
     number.is_empty().then(|| SignedDuration::from_secs_f64(total))
 }
 
-async fn reconcile(cluster: Arc<GanetiCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(role: Role, cluster: Arc<GanetiCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&cluster, &ctx).await;
-    observe(&ctx.metrics, CONTROLLER, started, result.as_ref().err());
+    let result = reconcile_inner(role, &cluster, &ctx).await;
+    let label = match role {
+        Role::Leader => CONTROLLER,
+        Role::Follower => FOLLOWER,
+    };
+    observe(&ctx.metrics, label, started, result.as_ref().err());
     result
 }
 
-async fn reconcile_inner(cluster: &GanetiCluster, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_inner(role: Role, cluster: &GanetiCluster, ctx: &Context) -> Result<Action, Error> {
+    // A follower writes no status: the leader's is the one.
+    let report = async |outcome: &SyncOutcome<'_>| match role {
+        Role::Leader => write_status(cluster, ctx, outcome).await,
+        Role::Follower => Ok(()),
+    };
     let name = cluster.name_any();
     let interval = sync_interval(cluster);
     if cluster.meta().deletion_timestamp.is_some() {
@@ -196,7 +241,7 @@ async fn reconcile_inner(cluster: &GanetiCluster, ctx: &Context) -> Result<Actio
         Err((reason, message)) => {
             let outcome = SyncOutcome::Failed { reason, message };
             ctx.inventory.mark_unreachable(&name);
-            write_status(cluster, ctx, &outcome).await?;
+            report(&outcome).await?;
             return Ok(Action::requeue(interval));
         }
     };
@@ -217,7 +262,7 @@ async fn reconcile_inner(cluster: &GanetiCluster, ctx: &Context) -> Result<Actio
                 reason: FailureReason::InvalidSpec,
                 message: e.to_string(),
             };
-            write_status(cluster, ctx, &outcome).await?;
+            report(&outcome).await?;
             return Ok(Action::requeue(interval));
         }
     };
@@ -231,7 +276,7 @@ async fn reconcile_inner(cluster: &GanetiCluster, ctx: &Context) -> Result<Actio
         Ok(inventory) => {
             ctx.inventory.put(inventory);
             let snapshot = ctx.inventory.get(&name).expect("just stored");
-            write_status(cluster, ctx, &SyncOutcome::Synced(&snapshot)).await?;
+            report(&SyncOutcome::Synced(&snapshot)).await?;
             ctx.clusters.last_sync.lock().expect("lock").insert(
                 name.clone(),
                 SyncMark {
@@ -247,7 +292,7 @@ async fn reconcile_inner(cluster: &GanetiCluster, ctx: &Context) -> Result<Actio
             }
             ctx.inventory.mark_unreachable(&name);
             ctx.clusters.last_sync.lock().expect("lock").remove(&name);
-            write_status(cluster, ctx, &outcome).await?;
+            report(&outcome).await?;
         }
     }
     Ok(Action::requeue(interval))
