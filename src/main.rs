@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controllers and the HTTP server until SIGTERM or SIGINT.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print every CRD as one multi-document YAML stream.
     Crdgen {
         /// Write one file per kind into this folder instead of printing.
@@ -119,6 +119,10 @@ struct RunArgs {
     /// (comma-separated; needs --smtp-secret). Absent: nobody is mailed.
     #[arg(long, env = "REFUSAL_MAIL_TO", value_delimiter = ',')]
     refusal_mail_to: Vec<String>,
+    /// noVNC's files for the console page (Debian's `novnc` package installs them here);
+    /// without `core/rfb.js` in it the console page answers 503.
+    #[arg(long, env = "NOVNC_DIR", default_value = "/usr/share/novnc")]
+    novnc_dir: PathBuf,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -147,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Explain(args) => explain(args).await,
         Command::Run(args) => {
             init_tracing(cli.log_format);
-            run(args).await
+            run(*args).await
         }
     }
 }
@@ -276,14 +280,35 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         Leadership::Disabled
     };
-    // Only the leader reconciles; every replica serves HTTP.
+    // Only the leader reconciles; every replica serves HTTP. Until it leads, a replica
+    // reads the clusters without writing anything, so its API answers too; the
+    // inventory metrics stay the leader's (see metrics.rs).
+    let elected = matches!(leadership, Leadership::Elected { .. });
+    if elected {
+        metrics.set_leading(false);
+    }
     let controllers = {
         let (ctx, stop) = (ctx.clone(), stop.clone());
         tokio::spawn(async move {
-            if !leadership.acquired(&stop).await {
+            let following = stop.child_token();
+            let follower = elected.then(|| {
+                tokio::spawn(controllers::cluster::follow(
+                    ctx.clone(),
+                    following.clone().cancelled_owned(),
+                ))
+            });
+            let acquired = leadership.acquired(&stop).await;
+            // The follower stops before the controllers start: they take its inventory
+            // and RAPI clients over.
+            following.cancel();
+            if let Some(follower) = follower {
+                follower.await?;
+            }
+            if !acquired {
                 leadership.release().await;
                 return Ok(());
             }
+            ctx.metrics.set_leading(true);
             let shutdown = stop.child_token();
             let tasks = [
                 tokio::spawn(controllers::cluster::run(
@@ -325,7 +350,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let state = server::AppState::new(client.clone(), metrics.clone())
         .with_link_key(link_key)
-        .with_api(ctx.clone(), args.refusal_mail_to);
+        .with_api(ctx.clone(), args.refusal_mail_to)
+        .with_console(novnc(&args.novnc_dir));
+    tokio::spawn(
+        server::spent::SpentTokens::new(client.clone(), &ctx.config.secrets_namespace)
+            .prune_forever(std::time::Duration::from_secs(600)),
+    );
     let http = server::serve(args.listen, state, stop.clone().cancelled_owned());
     let webhook = webhook(
         &args.webhook_listen,
@@ -372,6 +402,16 @@ async fn webhook(
         stop.cancel();
     }
     result
+}
+
+/// The noVNC directory, if it holds noVNC.
+fn novnc(dir: &std::path::Path) -> Option<PathBuf> {
+    if dir.join("core/rfb.js").is_file() {
+        Some(dir.to_path_buf())
+    } else {
+        tracing::warn!(dir = %dir.display(), "no noVNC here (core/rfb.js): the console page answers 503; install Debian's novnc package or set --novnc-dir");
+        None
+    }
 }
 
 /// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).

@@ -274,6 +274,7 @@ fn chart_values_reach_the_operator_and_bad_values_fail() {
         "mail.unverified=true",
         "publicUrl=https://ganeti.example.org",
         "linkKeySecret=link-key",
+        "novncDirectory=/opt/novnc",
         "serviceMonitor.enabled=true",
         "webhook.enabled=true",
         "webhook.certSecret=webhook-tls",
@@ -314,6 +315,13 @@ fn chart_values_reach_the_operator_and_bad_values_fail() {
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
+    let novnc = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "NOVNC_DIR")
+        .expect("NOVNC_DIR");
+    assert_eq!(novnc["value"], "/opt/novnc");
     for name in names {
         // POD_NAME (leader identity) and RUST_LOG (the log filter) are read directly.
         if name == "POD_NAME" || name == "RUST_LOG" {
@@ -330,6 +338,7 @@ fn chart_values_reach_the_operator_and_bad_values_fail() {
         "logFormat=xml",
         "adminGroups={a'b}",
         "image.pullPolicy=Sometimes",
+        "novncDirectory=relative/dir",
         "unknown=1",
     ] {
         let err = render(&[bad]).expect_err(bad);

@@ -2,60 +2,71 @@
 //!
 //! Every request carries a bearer token (TokenReview, see [`super::auth`]); the
 //! authorization engine decides with the roles, bindings and inventory of the moment.
-//! Plain actions (startup, shutdown, reboot) submit a Ganeti job at once; fatal ones
-//! (rename, reinstall, destroy) answer 202 and mail a confirmation link. Every attempt,
-//! allowed or not, leaves an audit line (target `audit`) and a Kubernetes Event on the
-//! GanetiCluster.
+//! Plain actions (startup, shutdown, reboot, migrate, replace-disks, export) submit a
+//! Ganeti job at once; fatal ones (rename, reinstall, destroy) answer 202 and mail a
+//! confirmation link. Every attempt, allowed or not, leaves an audit line (target
+//! `audit`) and a Kubernetes Event on the GanetiCluster whose `related` object is the VM
+//! (see [`timeline::audit_event`]); `GET /events` reads them back as the caller's timeline.
 //!
-//! The inventory and RAPI clients are the controllers': a replica that is not the leader
-//! has none and answers 503 (route the API to the leader, or retry).
+//! Every replica serves the API: the leader's GanetiCluster controller and a follower's
+//! read-only reader (`controllers::cluster::follow`) fill the same inventory and RAPI
+//! clients. A replica answers 503 only until its first read of a cluster. Who may
+//! follow a job is read from the job itself (the `reason=` we submit names the user),
+//! so any replica answers for jobs submitted through any other.
 
 use super::auth::{Authenticator, Identity, bearer};
-use super::confirm::{self, Claims, ConfirmKey, LinkError, UsedNonces};
+use super::confirm::{self, Claims, ConfirmKey, LinkError};
+use super::page::{escape, page};
 use super::ratelimit::Limiter;
+use super::spent::{SpendError, SpentTokens};
 use crate::api::role::{SystemRight, VmRight};
-use crate::api::{Role, RoleBinding, UserProfile};
+use crate::api::{InstanceApplication, Role, RoleBinding, UserProfile};
 use crate::authz::{AuthzIndex, Principal, Request};
-use crate::controllers::{Context, FIELD_MANAGER};
+use crate::controllers::Context;
 use crate::inventory::Instance;
-use crate::rapi::{InstanceReinstall, JobId, RapiClient, RapiError, RebootType};
+use crate::rapi::{
+    InstanceExport, InstanceMigrate, InstanceReinstall, InstanceReplaceDisks, Job, JobId, MigrationMode,
+    RapiClient, RapiError, RebootType, ReplaceDisksMode,
+};
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, RawQuery, State};
 use axum::http::{StatusCode, request::Parts};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, ListParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, PostParams};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod timeline;
 
 /// Where the routes below are mounted.
 pub const PREFIX: &str = "/api/v1";
 /// Actions per user: a burst of this many, then one per [`RATE_EVERY`].
 const RATE_BURST: u32 = 10;
 const RATE_EVERY: Duration = Duration::from_secs(6);
-/// Jobs remembered as submitted by whom (who may follow them without `system.jobs`).
-const MAX_JOBS_REMEMBERED: usize = 10_000;
+/// Where the Events of cluster-scoped objects (GanetiClusters) go, as kube's Recorder
+/// puts them.
+const CLUSTER_EVENTS_NAMESPACE: &str = "default";
+/// The 503 of a replica whose first read of the clusters is under way.
+const NO_INVENTORY_YET: &str = "no cluster inventory on this replica yet: its first read is under way";
 
 /// The OpenAPI document of this API (hand-written; a test checks it against the routes).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// What the API handlers share.
 pub struct ApiState {
-    ctx: Arc<Context>,
+    pub(super) ctx: Arc<Context>,
     auth: Authenticator,
     limiter: Mutex<Limiter>,
     confirm_key: ConfirmKey,
-    used: Mutex<UsedNonces>,
-    /// (cluster, job id) → the user who submitted it.
-    jobs: Mutex<HashMap<(String, u64), String>>,
-    recorder: Recorder,
+    /// Followed confirmation links, in the API server: once across replicas and restarts.
+    pub(super) spent: SpentTokens,
     /// Told of refused attempts on VMs the caller does not own (ganetimgr does this).
     refusal_mail_to: Vec<String>,
 }
@@ -67,9 +78,7 @@ impl ApiState {
             auth: Authenticator::new(ctx.client.clone()),
             limiter: Mutex::new(Limiter::new(RATE_BURST, RATE_EVERY)),
             confirm_key: ConfirmKey::derive(&ctx.config.link_key),
-            used: Mutex::default(),
-            jobs: Mutex::default(),
-            recorder: Recorder::new(ctx.client.clone(), Reporter::from(FIELD_MANAGER.to_string())),
+            spent: SpentTokens::new(ctx.client.clone(), &ctx.config.secrets_namespace),
             ctx,
         })
     }
@@ -81,7 +90,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/instances", get(list_instances))
         .route("/instances/{cluster}/{name}", get(show_instance))
         .route("/instances/{cluster}/{name}/{action}", post(act))
+        .route(
+            "/instances/{cluster}/{name}/console",
+            post(super::console::issue_ticket),
+        )
         .route("/jobs/{cluster}/{id}", get(show_job))
+        .route("/events", get(list_events))
         .route("/confirm", get(confirm_page).post(confirm_action))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
@@ -110,16 +124,16 @@ async fn count(
 
 /// An error answer: `{"error": message}` with its status.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self(status, message.into())
     }
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
-    fn unavailable(message: impl Into<String>) -> Self {
+    pub(super) fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
 }
@@ -144,7 +158,7 @@ impl From<kube::Error> for ApiError {
     }
 }
 
-fn rapi_error(e: &RapiError) -> ApiError {
+pub(super) fn rapi_error(e: &RapiError) -> ApiError {
     match e {
         RapiError::NotFound { message } => ApiError::new(StatusCode::NOT_FOUND, message.clone()),
         _ => {
@@ -202,7 +216,7 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
 impl ApiState {
     /// The authorization index of this moment: roles and bindings from the API server,
     /// tags and owners from the inventory.
-    async fn index(&self) -> Result<AuthzIndex, ApiError> {
+    pub(super) async fn index(&self) -> Result<AuthzIndex, ApiError> {
         let roles = Api::<Role>::all(self.ctx.client.clone())
             .list(&ListParams::default())
             .await?;
@@ -220,16 +234,14 @@ impl ApiState {
     }
 
     /// The VM, or why not: 503 while no inventory is loaded, else 404.
-    fn instance(
+    pub(super) fn instance(
         &self,
         cluster: &str,
         name: &str,
     ) -> Result<(Instance, Option<crate::api::Subject>), ApiError> {
         let Some(inv) = self.ctx.inventory.get(cluster) else {
             if self.ctx.inventory.all().is_empty() {
-                return Err(ApiError::unavailable(
-                    "no cluster inventory on this replica yet (it is not the leader, or the first read is under way)",
-                ));
+                return Err(ApiError::unavailable(NO_INVENTORY_YET));
             }
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -244,7 +256,7 @@ impl ApiState {
         Ok((instance, owner))
     }
 
-    fn client(&self, cluster: &str) -> Result<Arc<RapiClient>, ApiError> {
+    pub(super) fn client(&self, cluster: &str) -> Result<Arc<RapiClient>, ApiError> {
         self.ctx
             .clusters
             .client(cluster)
@@ -252,10 +264,11 @@ impl ApiState {
     }
 
     /// One audit line and one Event per attempt.
-    fn audit(&self, caller: &Caller, attempt: &Attempt<'_>, outcome: &Outcome) {
+    pub(super) fn audit(&self, caller: &Caller, attempt: &Attempt<'_>, outcome: &Outcome) {
         let (allowed, why) = match outcome {
             Outcome::Done { .. } => (true, "allowed".to_string()),
             Outcome::Mailed => (true, "confirmation link mailed".to_string()),
+            Outcome::Granted(what) => (true, what.to_string()),
             Outcome::Refused(why) => (false, why.clone()),
         };
         let job = match outcome {
@@ -277,43 +290,18 @@ impl ApiState {
             "VM action {}",
             if allowed { "allowed" } else { "refused" }
         );
-        let note = match job {
-            Some(j) => format!(
-                "{} {} {}: job {j}",
-                caller.identity.user, attempt.action, attempt.vm
-            ),
-            None => format!(
-                "{} {} {}: {why}",
-                caller.identity.user, attempt.action, attempt.vm
-            ),
-        };
-        let event = Event {
-            type_: if allowed {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            },
-            reason: if allowed {
-                "VmActionAllowed"
-            } else {
-                "VmActionRefused"
-            }
-            .into(),
-            // Event notes are limited to 1 kB.
-            note: Some(note.chars().take(1000).collect()),
-            action: "VmAction".into(),
-            secondary: None,
-        };
-        let reference = ObjectReference {
-            api_version: Some(format!("{}/{}", crate::api::GROUP, crate::api::VERSION)),
-            kind: Some("GanetiCluster".into()),
-            name: Some(attempt.cluster.to_string()),
-            ..Default::default()
-        };
-        let recorder = self.recorder.clone();
+        let event = timeline::audit_event(
+            &caller.identity.user,
+            attempt,
+            job,
+            allowed,
+            &why,
+            Timestamp::now(),
+        );
+        let events: Api<Event> = Api::namespaced(self.ctx.client.clone(), CLUSTER_EVENTS_NAMESPACE);
         // The answer does not wait for the Event.
         tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&event, &reference).await {
+            if let Err(e) = events.create(&PostParams::default(), &event).await {
                 tracing::debug!(error = %e, "publishing a VM action Event failed");
             }
         });
@@ -362,34 +350,26 @@ impl ApiState {
             }
         });
     }
-
-    fn remember_job(&self, cluster: &str, job: u64, user: &str) {
-        let mut jobs = self.jobs.lock().expect("jobs lock");
-        if jobs.len() >= MAX_JOBS_REMEMBERED {
-            // Oldest first would need more bookkeeping; job ids grow, so drop the lower half.
-            let mut ids: Vec<u64> = jobs.keys().map(|(_, id)| *id).collect();
-            ids.sort_unstable();
-            let cut = ids[ids.len() / 2];
-            jobs.retain(|(_, id), _| *id >= cut);
-        }
-        jobs.insert((cluster.to_string(), job), user.to_string());
-    }
 }
 
-struct Attempt<'a> {
-    action: &'a str,
-    cluster: &'a str,
-    vm: &'a str,
+pub(super) struct Attempt<'a> {
+    pub(super) action: &'a str,
+    pub(super) cluster: &'a str,
+    pub(super) vm: &'a str,
 }
 
-enum Outcome {
-    Done { job: u64 },
+pub(super) enum Outcome {
+    Done {
+        job: u64,
+    },
     Mailed,
+    /// Allowed, no job: what was granted.
+    Granted(&'static str),
     Refused(String),
 }
 
 /// Refuses with 403 naming the missing right, after auditing; `Ok` when allowed.
-fn check(
+pub(super) fn check(
     state: &ApiState,
     index: &AuthzIndex,
     caller: &Caller,
@@ -476,9 +456,7 @@ async fn openapi() -> impl IntoResponse {
 async fn list_instances(State(state): State<Arc<ApiState>>, caller: Caller) -> Result<Response, ApiError> {
     let inventories = state.ctx.inventory.all();
     if inventories.is_empty() {
-        return Err(ApiError::unavailable(
-            "no cluster inventory on this replica yet (it is not the leader, or the first read is under way)",
-        ));
+        return Err(ApiError::unavailable(NO_INVENTORY_YET));
     }
     let index = state.index().await?;
     let p = caller.principal();
@@ -545,16 +523,22 @@ pub enum Action {
     Startup,
     Shutdown,
     Reboot,
+    Migrate,
+    ReplaceDisks,
+    Export,
     Rename,
     Reinstall,
     Destroy,
 }
 
 impl Action {
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 9] = [
         Self::Startup,
         Self::Shutdown,
         Self::Reboot,
+        Self::Migrate,
+        Self::ReplaceDisks,
+        Self::Export,
         Self::Rename,
         Self::Reinstall,
         Self::Destroy,
@@ -569,6 +553,9 @@ impl Action {
             Self::Startup => "startup",
             Self::Shutdown => "shutdown",
             Self::Reboot => "reboot",
+            Self::Migrate => "migrate",
+            Self::ReplaceDisks => "replace-disks",
+            Self::Export => "export",
             Self::Rename => "rename",
             Self::Reinstall => "reinstall",
             Self::Destroy => "destroy",
@@ -580,6 +567,9 @@ impl Action {
             Self::Startup => VmRight::Start,
             Self::Shutdown => VmRight::Shutdown,
             Self::Reboot => VmRight::Reboot,
+            Self::Migrate => VmRight::Migrate,
+            Self::ReplaceDisks => VmRight::ReplaceDisks,
+            Self::Export => VmRight::Export,
             Self::Rename => VmRight::Rename,
             Self::Reinstall => VmRight::Reinstall,
             Self::Destroy => VmRight::Destroy,
@@ -590,9 +580,24 @@ impl Action {
     pub fn is_fatal(self) -> bool {
         matches!(self, Self::Rename | Self::Reinstall | Self::Destroy)
     }
+
+    /// The body fields the action takes (camelCase, as in [`ActionParams`]).
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Self::Startup | Self::Destroy => &[],
+            Self::Shutdown => &["timeoutSeconds"],
+            Self::Reboot => &["type"],
+            Self::Migrate => &["mode", "cleanup", "targetNode"],
+            Self::ReplaceDisks => &["mode", "remoteNode", "iallocator", "disks"],
+            Self::Export => &["targetNode", "mode", "shutdown", "removeInstance"],
+            Self::Rename => &["newName"],
+            Self::Reinstall => &["os"],
+        }
+    }
 }
 
-/// The optional JSON body of an action.
+/// The optional JSON body of an action; which fields each action takes is
+/// [`Action::fields`].
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ActionParams {
@@ -608,6 +613,33 @@ pub struct ActionParams {
     /// reinstall: the OS (default: the current one).
     #[serde(default)]
     pub os: Option<String>,
+    /// migrate: live or non-live (default: the hypervisor's); replace-disks: one of
+    /// Ganeti's four modes (default replace_auto); export: local (the default; remote
+    /// exports are not offered).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// migrate: clean up after a failed migration instead of migrating.
+    #[serde(default)]
+    pub cleanup: Option<bool>,
+    /// migrate: the node to migrate to (instances on shared or no storage); export:
+    /// the node that keeps the export (required).
+    #[serde(default)]
+    pub target_node: Option<String>,
+    /// replace-disks with replace_new_secondary: the new secondary node...
+    #[serde(default)]
+    pub remote_node: Option<String>,
+    /// ...or the allocator that chooses it.
+    #[serde(default)]
+    pub iallocator: Option<String>,
+    /// replace-disks on primary or secondary: the disk indices (default: all).
+    #[serde(default)]
+    pub disks: Option<Vec<u8>>,
+    /// export: shut the VM down first (Ganeti's default: yes).
+    #[serde(default)]
+    pub shutdown: Option<bool>,
+    /// export: must not be true here (removing the VM is destroy, confirmed by mail).
+    #[serde(default)]
+    pub remove_instance: Option<bool>,
 }
 
 /// What to run, with its parameters checked.
@@ -616,6 +648,9 @@ pub enum Plan {
     Startup,
     Shutdown(Option<Duration>),
     Reboot(RebootType),
+    Migrate(InstanceMigrate),
+    ReplaceDisks(InstanceReplaceDisks),
+    Export(InstanceExport),
     Rename(String),
     Reinstall(Option<String>),
     Destroy,
@@ -623,25 +658,28 @@ pub enum Plan {
 
 /// Checks an action's parameters (400 material). Pure.
 pub fn plan(action: Action, body: &[u8]) -> Result<Plan, String> {
-    let params: ActionParams = if body.iter().all(u8::is_ascii_whitespace) {
-        ActionParams::default()
+    let name = action.as_str();
+    let object = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Map::new()
     } else {
-        serde_json::from_slice(body)
-            .map_err(|e| format!("the body is not valid JSON for {}: {e}", action.as_str()))?
+        match serde_json::from_slice(body) {
+            Ok(serde_json::Value::Object(o)) => o,
+            Ok(_) => return Err(format!("the body of {name} is a JSON object")),
+            Err(e) => return Err(format!("the body is not valid JSON for {name}: {e}")),
+        }
     };
-    let unexpected = |field: &str| Err(format!("{} takes no {field}", action.as_str()));
-    if params.reboot_type.is_some() && action != Action::Reboot {
-        return unexpected("type");
+    if let Some(key) = object.keys().find(|k| !action.fields().contains(&k.as_str())) {
+        return Err(match action.fields() {
+            [] => format!("{name} takes no {key}"),
+            fields => format!("{name} takes no {key}; it takes {}", fields.join(", ")),
+        });
     }
-    if params.timeout_seconds.is_some() && action != Action::Shutdown {
-        return unexpected("timeoutSeconds");
-    }
-    if params.new_name.is_some() && action != Action::Rename {
-        return unexpected("newName");
-    }
-    if params.os.is_some() && action != Action::Reinstall {
-        return unexpected("os");
-    }
+    let params: ActionParams = serde_json::from_value(serde_json::Value::Object(object))
+        .map_err(|e| format!("bad parameters for {name}: {e}"))?;
+    let node = |field: &str, value: Option<String>| match value {
+        Some(n) if !is_hostname(&n) => Err(format!("{field} {n:?} is not a valid node name")),
+        v => Ok(v),
+    };
     Ok(match action {
         Action::Startup => Plan::Startup,
         Action::Shutdown => match params.timeout_seconds {
@@ -654,6 +692,33 @@ pub fn plan(action: Action, body: &[u8]) -> Result<Plan, String> {
             Some("full") => RebootType::Full,
             Some(other) => return Err(format!("type {other:?} is not one of soft, hard, full")),
         }),
+        Action::Migrate => Plan::Migrate(InstanceMigrate {
+            mode: match params.mode.as_deref() {
+                None => None,
+                Some("live") => Some(MigrationMode::Live),
+                Some("non-live") => Some(MigrationMode::NonLive),
+                Some(other) => return Err(format!("mode {other:?} is not one of live, non-live")),
+            },
+            cleanup: params.cleanup,
+            target_node: node("targetNode", params.target_node)?,
+        }),
+        Action::ReplaceDisks => plan_replace_disks(params)?,
+        Action::Export => {
+            if let Some(mode) = params.mode.as_deref().filter(|m| *m != "local") {
+                return Err(format!(
+                    "mode {mode:?}: only local exports are offered (a remote one needs Ganeti's \
+                     X509 handshake between clusters)"
+                ));
+            }
+            if params.remove_instance == Some(true) {
+                return Err(
+                    "removeInstance cannot be true here: removing the VM is destroy, confirmed by mail"
+                        .into(),
+                );
+            }
+            let target = node("targetNode", params.target_node)?.ok_or("export needs targetNode")?;
+            Plan::Export(InstanceExport::local(target, params.shutdown))
+        }
         Action::Rename => {
             let name = params.new_name.ok_or("rename needs newName")?;
             if !is_hostname(&name) {
@@ -663,11 +728,7 @@ pub fn plan(action: Action, body: &[u8]) -> Result<Plan, String> {
         }
         Action::Reinstall => {
             if let Some(os) = &params.os
-                && (os.is_empty()
-                    || os.len() > 128
-                    || !os
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "+-._".contains(c)))
+                && !is_ganeti_name(os)
             {
                 return Err(format!("os {os:?} is not a valid OS name"));
             }
@@ -675,6 +736,67 @@ pub fn plan(action: Action, body: &[u8]) -> Result<Plan, String> {
         }
         Action::Destroy => Plan::Destroy,
     })
+}
+
+/// replace-disks: Ganeti's own argument checks (LUInstanceReplaceDisks), so a mistake is
+/// a 400 rather than a failed job.
+fn plan_replace_disks(params: ActionParams) -> Result<Plan, String> {
+    let mode = match params.mode.as_deref() {
+        None => ReplaceDisksMode::ReplaceAuto,
+        Some(m) => ReplaceDisksMode::ALL
+            .into_iter()
+            .find(|x| x.as_str() == m)
+            .ok_or_else(|| {
+                let known: Vec<&str> = ReplaceDisksMode::ALL.iter().map(|x| x.as_str()).collect();
+                format!("mode {m:?} is not one of {}", known.join(", "))
+            })?,
+    };
+    if let Some(n) = params.remote_node.as_deref().filter(|n| !is_hostname(n)) {
+        return Err(format!("remoteNode {n:?} is not a valid node name"));
+    }
+    if let Some(a) = params.iallocator.as_deref().filter(|a| !is_ganeti_name(a)) {
+        return Err(format!("iallocator {a:?} is not a valid allocator name"));
+    }
+    let new_secondary = mode == ReplaceDisksMode::ReplaceNewSecondary;
+    match (&params.remote_node, &params.iallocator) {
+        (Some(_), Some(_)) => return Err("give remoteNode or iallocator, not both".into()),
+        (None, None) if new_secondary => {
+            return Err("replace_new_secondary needs remoteNode or iallocator".into());
+        }
+        (Some(_), _) | (_, Some(_)) if !new_secondary => {
+            return Err("remoteNode and iallocator go with mode replace_new_secondary only".into());
+        }
+        _ => {}
+    }
+    let mut disks = params.disks.unwrap_or_default();
+    if !disks.is_empty()
+        && matches!(
+            mode,
+            ReplaceDisksMode::ReplaceAuto | ReplaceDisksMode::ReplaceNewSecondary
+        )
+    {
+        return Err(format!(
+            "mode {} replaces every disk: give no disks",
+            mode.as_str()
+        ));
+    }
+    // Ganeti's limit is 16 disks (indices 0 to 15).
+    if let Some(d) = disks.iter().find(|d| **d >= 16) {
+        return Err(format!("disk index {d} is out of range (0 to 15)"));
+    }
+    disks.sort_unstable();
+    disks.dedup();
+    Ok(Plan::ReplaceDisks(InstanceReplaceDisks {
+        mode,
+        disks,
+        remote_node: params.remote_node,
+        iallocator: params.iallocator,
+    }))
+}
+
+/// An OS or allocator name as Ganeti names them (`debootstrap+bookworm`, `hail`).
+fn is_ganeti_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-._".contains(c))
 }
 
 /// An RFC 1123 host name (what Ganeti accepts as an instance name).
@@ -707,6 +829,9 @@ async fn submit(
         Plan::Startup => client.startup_instance(instance, &why).await,
         Plan::Shutdown(timeout) => client.shutdown_instance(instance, *timeout, &why).await,
         Plan::Reboot(kind) => client.reboot_instance(instance, *kind, &why).await,
+        Plan::Migrate(req) => client.migrate_instance(instance, req, &why).await,
+        Plan::ReplaceDisks(req) => client.replace_instance_disks(instance, req, &why).await,
+        Plan::Export(req) => client.export_instance(instance, req, &why).await,
         Plan::Rename(new_name) => {
             client
                 .rename_instance(instance, new_name, true, false, &why)
@@ -774,7 +899,6 @@ async fn act(
     let client = state.client(&cluster)?;
     match submit(&client, &name, &caller.identity.user, action, &plan).await {
         Ok(job) => {
-            state.remember_job(&cluster, job.0, &caller.identity.user);
             state.audit(&caller, &attempt, &Outcome::Done { job: job.0 });
             Ok(
                 Json(
@@ -886,27 +1010,13 @@ fn now_secs() -> i64 {
 
 // --- confirmation links ------------------------------------------------------------
 
+/// The confirmation links' records in [`SpentTokens`].
+const SPENT_PURPOSE: &str = "confirm";
+
 #[derive(Deserialize)]
 struct TokenParam {
     #[serde(default)]
     token: String,
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title></head>\
-         <body><h1>{t}</h1>{body}</body></html>\n",
-        t = escape(title)
-    );
-    (status, Html(html)).into_response()
 }
 
 fn link_refused(e: &LinkError) -> Response {
@@ -975,13 +1085,28 @@ async fn confirm_action(
         cluster: &claims.cluster,
         vm: &claims.instance,
     };
-    if let Err(e) = state.used.lock().expect("nonces lock").spend(&claims, now_secs()) {
-        state.audit(
-            &caller,
-            &attempt,
-            &Outcome::Refused("confirmation link reused".into()),
-        );
-        return link_refused(&e);
+    match state
+        .spent
+        .spend(SPENT_PURPOSE, &claims.nonce, claims.expires)
+        .await
+    {
+        Ok(()) => {}
+        Err(SpendError::AlreadySpent) => {
+            state.audit(
+                &caller,
+                &attempt,
+                &Outcome::Refused("confirmation link reused".into()),
+            );
+            return link_refused(&LinkError::Used);
+        }
+        Err(e @ SpendError::Store(_)) => {
+            tracing::warn!(error = %e, "recording a followed confirmation link failed");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Not done",
+                "<p>The link could not be checked just now; try again in a moment.</p>",
+            );
+        }
     }
     let result = async {
         state.instance(&claims.cluster, &claims.instance)?;
@@ -1003,7 +1128,6 @@ async fn confirm_action(
     .await;
     match result {
         Ok(job) => {
-            state.remember_job(&claims.cluster, job.0, &claims.user);
             state.audit(&caller, &attempt, &Outcome::Done { job: job.0 });
             page(
                 StatusCode::OK,
@@ -1019,8 +1143,10 @@ async fn confirm_action(
         Err(ApiError(status, message)) => {
             // Nothing was submitted: the link stays good for another try, except when
             // the right is gone (the same answer would come again).
-            if status != StatusCode::FORBIDDEN {
-                state.used.lock().expect("nonces lock").refund(&claims);
+            if status != StatusCode::FORBIDDEN
+                && let Err(e) = state.spent.refund(SPENT_PURPOSE, &claims.nonce).await
+            {
+                tracing::warn!(error = %e, "giving a confirmation link back failed: it stays used");
             }
             page(status, "Not done", &format!("<p>{}</p>", escape(&message)))
         }
@@ -1029,7 +1155,16 @@ async fn confirm_action(
 
 // --- jobs --------------------------------------------------------------------------
 
-/// A job the caller submitted here, or any job with `system.jobs`.
+/// Whether `user` submitted the job through this API (through any replica): the
+/// `reason=` we submit with names the user, and Ganeti keeps it in the job. Exact
+/// matches only: an action name has no space, so `<action> by <user>` cannot be
+/// forged by another user's name. Pure.
+fn submitted_by(job: &Job, user: &str) -> bool {
+    job.user_reasons()
+        .any(|r| Action::ALL.iter().any(|a| r == reason(user, *a)))
+}
+
+/// A job the caller submitted, or any job with `system.jobs`.
 async fn show_job(
     State(state): State<Arc<ApiState>>,
     Path((cluster, id)): Path<(String, String)>,
@@ -1038,27 +1173,23 @@ async fn show_job(
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::bad_request(format!("job id {id:?} is not a number")))?;
-    let own = state
-        .jobs
-        .lock()
-        .expect("jobs lock")
-        .get(&(cluster.clone(), id))
-        .is_some_and(|u| *u == caller.identity.user);
-    if !own {
+    let client = state.client(&cluster)?;
+    // Fetched first: whose job it is, is in the job. (Job ids count up: that a job
+    // exists is no secret.)
+    let job = client.job(JobId(id)).await.map_err(|e| rapi_error(&e))?;
+    if !submitted_by(&job, &caller.identity.user) {
         let index = state.index().await?;
         let decision = index.decide(&caller.principal(), &Request::System(SystemRight::Jobs));
         if !decision.allowed {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "missing right system.jobs (job {id} on {cluster} was not submitted by you here): {}",
+                    "missing right system.jobs (job {id} on {cluster} was not submitted by you): {}",
                     index.describe(&decision)
                 ),
             ));
         }
     }
-    let client = state.client(&cluster)?;
-    let job = client.job(JobId(id)).await.map_err(|e| rapi_error(&e))?;
     let failure = job.failure().map(|f| f.to_string());
     Ok(Json(json!({
         "id": job.id,
@@ -1070,6 +1201,73 @@ async fn show_job(
         "failure": failure,
     }))
     .into_response())
+}
+
+// --- the timeline ------------------------------------------------------------------
+
+/// Events are listed in pages; past this many the rest is not looked at (Events expire
+/// after an hour by default, so a busy cluster rarely has more).
+const EVENTS_SCANNED: usize = 20_000;
+
+async fn list_events_matching(api: Api<Event>, selector: &str) -> Result<Vec<Event>, ApiError> {
+    let mut params = ListParams::default().fields(selector).limit(500);
+    let mut out = Vec::new();
+    loop {
+        let page = api.list(&params).await?;
+        out.extend(page.items);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() && out.len() < EVENTS_SCANNED => {
+                params = params.continue_token(&token);
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// The caller's timeline: see [`timeline`].
+async fn list_events(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let limit = timeline::limit(query.as_deref()).map_err(ApiError::bad_request)?;
+    let client = &state.ctx.client;
+    let (vm_events, application_events, applications, index) = tokio::try_join!(
+        list_events_matching(
+            Api::namespaced(client.clone(), CLUSTER_EVENTS_NAMESPACE),
+            timeline::VM_EVENTS_SELECTOR
+        ),
+        list_events_matching(Api::all(client.clone()), timeline::APPLICATION_EVENTS_SELECTOR),
+        async {
+            let list = Api::<InstanceApplication>::all(client.clone())
+                .list(&ListParams::default())
+                .await?;
+            Ok(list.items)
+        },
+        state.index(),
+    )?;
+    let p = caller.principal();
+    let may_view = |cluster: &str, instance: &str| {
+        index
+            .decide(
+                &p,
+                &Request::Vm {
+                    cluster,
+                    instance,
+                    right: VmRight::View,
+                },
+            )
+            .allowed
+    };
+    let entries = timeline::timeline(
+        &vm_events,
+        &application_events,
+        &applications,
+        &p,
+        may_view,
+        limit,
+    );
+    Ok(Json(json!({ "events": entries })).into_response())
 }
 
 #[cfg(test)]
@@ -1085,6 +1283,11 @@ mod tests {
         assert_eq!(Action::parse("explode"), None);
         assert_eq!(Action::Startup.right(), VmRight::Start);
         assert!(Action::Destroy.is_fatal() && !Action::Reboot.is_fatal());
+        assert_eq!(
+            Action::parse("replace-disks").map(Action::right),
+            Some(VmRight::ReplaceDisks)
+        );
+        assert!(!Action::Export.is_fatal() && !Action::Migrate.is_fatal());
     }
 
     #[test]
@@ -1124,6 +1327,123 @@ mod tests {
         assert_eq!(plan(Action::Reinstall, b"  "), Ok(Plan::Reinstall(None)));
         assert!(plan(Action::Reinstall, br#"{"os":"x;rm"}"#).is_err());
         assert_eq!(plan(Action::Destroy, b""), Ok(Plan::Destroy));
+        assert!(plan(Action::Destroy, b"[]").unwrap_err().contains("JSON object"));
+    }
+
+    #[test]
+    fn migrate_parameters() {
+        assert_eq!(
+            plan(Action::Migrate, b""),
+            Ok(Plan::Migrate(InstanceMigrate::default()))
+        );
+        assert_eq!(
+            plan(
+                Action::Migrate,
+                br#"{"mode":"non-live","cleanup":true,"targetNode":"node2.example.org"}"#
+            ),
+            Ok(Plan::Migrate(InstanceMigrate {
+                mode: Some(MigrationMode::NonLive),
+                cleanup: Some(true),
+                target_node: Some("node2.example.org".into()),
+            }))
+        );
+        assert!(
+            plan(Action::Migrate, br#"{"mode":"teleport"}"#)
+                .unwrap_err()
+                .contains("live, non-live")
+        );
+        assert!(plan(Action::Migrate, br#"{"cleanup":"yes"}"#).is_err());
+        assert!(plan(Action::Migrate, br#"{"targetNode":"no such node"}"#).is_err());
+        // Another action's field is named as such.
+        let e = plan(Action::Migrate, br#"{"remoteNode":"n2"}"#).unwrap_err();
+        assert!(
+            e.contains("migrate takes no remoteNode; it takes mode, cleanup, targetNode"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn replace_disks_parameters_follow_ganetis_rules() {
+        let ok = |body: &[u8]| match plan(Action::ReplaceDisks, body) {
+            Ok(Plan::ReplaceDisks(r)) => r,
+            other => panic!("{other:?}"),
+        };
+        let auto = ok(b"");
+        assert_eq!((auto.mode, auto.disks.len()), (ReplaceDisksMode::ReplaceAuto, 0));
+        let secondary = ok(br#"{"mode":"replace_on_secondary","disks":[2,0,2]}"#);
+        assert_eq!(
+            (secondary.mode, secondary.disks),
+            (ReplaceDisksMode::ReplaceOnSecondary, vec![0, 2])
+        );
+        let moved = ok(br#"{"mode":"replace_new_secondary","remoteNode":"node3.example.org"}"#);
+        assert_eq!(moved.remote_node.as_deref(), Some("node3.example.org"));
+        assert_eq!(
+            ok(br#"{"mode":"replace_new_secondary","iallocator":"hail"}"#)
+                .iallocator
+                .as_deref(),
+            Some("hail")
+        );
+        let err = |body: &[u8]| plan(Action::ReplaceDisks, body).unwrap_err();
+        assert!(err(br#"{"mode":"replace_everything"}"#).contains("replace_on_primary"));
+        assert!(err(br#"{"mode":"replace_new_secondary"}"#).contains("needs remoteNode or iallocator"));
+        assert!(
+            err(br#"{"mode":"replace_new_secondary","remoteNode":"n3","iallocator":"hail"}"#)
+                .contains("not both")
+        );
+        assert!(
+            err(br#"{"mode":"replace_on_primary","remoteNode":"n3"}"#).contains("replace_new_secondary only")
+        );
+        assert!(err(br#"{"disks":[0]}"#).contains("give no disks"));
+        assert!(err(br#"{"mode":"replace_on_primary","disks":[16]}"#).contains("out of range"));
+        assert!(err(br#"{"mode":"replace_on_primary","disks":[-1]}"#).contains("bad parameters"));
+        assert!(err(br#"{"mode":"replace_new_secondary","iallocator":"ha il"}"#).contains("allocator"));
+    }
+
+    #[test]
+    fn export_parameters() {
+        assert_eq!(
+            plan(
+                Action::Export,
+                br#"{"targetNode":"node2.example.org","shutdown":false}"#
+            ),
+            Ok(Plan::Export(InstanceExport::local(
+                "node2.example.org",
+                Some(false)
+            )))
+        );
+        assert_eq!(
+            plan(
+                Action::Export,
+                br#"{"targetNode":"n2","mode":"local","removeInstance":false}"#
+            ),
+            Ok(Plan::Export(InstanceExport::local("n2", None)))
+        );
+        let err = |body: &[u8]| plan(Action::Export, body).unwrap_err();
+        assert!(err(b"").contains("needs targetNode"));
+        assert!(err(br#"{"targetNode":"n2","mode":"remote"}"#).contains("only local"));
+        assert!(err(br#"{"targetNode":"n2","removeInstance":true}"#).contains("destroy"));
+        assert!(err(br#"{"targetNode":"n2","cleanup":true}"#).contains("export takes no cleanup"));
+    }
+
+    #[test]
+    fn a_job_is_the_users_whose_name_its_reason_carries() {
+        let job = |reason: &str| -> Job {
+            serde_json::from_value(json!({"id": 1, "status": "success",
+                "ops": [{"reason": [["gnt:user", reason, 1], ["gnt:library:rlib2:instances_name_reboot", "", 2]]}]}))
+            .unwrap()
+        };
+        let alices = job(&reason("alice", Action::Reboot));
+        assert!(submitted_by(&alices, "alice"));
+        assert!(!submitted_by(&alices, "bob"));
+        assert!(!submitted_by(&alices, "ali"));
+        // A user named to look like the tail of someone else's reason is still themselves.
+        let tricky = job(&reason("x by alice", Action::Migrate));
+        assert!(submitted_by(&tricky, "x by alice"));
+        assert!(!submitted_by(&tricky, "alice"));
+        // Another tool's reason, even naming alice, is not ours.
+        assert!(!submitted_by(&job("console endpoint: reboot by alice"), "alice"));
+        let untagged: Job = serde_json::from_value(json!({"id": 2, "status": "running"})).unwrap();
+        assert!(!submitted_by(&untagged, "alice"));
     }
 
     #[test]
@@ -1143,7 +1463,9 @@ mod tests {
             ("/instances", "get"),
             ("/instances/{cluster}/{name}", "get"),
             ("/instances/{cluster}/{name}/{action}", "post"),
+            ("/instances/{cluster}/{name}/console", "post"),
             ("/jobs/{cluster}/{id}", "get"),
+            ("/events", "get"),
             ("/confirm", "get"),
             ("/confirm", "post"),
             ("/openapi.json", "get"),
@@ -1154,7 +1476,7 @@ mod tests {
                 "{method} {path} missing from openapi.json"
             );
         }
-        assert_eq!(paths.len(), 6, "openapi.json documents a route the router lacks");
+        assert_eq!(paths.len(), 8, "openapi.json documents a route the router lacks");
         let actions: Vec<&str> = doc["paths"]["/instances/{cluster}/{name}/{action}"]["post"]["parameters"]
             .as_array()
             .unwrap()

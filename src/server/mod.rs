@@ -3,7 +3,10 @@
 pub mod api;
 pub mod auth;
 pub mod confirm;
+pub mod console;
+pub mod page;
 pub mod ratelimit;
+pub mod spent;
 pub mod verify;
 pub mod webhook;
 
@@ -22,6 +25,8 @@ pub struct AppState {
     link_key: Option<Arc<crate::controllers::profile::link::LinkKey>>,
     /// The API under `/api/v1`; `None`: not served.
     api: Option<Arc<api::ApiState>>,
+    /// The console page, its websocket and noVNC's files (needs the API).
+    console: Option<Arc<console::ConsoleState>>,
 }
 
 impl AppState {
@@ -31,6 +36,7 @@ impl AppState {
             metrics,
             link_key: None,
             api: None,
+            console: None,
         }
     }
 
@@ -46,10 +52,21 @@ impl AppState {
         self.api = Some(api::ApiState::new(ctx, refusal_mail_to));
         self
     }
+
+    /// Serves the browser console (after [`Self::with_api`]); noVNC's files come from
+    /// `novnc_dir` (without one the page answers 503).
+    pub fn with_console(mut self, novnc_dir: Option<std::path::PathBuf>) -> Self {
+        self.console = self
+            .api
+            .clone()
+            .map(|api| console::ConsoleState::new(api, novnc_dir));
+        self
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     let api = state.api.clone();
+    let console = state.console.clone();
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -59,8 +76,12 @@ pub fn router(state: AppState) -> Router {
             get(verify::show).post(verify::confirm),
         )
         .with_state(state);
-    match api {
+    let router = match api {
         Some(api_state) => router.nest(api::PREFIX, api::router(api_state)),
+        None => router,
+    };
+    match console {
+        Some(console_state) => router.merge(console::router(console_state)),
         None => router,
     }
 }

@@ -1,0 +1,643 @@
+//! The VNC console in the browser.
+//!
+//! 1. `POST /api/v1/instances/{cluster}/{name}/console` (bearer token, right
+//!    `vms.console`) returns a ticket: signed, bound to the user and the VM, valid
+//!    [`TICKET_TTL_SECS`], single use.
+//! 2. `/console/{cluster}/{name}?ticket=...` serves a page with noVNC (from the
+//!    configured directory, served under `/novnc/`) and a paste box.
+//! 3. The page opens `/console/ws?ticket=...`: the ticket is spent, the right checked
+//!    again, and the websocket carries RFB to exactly the VNC host and port Ganeti
+//!    reports for that VM. Nothing from the browser chooses where the proxy connects.
+//!
+//! Tickets are stateless (any replica checks any replica's), spent in the API server
+//! (see [`super::spent`]), so a ticket works once across replicas and restarts.
+
+use super::api::{ApiError, ApiState, Attempt, Caller, Outcome, check};
+use super::auth::Identity;
+use super::spent::SpendError;
+use crate::api::role::VmRight;
+use crate::rapi::{Console, RapiClient, RapiError};
+use crate::signed::{self, Expiring, SigningKey, TokenError};
+use axum::Json;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a ticket may wait before its websocket opens.
+pub const TICKET_TTL_SECS: i64 = 60;
+/// Where the noVNC files are served.
+pub const NOVNC_PATH: &str = "/novnc";
+const PURPOSE: &str = "console";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a ticket vouches for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    #[serde(rename = "u")]
+    pub user: String,
+    /// For the audit line of the websocket (the right is checked again with them).
+    #[serde(rename = "g")]
+    pub groups: Vec<String>,
+    #[serde(rename = "c")]
+    pub cluster: String,
+    #[serde(rename = "i")]
+    pub instance: String,
+    #[serde(rename = "n")]
+    pub nonce: String,
+    #[serde(rename = "x")]
+    pub expires: i64,
+}
+
+impl Expiring for Ticket {
+    fn expires(&self) -> i64 {
+        self.expires
+    }
+}
+
+/// The key tickets are signed with: derived, so no other token passes as a ticket.
+pub fn ticket_key(link_key: &SigningKey) -> SigningKey {
+    link_key.derive("console-ticket")
+}
+
+/// What the console routes share.
+pub struct ConsoleState {
+    api: Arc<ApiState>,
+    key: SigningKey,
+    /// Debian's `novnc` package puts it in /usr/share/novnc; `None`: the page answers 503.
+    novnc_dir: Option<PathBuf>,
+}
+
+impl ConsoleState {
+    pub fn new(api: Arc<ApiState>, novnc_dir: Option<PathBuf>) -> Arc<Self> {
+        let ctx = &api.ctx;
+        Arc::new(Self {
+            key: ticket_key(&ctx.config.link_key),
+            novnc_dir,
+            api,
+        })
+    }
+}
+
+/// The routes outside `/api/v1`: the page, the websocket and the noVNC files.
+pub fn router(state: Arc<ConsoleState>) -> Router {
+    let router = Router::new()
+        .route("/console/ws", get(websocket))
+        .route("/console/{cluster}/{name}", get(page))
+        .with_state(state.clone());
+    match &state.novnc_dir {
+        Some(dir) => router.nest_service(NOVNC_PATH, tower_http::services::ServeDir::new(dir)),
+        None => router,
+    }
+}
+
+// --- the ticket --------------------------------------------------------------------
+
+/// `POST /api/v1/instances/{cluster}/{name}/console`.
+pub(super) async fn issue_ticket(
+    State(state): State<Arc<ApiState>>,
+    Path((cluster, name)): Path<(String, String)>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let attempt = Attempt {
+        action: "console",
+        cluster: &cluster,
+        vm: &name,
+    };
+    if let Err(e) = state.instance(&cluster, &name) {
+        state.audit(&caller, &attempt, &Outcome::Refused(e.1.clone()));
+        return Err(e);
+    }
+    let index = state.index().await?;
+    check(&state, &index, &caller, &attempt, VmRight::Console)?;
+    let ticket = Ticket {
+        user: caller.identity.user.clone(),
+        groups: caller.identity.groups.clone(),
+        cluster: cluster.clone(),
+        instance: name.clone(),
+        nonce: signed::nonce(),
+        expires: signed::now_secs() + TICKET_TTL_SECS,
+    };
+    let token = signed::sign(&ticket_key(&state.ctx.config.link_key), &ticket);
+    state.audit(&caller, &attempt, &Outcome::Granted("console ticket issued"));
+    let page = page_path(&cluster, &name, &token);
+    let base = state
+        .ctx
+        .config
+        .public_url
+        .as_deref()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    Ok(Json(json!({
+        "ticket": token,
+        "expiresInSeconds": TICKET_TTL_SECS,
+        "url": format!("{base}{page}"),
+        "websocket": format!("/console/ws?ticket={token}"),
+    }))
+    .into_response())
+}
+
+fn page_path(cluster: &str, name: &str, ticket: &str) -> String {
+    format!(
+        "/console/{}/{}?ticket={ticket}",
+        url::form_urlencoded::byte_serialize(cluster.as_bytes()).collect::<String>(),
+        url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
+    )
+}
+
+/// Why a ticket is not accepted, as an HTTP status and a sentence.
+fn refusal(e: &TokenError) -> (StatusCode, &'static str) {
+    match e {
+        TokenError::Malformed => (StatusCode::BAD_REQUEST, "the console ticket is damaged"),
+        TokenError::BadSignature => (StatusCode::FORBIDDEN, "the console ticket is not valid"),
+        TokenError::Expired => (
+            StatusCode::GONE,
+            "the console ticket expired: ask for a new one (tickets last a minute)",
+        ),
+    }
+}
+
+/// The ticket, if it is valid and for this VM (the page and websocket may name one).
+fn accept(
+    key: &SigningKey,
+    token: &str,
+    vm: Option<(&str, &str)>,
+    now: i64,
+) -> Result<Ticket, (StatusCode, String)> {
+    let ticket: Ticket = signed::verify(key, token, now).map_err(|e| {
+        let (status, why) = refusal(&e);
+        (status, why.to_string())
+    })?;
+    if let Some((cluster, name)) = vm
+        && (cluster != ticket.cluster || name != ticket.instance)
+    {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!("this console ticket is for another VM, not {cluster}/{name}"),
+        ));
+    }
+    Ok(ticket)
+}
+
+// --- the page ----------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct TicketParam {
+    #[serde(default)]
+    ticket: String,
+}
+
+/// The console page. It checks the ticket without spending it: the websocket does.
+async fn page(
+    State(state): State<Arc<ConsoleState>>,
+    Path((cluster, name)): Path<(String, String)>,
+    Query(q): Query<TicketParam>,
+) -> Response {
+    if state.novnc_dir.is_none() {
+        return super::page::page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Console not available",
+            "<p>The console page needs noVNC: install Debian's <code>novnc</code> package and start the operator with <code>--novnc-dir</code>.</p>",
+        );
+    }
+    if let Err((status, why)) = accept(&state.key, &q.ticket, Some((&cluster, &name)), signed::now_secs()) {
+        return super::page::page(
+            status,
+            "Console ticket not accepted",
+            &format!("<p>{}.</p>", super::page::escape(&why)),
+        );
+    }
+    let html = CONSOLE_PAGE
+        .replace("{{NOVNC}}", NOVNC_PATH)
+        .replace("{{TITLE}}", &super::page::escape(&format!("{name} ({cluster})")))
+        .replace("{{CLUSTER}}", &js_string(&cluster))
+        .replace("{{NAME}}", &js_string(&name))
+        .replace("{{TICKET}}", &js_string(&q.ticket));
+    (
+        [
+            // The ticket is in the URL: keep it out of other sites' Referer headers.
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'",
+            ),
+        ],
+        Html(html),
+    )
+        .into_response()
+}
+
+/// A JSON string literal, safe inside an inline script (no `</script>` breakout).
+fn js_string(s: &str) -> String {
+    serde_json::to_string(s)
+        .expect("strings serialize")
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+const CONSOLE_PAGE: &str = include_str!("console.html");
+
+// --- the websocket -----------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct SocketParams {
+    #[serde(default)]
+    ticket: String,
+    /// The VM the page was opened for; when given it must be the ticket's.
+    cluster: Option<String>,
+    instance: Option<String>,
+}
+
+async fn websocket(
+    State(state): State<Arc<ConsoleState>>,
+    Query(q): Query<SocketParams>,
+    headers: HeaderMap,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let source = connect
+        .map(|c| c.0.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    match open(&state, &q, &headers, source.clone()).await {
+        Ok((tcp, ticket)) => upgrade
+            .protocols(["binary"])
+            .on_upgrade(move |socket| relay(socket, tcp, ticket)),
+        Err((status, why)) => {
+            // Refusals after the ticket was read are audited with its user; this line
+            // also covers the ones before (bad ticket, foreign origin).
+            tracing::info!(target: "audit", %source, status = status.as_u16(), reason = %why, "console websocket refused");
+            (status, Json(json!({ "error": why }))).into_response()
+        }
+    }
+}
+
+/// Everything before the upgrade: the ticket, the right, and a connected VNC socket,
+/// so a refusal is an HTTP status the browser can show.
+async fn open(
+    state: &ConsoleState,
+    q: &SocketParams,
+    headers: &HeaderMap,
+    source: String,
+) -> Result<(TcpStream, Ticket), (StatusCode, String)> {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !origin_allowed(origin, host, state.api.ctx.config.public_url.as_deref()) {
+        // A page of another site must not drive a user's console (CSWSH).
+        return Err((
+            StatusCode::FORBIDDEN,
+            "the console websocket is only for the operator's own console page".into(),
+        ));
+    }
+    let vm = match (&q.cluster, &q.instance) {
+        (Some(c), Some(i)) => Some((c.as_str(), i.as_str())),
+        _ => None,
+    };
+    let ticket = accept(&state.key, &q.ticket, vm, signed::now_secs())?;
+    let caller = Caller {
+        identity: Identity {
+            user: ticket.user.clone(),
+            groups: ticket.groups.clone(),
+        },
+        source,
+    };
+    let attempt = Attempt {
+        action: "console",
+        cluster: &ticket.cluster,
+        vm: &ticket.instance,
+    };
+    let refuse = |status: StatusCode, why: String| {
+        state.api.audit(&caller, &attempt, &Outcome::Refused(why.clone()));
+        (status, why)
+    };
+    match state
+        .api
+        .spent
+        .spend(PURPOSE, &ticket.nonce, ticket.expires)
+        .await
+    {
+        Ok(()) => {}
+        Err(SpendError::AlreadySpent) => {
+            return Err(refuse(
+                StatusCode::GONE,
+                "this console ticket was already used: ask for a new one".into(),
+            ));
+        }
+        Err(e @ SpendError::Store(_)) => {
+            tracing::warn!(error = %e, "spending a console ticket failed");
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "try again".into()));
+        }
+    }
+    // Rights may have changed since the ticket was issued.
+    let authorized = async {
+        let (instance, _) = state.api.instance(&ticket.cluster, &ticket.instance)?;
+        let index = state.api.index().await?;
+        check(&state.api, &index, &caller, &attempt, VmRight::Console)?;
+        let client = state.api.client(&ticket.cluster)?;
+        Ok::<_, ApiError>((instance, client))
+    }
+    .await;
+    let (instance, client) = authorized.map_err(|ApiError(status, why)| (status, why))?;
+    let node_ip = state.api.ctx.inventory.get(&ticket.cluster).and_then(|inv| {
+        inv.nodes
+            .iter()
+            .find(|n| n.name == instance.primary_node)
+            .and_then(|n| n.primary_ip.clone())
+    });
+    let target = match locate(&client, &ticket.instance, node_ip.as_deref()).await {
+        Ok(t) => t,
+        Err(why) => return Err(refuse(StatusCode::BAD_GATEWAY, why)),
+    };
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((target.0.as_str(), target.1)))
+        .await
+    {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            return Err(refuse(
+                StatusCode::BAD_GATEWAY,
+                format!("the VM's VNC server at {}:{} refused: {e}", target.0, target.1),
+            ));
+        }
+        Err(_) => {
+            return Err(refuse(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the VM's VNC server at {}:{} did not answer", target.0, target.1),
+            ));
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    state
+        .api
+        .audit(&caller, &attempt, &Outcome::Granted("console opened"));
+    Ok((tcp, ticket))
+}
+
+/// Same-origin only: a browser always sends `Origin` on websockets; its host must be
+/// this server's (as the browser reached it, or the configured public URL). Clients
+/// that are not browsers send none and are let through (the ticket is what counts).
+fn origin_allowed(origin: Option<&str>, host: Option<&str>, public_url: Option<&str>) -> bool {
+    let Some(origin) = origin else {
+        return true;
+    };
+    let Ok(origin) = url::Url::parse(origin) else {
+        return false;
+    };
+    let origin_authority = match (origin.host_str(), origin.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => return false,
+    };
+    if host.is_some_and(|h| h.eq_ignore_ascii_case(&origin_authority)) {
+        return true;
+    }
+    public_url
+        .and_then(|u| url::Url::parse(u).ok())
+        .is_some_and(|u| u.origin() == origin.origin())
+}
+
+/// Where the VM's VNC server listens: Ganeti's console answer, else (Ganeti 3.0's
+/// console call fails for kvm) the instance's `network_port` and `vnc_bind_address`.
+async fn locate(client: &RapiClient, instance: &str, node_ip: Option<&str>) -> Result<(String, u16), String> {
+    match client.console(instance).await {
+        Ok(console) => {
+            if let Some(found) = from_console(&console, node_ip)? {
+                return Ok(found);
+            }
+        }
+        Err(RapiError::NotFound { .. }) => return Err(format!("Ganeti knows no VM {instance}")),
+        Err(e) => tracing::debug!(error = %e, %instance, "console info failed; reading the instance"),
+    }
+    let wire = client
+        .instance(instance)
+        .await
+        .map_err(|e| format!("reading the VM from Ganeti failed: {e}"))?;
+    from_instance(
+        wire.hvparams.get("vnc_bind_address").and_then(|v| v.as_str()),
+        wire.network_port,
+        node_ip,
+    )
+}
+
+/// From `GET /2/instances/<n>/console`: `Ok(None)` when it does not say.
+fn from_console(console: &Console, node_ip: Option<&str>) -> Result<Option<(String, u16)>, String> {
+    match console {
+        Console::Vnc { host, port, .. } => from_instance(Some(host), Some(*port), node_ip).map(Some),
+        Console::Msg { message, .. } => Err(format!(
+            "this VM has no graphical console{}",
+            message
+                .as_deref()
+                .map(|m| format!(" (Ganeti: {m})"))
+                .unwrap_or_default()
+        )),
+        _ => Err("this VM's console is not VNC (only VNC consoles open in the browser)".into()),
+    }
+}
+
+/// From the VNC bind address and port: a wildcard address means the primary node's
+/// primary IP; a loopback address is unreachable from here.
+fn from_instance(
+    bind: Option<&str>,
+    port: Option<u16>,
+    node_ip: Option<&str>,
+) -> Result<(String, u16), String> {
+    let Some(port) = port.filter(|p| *p > 0) else {
+        return Err("Ganeti reports no VNC port for this VM (is it a kvm VM with VNC?)".into());
+    };
+    let bind = bind.unwrap_or("").trim();
+    if bind.is_empty() {
+        return Err("the VM has no VNC server (vnc_bind_address is empty)".into());
+    }
+    let ip: Option<std::net::IpAddr> = bind.parse().ok();
+    match ip {
+        Some(ip) if ip.is_unspecified() => match node_ip {
+            Some(node) => Ok((node.to_string(), port)),
+            None => {
+                Err("the VM's VNC listens on all addresses of its node, whose IP is not known yet".into())
+            }
+        },
+        Some(ip) if ip.is_loopback() => Err(format!(
+            "the VM's VNC listens on {bind}, its node's loopback, out of reach: set the kvm vnc_bind_address to 0.0.0.0 or the node's IP"
+        )),
+        _ => Ok((bind.to_string(), port)),
+    }
+}
+
+/// Carries bytes both ways until either side closes.
+async fn relay(socket: WebSocket, tcp: TcpStream, ticket: Ticket) {
+    let (mut to_browser, mut from_browser) = socket.split();
+    let (mut from_vnc, mut to_vnc) = tcp.into_split();
+    let (mut sent, mut received) = (0u64, 0u64);
+    let upstream = async {
+        while let Some(Ok(message)) = from_browser.next().await {
+            let data = match message {
+                Message::Binary(b) => b,
+                Message::Text(t) => axum::body::Bytes::copy_from_slice(t.as_str().as_bytes()),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if to_vnc.write_all(&data).await.is_err() {
+                break;
+            }
+            sent += data.len() as u64;
+        }
+        let _ = to_vnc.shutdown().await;
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from_vnc.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    received += n as u64;
+                    let chunk = axum::body::Bytes::copy_from_slice(&buf[..n]);
+                    if to_browser.send(Message::Binary(chunk)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to_browser.send(Message::Close(None)).await;
+    };
+    // Either side closing ends the session.
+    tokio::select! {
+        () = upstream => {}
+        () = downstream => {}
+    }
+    tracing::info!(
+        user = %ticket.user,
+        cluster = %ticket.cluster,
+        vm = %ticket.instance,
+        bytes_to_vm = sent,
+        bytes_from_vm = received,
+        "console session ended"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket() -> Ticket {
+        Ticket {
+            user: "alice".into(),
+            groups: vec!["team-a".into()],
+            cluster: "lab".into(),
+            instance: "vm1".into(),
+            nonce: "n".into(),
+            expires: 1000,
+        }
+    }
+
+    fn key() -> SigningKey {
+        ticket_key(&SigningKey::new(&[3u8; 32]).unwrap())
+    }
+
+    #[test]
+    fn a_ticket_opens_only_its_own_vm_until_it_expires() {
+        let token = signed::sign(&key(), &ticket());
+        assert_eq!(accept(&key(), &token, Some(("lab", "vm1")), 999), Ok(ticket()));
+        assert_eq!(accept(&key(), &token, None, 999), Ok(ticket()));
+        let (status, why) = accept(&key(), &token, Some(("lab", "vm2")), 999).unwrap_err();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(why.contains("another VM"), "{why}");
+        assert_eq!(
+            accept(&key(), &token, None, 1000).unwrap_err().0,
+            StatusCode::GONE
+        );
+        assert_eq!(
+            accept(&key(), "x.y", None, 0).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        // Another purpose's token (same root key) is not a ticket.
+        let other = signed::sign(&SigningKey::new(&[3u8; 32]).unwrap().derive("confirm"), &ticket());
+        assert_eq!(
+            accept(&key(), &other, None, 0).unwrap_err().0,
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    #[test]
+    fn the_vnc_endpoint_comes_from_ganeti_only() {
+        assert_eq!(
+            from_instance(Some("0.0.0.0"), Some(11000), Some("198.51.100.10")),
+            Ok(("198.51.100.10".into(), 11000))
+        );
+        assert_eq!(
+            from_instance(Some("::"), Some(11001), Some("2001:db8::1")),
+            Ok(("2001:db8::1".into(), 11001))
+        );
+        assert_eq!(
+            from_instance(Some("192.0.2.7"), Some(11002), None),
+            Ok(("192.0.2.7".into(), 11002))
+        );
+        assert!(
+            from_instance(Some("127.0.0.1"), Some(11000), Some("198.51.100.10"))
+                .unwrap_err()
+                .contains("loopback")
+        );
+        assert!(from_instance(Some("0.0.0.0"), None, Some("198.51.100.10")).is_err());
+        assert!(from_instance(Some(""), Some(11000), None).is_err());
+        assert!(from_instance(Some("0.0.0.0"), Some(11000), None).is_err());
+        let vnc = Console::Vnc {
+            instance: "vm1".into(),
+            host: "0.0.0.0".into(),
+            port: 11000,
+            display: Some(5100),
+        };
+        assert_eq!(
+            from_console(&vnc, Some("10.0.0.1")),
+            Ok(Some(("10.0.0.1".into(), 11000)))
+        );
+        let msg = Console::Msg {
+            instance: "vm1".into(),
+            message: Some("Console not available for fake hypervisor".into()),
+        };
+        assert!(from_console(&msg, None).unwrap_err().contains("fake hypervisor"));
+    }
+
+    #[test]
+    fn only_the_operators_own_pages_may_open_the_websocket() {
+        assert!(origin_allowed(None, Some("op:8080"), None), "non-browser clients");
+        assert!(origin_allowed(Some("http://op:8080"), Some("op:8080"), None));
+        assert!(origin_allowed(
+            Some("http://127.0.0.1:8080"),
+            Some("127.0.0.1:8080"),
+            None
+        ));
+        assert!(!origin_allowed(
+            Some("https://evil.example"),
+            Some("op:8080"),
+            None
+        ));
+        assert!(!origin_allowed(Some("null"), Some("op:8080"), None));
+        assert!(origin_allowed(
+            Some("https://vms.example.org"),
+            Some("10.0.0.5:8080"),
+            Some("https://vms.example.org/")
+        ));
+        assert!(!origin_allowed(
+            Some("https://vms.example.org.evil"),
+            Some("10.0.0.5:8080"),
+            Some("https://vms.example.org")
+        ));
+    }
+
+    #[test]
+    fn script_strings_cannot_break_out() {
+        let s = js_string("</script><script>alert(1)</script>&");
+        assert!(!s.contains('<') && !s.contains('>') && !s.contains('&'), "{s}");
+        assert!(s.starts_with('"') && s.ends_with('"'));
+    }
+}
