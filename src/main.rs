@@ -299,10 +299,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             });
             let acquired = leadership.acquired(&stop).await;
             // The follower stops before the controllers start: they take its inventory
-            // and RAPI clients over.
+            // and RAPI clients over. Aborted, not drained: it only reads, and a read of an
+            // unreachable cluster can take a RAPI timeout, which would delay the takeover.
             following.cancel();
             if let Some(follower) = follower {
-                follower.await?;
+                follower.abort();
+                let _ = follower.await;
             }
             if !acquired {
                 leadership.release().await;

@@ -124,7 +124,8 @@ async fn run_as(
     // A deleted GanetiCluster gets no reconcile (the operator keeps nothing in Ganeti for
     // it, so it needs no finalizer): prune its inventory, RAPI client and metrics by
     // comparing with a cheap metadata-only list.
-    let pruner = tokio::spawn(prune_deleted(ctx.clone()));
+    // Ends with this future, also when it is aborted (a follower taking the lead).
+    let pruner = AbortOnDrop(tokio::spawn(prune_deleted(ctx.clone())));
     let reconcile = move |cluster, ctx| reconcile(role, cluster, ctx);
     controller
         // A changed credentials Secret triggers its clusters at once.
@@ -145,7 +146,16 @@ async fn run_as(
             }
         })
         .await;
-    pruner.abort();
+    drop(pruner);
+}
+
+/// A background task that ends when its owner is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn prune_deleted(ctx: Arc<Context>) {
