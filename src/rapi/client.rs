@@ -454,6 +454,31 @@ impl RapiClient {
         answer.job_summaries()
     }
 
+    /// The status of each of `ids` that Ganeti still knows (archived ones are absent),
+    /// in one `PUT /2/query/job`: what a controller following many jobs asks instead of
+    /// one `GET /2/jobs/<id>` (all opcodes included) per job.
+    pub async fn job_progress(&self, ids: &[u64]) -> Result<Vec<JobProgress>, RapiError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut filter = vec![json!("|")];
+        filter.extend(ids.iter().map(|id| json!(["=", "id", id])));
+        let body = json!({"fields": ["id", "status", "received_ts"], "qfilter": filter});
+        let url = self.url(&["2", "query", "job"], &[]);
+        // A query: safe to repeat, so retried like a read although it is a PUT.
+        let answer: QueryAnswer = self
+            .call(
+                "jobs_progress_query",
+                Kind::Read,
+                Method::PUT,
+                url,
+                Some(&body),
+                self.request_timeout,
+            )
+            .await?;
+        answer.job_progress()
+    }
+
     // --- jobs ----------------------------------------------------------------------
 
     /// `GET /2/jobs/<id>`. An unknown (or archived) job is `NotFound`: Ganeti 3.0.2

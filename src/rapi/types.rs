@@ -693,6 +693,15 @@ pub struct JobSummary {
     pub summary: Vec<String>,
 }
 
+/// A job's status and when Ganeti received it, from a job query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobProgress {
+    pub id: u64,
+    pub status: JobStatus,
+    /// Seconds since the epoch.
+    pub received_ts: Option<f64>,
+}
+
 /// Answer of `PUT /2/query/<resource>`: per row, per field, `[result status, value]`.
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct QueryAnswer {
@@ -726,6 +735,33 @@ impl QueryAnswer {
 }
 
 impl QueryAnswer {
+    /// Rows of a job query for the fields `id`, `status`, `received_ts`, in that order.
+    pub(crate) fn job_progress(self) -> Result<Vec<JobProgress>, super::RapiError> {
+        #[derive(Deserialize)]
+        struct Received(#[serde(deserialize_with = "timestamp")] Option<f64>);
+        let decode = |what: &str, e: serde_json::Error| super::RapiError::Decode {
+            detail: format!("job query {what}: {e}"),
+        };
+        self.data
+            .into_iter()
+            .map(|row| {
+                let field = |i: usize| {
+                    row.get(i)
+                        .and_then(|cell| cell.get(1))
+                        .cloned()
+                        .unwrap_or(Value::Null)
+                };
+                Ok(JobProgress {
+                    id: serde_json::from_value(field(0)).map_err(|e| decode("id", e))?,
+                    status: serde_json::from_value(field(1)).map_err(|e| decode("status", e))?,
+                    received_ts: serde_json::from_value::<Received>(field(2))
+                        .map(|r| r.0)
+                        .unwrap_or(None),
+                })
+            })
+            .collect()
+    }
+
     /// Counts of a job query for the single field `status`.
     pub(crate) fn status_counts(self) -> Result<BTreeMap<String, u32>, super::RapiError> {
         let mut counts = BTreeMap::new();
@@ -1153,6 +1189,26 @@ mod tests {
     const NODES: &str = r#"[{"name": "node1.ganeti.test", "offline": false, "master_candidate": true, "drained": false, "dtotal": null, "dfree": null, "sptotal": null, "spfree": null, "mtotal": 24105, "mnode": 1351, "mfree": 23491, "pinst_cnt": 0, "sinst_cnt": 0, "ctotal": 2, "cnos": 2, "cnodes": 1, "csockets": 1, "pip": "198.51.100.10", "sip": "198.51.100.10", "role": "M", "pinst_list": [], "sinst_list": [], "master_capable": true, "vm_capable": true, "ndparams": {"oob_program": "", "spindle_count": 1}, "group.uuid": "557cabb3-3d53-488c-a93d-a2e903431d7e", "ctime": 1795541317.5783312, "mtime": 1795541317.5783312, "uuid": "8b14cfb1-a886-4c1d-89af-77919c71f8cd", "serial_no": 1, "tags": []},
         {"name": "node2.ganeti.test", "offline": true, "drained": null, "role": "O", "mtotal": null, "mfree": null, "dtotal": 102400, "dfree": 51200, "pinst_cnt": 0, "sinst_cnt": 1, "pip": "198.51.100.11", "group.uuid": null, "tags": null}]"#;
     const INFO: &str = r#"{"software_version": "3.0.2", "protocol_version": 3000000, "config_version": 3000000, "os_api_version": 20, "name": "cluster.ganeti.test", "master": "node1.ganeti.test", "default_hypervisor": "fake", "enabled_hypervisors": ["fake", "kvm"], "hvparams": {"fake": {"migration_mode": "live"}}, "beparams": {"default": {"minmem": 128, "maxmem": 128, "vcpus": 1}}, "candidate_pool_size": 10, "volume_group_name": null, "uuid": "048bb0c0-89b3-4b9a-8d21-8fc884007067", "tags": [], "enabled_disk_templates": ["diskless"]}"#;
+    #[test]
+    fn job_progress_rows_parse() {
+        let answer: QueryAnswer = serde_json::from_value(json!({
+            "fields": [],
+            "data": [
+                [[0, 7], [0, "running"], [0, [1795541331, 500000]]],
+                [[0, 8], [0, "success"], [0, null]],
+            ]
+        }))
+        .unwrap();
+        let rows = answer.job_progress().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].id, rows[0].status), (7, JobStatus::Running));
+        assert_eq!(rows[0].received_ts, Some(1795541331.5));
+        assert_eq!(
+            (rows[1].id, rows[1].status, rows[1].received_ts),
+            (8, JobStatus::Success, None)
+        );
+    }
+
     const JOB_OK: &str = r#"{"id": 2, "ops": [{"OP_ID": "OP_INSTANCE_CREATE"}], "status": "success", "summary": ["INSTANCE_CREATE(probe1.ganeti.test)"], "opstatus": ["success"], "received_ts": [1795541331, 727868], "start_ts": [1795541331, 866993], "end_ts": [1795541332, 302401], "oplog": [[[1, [1795541331, 992744], "message", "* creating instance disks..."]]], "opresult": [["node1.ganeti.test"]]}"#;
     const JOB_FAILED: &str = r#"{"id": 3, "status": "error", "summary": ["INSTANCE_CREATE(probe1.ganeti.test)"], "opstatus": ["error"], "received_ts": [1795541340, 942454], "start_ts": [1795541341, 79335], "end_ts": [1795541341, 84994], "oplog": [[]], "opresult": [["OpPrereqError", ["Instance 'probe1.ganeti.test' is already in the cluster", "already_exists"]]]}"#;
     const JOBS_BULK: &str = r#"[{"id": 1, "ops": [{"OP_ID": "OP_CLUSTER_POST_INIT"}], "status": "success", "summary": ["CLUSTER_POST_INIT"], "opstatus": ["success"], "received_ts": [1795541319, 859656], "start_ts": [1795541320, 5618], "end_ts": [1795541320, 45064]},

@@ -35,7 +35,7 @@ use crate::authz::{AuthzIndex, Principal, Request};
 use crate::fault;
 use crate::inventory::Instance;
 use crate::mail::{Mail, Mailer, address_for};
-use crate::rapi::{JobId, RapiClient, RapiError};
+use crate::rapi::{JobId, JobProgress, RapiClient, RapiError};
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -45,7 +45,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use plan::{Catalog, ClusterView, MailKind, Pending};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,9 +70,54 @@ struct State {
     /// The controller's cache of applications: enough to see that one does not fit or
     /// waits; approving re-reads them from the API server.
     applications: Store<InstanceApplication>,
+    /// Per cluster: the create jobs being followed and their statuses, read for all of
+    /// them in one query at most once per [`JOB_POLL`], so a hundred VMs being created
+    /// cost Ganeti one small query a second, not a hundred full job reads.
+    job_boards: Mutex<HashMap<String, Arc<tokio::sync::Mutex<JobBoard>>>>,
+}
+
+#[derive(Default)]
+struct JobBoard {
+    followed: BTreeSet<u64>,
+    progress: HashMap<u64, JobProgress>,
+    read_at: Option<Instant>,
 }
 
 impl State {
+    /// Where `id` stands in Ganeti, from the cluster's shared job board (read again
+    /// when older than [`JOB_POLL`] or when `id` is new to it); `None`: Ganeti no
+    /// longer knows the job (archived).
+    async fn job_progress(
+        &self,
+        cluster: &str,
+        client: &RapiClient,
+        id: u64,
+    ) -> Result<Option<JobProgress>, RapiError> {
+        let board = self
+            .job_boards
+            .lock()
+            .expect("job boards lock")
+            .entry(cluster.to_string())
+            .or_default()
+            .clone();
+        let mut board = board.lock().await;
+        board.followed.insert(id);
+        let fresh =
+            board.read_at.is_some_and(|at| at.elapsed() < JOB_POLL) && board.progress.contains_key(&id);
+        if !fresh {
+            let ids: Vec<u64> = board.followed.iter().copied().collect();
+            let rows = client.job_progress(&ids).await?;
+            board.progress = rows.into_iter().map(|p| (p.id, p)).collect();
+            board.read_at = Some(Instant::now());
+        }
+        let progress = board.progress.get(&id).copied();
+        // A finished or forgotten job is not followed any more.
+        if progress.is_none_or(|p| p.status.is_final()) {
+            board.followed.remove(&id);
+        }
+        Ok(progress)
+    }
+
     fn approval_lock(&self, cluster: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.approvals
             .lock()
@@ -94,6 +139,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         approvals: Mutex::default(),
         catalogs: Default::default(),
         applications: store.clone(),
+        job_boards: Mutex::default(),
     });
     let quota_store = store.clone();
     let cluster_store = store.clone();
@@ -568,8 +614,17 @@ async fn follow(app: &mut InstanceApplication, state: &State) -> Result<Action, 
         .and_then(|s| s.job_id)
         .ok_or_else(|| Error::Invalid("phase Creating without a job id".into()))?;
     let now = Timestamp::now();
-    let status = match client.job(JobId(id)).await {
-        Ok(job) if !job.status.is_final() => return Ok(Action::requeue(poll_delay(&job))),
+    let finished = match state.job_progress(&cluster.name_any(), &client, id).await {
+        Ok(Some(p)) if !p.status.is_final() => return Ok(Action::requeue(poll_delay(p.received_ts))),
+        // Finished: its whole record, for Ganeti's message if it failed.
+        Ok(Some(_)) => client.job(JobId(id)).await,
+        Ok(None) => Err(RapiError::NotFound {
+            message: format!("job {id} is unknown"),
+        }),
+        Err(e) => Err(e),
+    };
+    let status = match finished {
+        Ok(job) if !job.status.is_final() => return Ok(Action::requeue(poll_delay(job.received_ts))),
         Ok(job) => match job.failure() {
             Some(failure) => plan::failed(app, &failure, now),
             None => match lookup(state, &cluster.name_any(), &client, &host).await? {
@@ -619,12 +674,12 @@ async fn follow(app: &mut InstanceApplication, state: &State) -> Result<Action, 
 
 /// When to look at an unfinished job again: soon for a young job, less often as it
 /// ages, so many VMs being created at once do not flood RAPI with polls.
-fn poll_delay(job: &crate::rapi::Job) -> Duration {
+fn poll_delay(received_ts: Option<f64>) -> Duration {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default();
-    let age = job.received_ts.map(|t| (now - t).max(0.0)).unwrap_or_default();
+    let age = received_ts.map(|t| (now - t).max(0.0)).unwrap_or_default();
     Duration::from_secs_f64(age / 4.0).clamp(JOB_POLL, JOB_POLL_MAX)
 }
 
