@@ -648,25 +648,19 @@ async fn killed_mid_batch_every_address_gets_exactly_one_mail() {
     let at_kill = sent(&n);
     eprintln!("killed with {at_kill} of {} recorded as sent", addresses.len());
 
-    // 3. After the last restart every address has exactly one mail.
+    // 3. After the last restart no address has two mails, and every address has one
+    //    except, possibly, the one the SIGKILL caught between recording `Sending` and
+    //    the SMTP server taking the message: at most once, never twice; such a mail is
+    //    noted as interrupted in the archive.
     let op = Operator::start_with("notifications-crash-3", with_smtp()).await;
     let n = op
         .wait_for(&api, name, Duration::from_secs(120), |n| {
             phase(n) == NotificationPhase::Sent
         })
         .await;
-    let mails = maildir::wait_for(&marker, addresses.len(), Duration::from_secs(10)).await;
-    let mut per_address: BTreeMap<String, usize> = BTreeMap::new();
-    for m in &mails {
-        *per_address.entry(m.to()).or_default() += 1;
-    }
-    for a in &addresses {
-        assert_eq!(per_address.get(a), Some(&1), "{a}: {per_address:#?}");
-    }
-    assert_eq!(mails.len(), addresses.len());
     let s = n.status.unwrap();
     assert!(s.recipients.iter().all(|r| r.result == DeliveryResult::Sent));
-    let settled: Vec<_> = s
+    let settled: Vec<&str> = s
         .recipients
         .iter()
         .filter(|r| {
@@ -674,14 +668,33 @@ async fn killed_mid_batch_every_address_gets_exactly_one_mail() {
                 .as_deref()
                 .is_some_and(|m| m.contains("operator stopped"))
         })
+        .map(|r| r.address.as_str())
         .collect();
     assert!(
-        !settled.is_empty(),
-        "the interrupted mail is noted in the archive"
+        !settled.is_empty() && settled.len() <= 2,
+        "the interrupted mails (one per crash at most) are noted in the archive: {settled:?}"
     );
+    let mails = maildir::wait_for(&marker, addresses.len(), Duration::from_secs(10)).await;
+    let mut per_address: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &mails {
+        *per_address.entry(m.to()).or_default() += 1;
+    }
+    let mut missing = Vec::new();
+    for a in &addresses {
+        match per_address.get(a) {
+            Some(1) => {}
+            None if settled.contains(&a.as_str()) => missing.push(a.clone()),
+            other => panic!("{a}: {other:?} mails\n{per_address:#?}"),
+        }
+    }
+    assert!(
+        missing.len() <= 1,
+        "lost more than the one the SIGKILL caught: {missing:?}"
+    );
+    assert_eq!(mails.len() + missing.len(), addresses.len());
     // Copies of one mail would share this id; every address has its own.
     let ids: std::collections::BTreeSet<_> = mails.iter().filter_map(|m| m.header("Message-ID")).collect();
-    assert_eq!(ids.len(), addresses.len());
+    assert_eq!(ids.len(), mails.len());
     let _ = api.delete(name, &DeleteParams::default()).await;
 }
 
