@@ -702,6 +702,14 @@ pub struct JobProgress {
     pub received_ts: Option<f64>,
 }
 
+/// The value of field `i` of a query row (`Null` when absent or not available).
+fn cell(row: &[Value], i: usize) -> Value {
+    row.get(i)
+        .and_then(|cell| cell.get(1))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 /// Answer of `PUT /2/query/<resource>`: per row, per field, `[result status, value]`.
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct QueryAnswer {
@@ -718,12 +726,7 @@ impl QueryAnswer {
         self.data
             .into_iter()
             .map(|row| {
-                let field = |i: usize| {
-                    row.get(i)
-                        .and_then(|cell| cell.get(1))
-                        .cloned()
-                        .unwrap_or(Value::Null)
-                };
+                let field = |i: usize| cell(&row, i);
                 Ok(JobSummary {
                     id: serde_json::from_value(field(0)).map_err(|e| decode("id", e))?,
                     status: serde_json::from_value(field(1)).map_err(|e| decode("status", e))?,
@@ -745,12 +748,7 @@ impl QueryAnswer {
         self.data
             .into_iter()
             .map(|row| {
-                let field = |i: usize| {
-                    row.get(i)
-                        .and_then(|cell| cell.get(1))
-                        .cloned()
-                        .unwrap_or(Value::Null)
-                };
+                let field = |i: usize| cell(&row, i);
                 Ok(JobProgress {
                     id: serde_json::from_value(field(0)).map_err(|e| decode("id", e))?,
                     status: serde_json::from_value(field(1)).map_err(|e| decode("status", e))?,
@@ -766,11 +764,7 @@ impl QueryAnswer {
     pub(crate) fn status_counts(self) -> Result<BTreeMap<String, u32>, super::RapiError> {
         let mut counts = BTreeMap::new();
         for row in self.data {
-            let status = row
-                .first()
-                .and_then(|cell| cell.get(1))
-                .cloned()
-                .unwrap_or(Value::Null);
+            let status = cell(&row, 0);
             let status: JobStatus = serde_json::from_value(status).map_err(|e| super::RapiError::Decode {
                 detail: format!("job query status: {e}"),
             })?;
