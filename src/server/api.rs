@@ -28,6 +28,7 @@ use crate::rapi::{
     InstanceExport, InstanceMigrate, InstanceReinstall, InstanceReplaceDisks, Job, JobId, MigrationMode,
     RapiClient, RapiError, RebootType, ReplaceDisksMode,
 };
+use crate::signed::now_secs;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, RawQuery, State};
 use axum::http::{StatusCode, request::Parts};
@@ -65,6 +66,8 @@ pub struct ApiState {
     auth: Authenticator,
     limiter: Mutex<Limiter>,
     confirm_key: ConfirmKey,
+    /// Signs and checks console tickets (see [`super::console`]).
+    pub(super) ticket_key: crate::signed::SigningKey,
     /// Followed confirmation links, in the API server: once across replicas and restarts.
     pub(super) spent: SpentTokens,
     /// Told of refused attempts on VMs the caller does not own (ganetimgr does this).
@@ -78,6 +81,7 @@ impl ApiState {
             auth: Authenticator::new(ctx.client.clone()),
             limiter: Mutex::new(Limiter::new(RATE_BURST, RATE_EVERY)),
             confirm_key: ConfirmKey::derive(&ctx.config.link_key),
+            ticket_key: super::console::ticket_key(&ctx.config.link_key),
             spent: SpentTokens::new(ctx.client.clone(), &ctx.config.secrets_namespace),
             ctx,
         })
@@ -999,13 +1003,6 @@ async fn request_confirmation(
         })),
     )
         .into_response())
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
 }
 
 // --- confirmation links ------------------------------------------------------------

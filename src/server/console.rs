@@ -74,19 +74,13 @@ pub fn ticket_key(link_key: &SigningKey) -> SigningKey {
 /// What the console routes share.
 pub struct ConsoleState {
     api: Arc<ApiState>,
-    key: SigningKey,
     /// Debian's `novnc` package puts it in /usr/share/novnc; `None`: the page answers 503.
     novnc_dir: Option<PathBuf>,
 }
 
 impl ConsoleState {
     pub fn new(api: Arc<ApiState>, novnc_dir: Option<PathBuf>) -> Arc<Self> {
-        let ctx = &api.ctx;
-        Arc::new(Self {
-            key: ticket_key(&ctx.config.link_key),
-            novnc_dir,
-            api,
-        })
+        Arc::new(Self { api, novnc_dir })
     }
 }
 
@@ -129,7 +123,7 @@ pub(super) async fn issue_ticket(
         nonce: signed::nonce(),
         expires: signed::now_secs() + TICKET_TTL_SECS,
     };
-    let token = signed::sign(&ticket_key(&state.ctx.config.link_key), &ticket);
+    let token = signed::sign(&state.ticket_key, &ticket);
     state.audit(&caller, &attempt, &Outcome::Granted("console ticket issued"));
     let page = page_path(&cluster, &name, &token);
     let base = state
@@ -211,7 +205,12 @@ async fn page(
             "<p>The console page needs noVNC: install Debian's <code>novnc</code> package and start the operator with <code>--novnc-dir</code>.</p>",
         );
     }
-    if let Err((status, why)) = accept(&state.key, &q.ticket, Some((&cluster, &name)), signed::now_secs()) {
+    if let Err((status, why)) = accept(
+        &state.api.ticket_key,
+        &q.ticket,
+        Some((&cluster, &name)),
+        signed::now_secs(),
+    ) {
         return super::page::page(
             status,
             "Console ticket not accepted",
@@ -305,7 +304,7 @@ async fn open(
         (Some(c), Some(i)) => Some((c.as_str(), i.as_str())),
         _ => None,
     };
-    let ticket = accept(&state.key, &q.ticket, vm, signed::now_secs())?;
+    let ticket = accept(&state.api.ticket_key, &q.ticket, vm, signed::now_secs())?;
     let caller = Caller {
         identity: Identity {
             user: ticket.user.clone(),
