@@ -8,8 +8,11 @@ use std::sync::{Arc, RwLock};
 /// One Ganeti instance.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Instance {
-    /// Ganeti instance name (FQDN).
+    /// Ganeti instance name (FQDN): a label that can be renamed and reused.
     pub name: String,
+    /// Ganeti's instance UUID: what the VM *is*. Empty only in answers of a Ganeti that
+    /// does not report it (never the case for 2.10 and later).
+    pub uuid: String,
     /// Ganeti status: running, ADMIN_down, ERROR_down, ...
     pub status: String,
     /// Whether the admin state is up (Ganeti `admin_state == "up"`).
@@ -131,8 +134,17 @@ pub struct ClusterInventory {
 }
 
 impl ClusterInventory {
+    /// The instance with exactly this name (never a prefix, as Ganeti would expand it).
     pub fn instance(&self, name: &str) -> Option<&Instance> {
         self.instances.iter().find(|i| i.name == name)
+    }
+
+    /// The instance with this Ganeti UUID, whatever it is called now.
+    pub fn instance_by_uuid(&self, uuid: &str) -> Option<&Instance> {
+        if uuid.is_empty() {
+            return None;
+        }
+        self.instances.iter().find(|i| i.uuid == uuid)
     }
 
     /// The instance's owner, from the operator's owner tags or ganetimgr's (the
@@ -213,7 +225,16 @@ impl Inventory {
         let mut map = self.clusters.write().expect("inventory lock");
         if let Some(entry) = map.get_mut(cluster) {
             let mut updated = (**entry).clone();
-            match updated.instances.iter_mut().find(|i| i.name == instance.name) {
+            // The same VM is the same UUID; a name alone matches only when Ganeti gave none.
+            let same = |i: &Instance| {
+                if instance.uuid.is_empty() {
+                    i.name == instance.name
+                } else {
+                    i.uuid == instance.uuid || (i.uuid.is_empty() && i.name == instance.name)
+                }
+            };
+            updated.instances.retain(|i| same(i) || i.name != instance.name);
+            match updated.instances.iter_mut().find(|i| same(i)) {
                 Some(existing) => *existing = instance,
                 None => updated.instances.push(instance),
             }

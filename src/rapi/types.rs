@@ -182,6 +182,7 @@ impl From<WireInstance> for inventory::Instance {
             vnc_bind_address,
             tags: w.tags,
             ctime: w.ctime,
+            uuid: w.uuid.unwrap_or_default(),
             name: w.name,
         }
     }
@@ -364,6 +365,8 @@ struct InstanceRecord<'a> {
     #[serde(default)]
     ctime: Option<f64>,
     #[serde(default)]
+    uuid: Option<String>,
+    #[serde(default)]
     hypervisor: Option<String>,
 }
 
@@ -408,6 +411,7 @@ impl From<InstanceRecord<'_>> for inventory::Instance {
             vnc_bind_address,
             tags: r.tags,
             ctime: r.ctime,
+            uuid: r.uuid.unwrap_or_default(),
             name: r.name,
         }
     }
