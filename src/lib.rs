@@ -1,5 +1,6 @@
 //! ganeti-operator: a Kubernetes-native self-service VM service on Ganeti clusters.
 
+pub mod access;
 pub mod api;
 pub mod authz;
 pub mod controllers;

@@ -94,9 +94,18 @@ struct RunArgs {
     /// takes over from a dead leader.
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
     lease_duration_seconds: u64,
-    /// Address of the HTTP server (health, metrics, API, console).
+    /// Address of the users' HTTP server (health, API, console, verification links).
     #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Address of the metrics server (`/metrics` only: it names every cluster and VM,
+    /// so it is for Prometheus, not for users).
+    #[arg(long, env = "METRICS_LISTEN_ADDRESS", default_value = "0.0.0.0:9090")]
+    metrics_listen: SocketAddr,
+    /// Audience a user's bearer token must be issued for (repeatable), e.g.
+    /// `ganeti-operator` with `kubectl create token <sa> --audience ganeti-operator`.
+    /// Absent: tokens for the API server itself are accepted (kubeconfig tokens).
+    #[arg(long = "token-audience", env = "TOKEN_AUDIENCES", value_delimiter = ',')]
+    token_audiences: Vec<String>,
     /// Address of the admission webhook's TLS listener (escalation checks on Roles and
     /// RoleBindings; see manifests/webhook.yaml). Absent: no webhook.
     #[arg(long, env = "WEBHOOK_LISTEN_ADDRESS", requires_all = ["webhook_cert", "webhook_key"])]
@@ -350,14 +359,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Ok::<(), anyhow::Error>(())
         })
     };
+    let rules = ganeti_operator::access::rules::Rules::watch(client.clone());
     let state = server::AppState::new(client.clone(), metrics.clone())
         .with_link_key(link_key)
-        .with_api(ctx.clone(), args.refusal_mail_to)
+        .with_api(ctx.clone(), rules, args.token_audiences, args.refusal_mail_to)
         .with_console(novnc(&args.novnc_dir));
     tokio::spawn(
         server::spent::SpentTokens::new(client.clone(), &ctx.config.secrets_namespace)
             .prune_forever(std::time::Duration::from_secs(600)),
     );
+    let metrics_http =
+        server::serve_metrics(args.metrics_listen, state.clone(), stop.clone().cancelled_owned());
     let http = server::serve(args.listen, state, stop.clone().cancelled_owned());
     let webhook = webhook(
         &args.webhook_listen,
@@ -367,11 +379,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         &client,
         &stop,
     );
-    let (http_result, webhook_result) = tokio::join!(http, webhook);
+    let (http_result, metrics_result, webhook_result) = tokio::join!(
+        async {
+            let r = http.await;
+            // Either server failing (e.g. its address taken) stops the operator.
+            stop.cancel();
+            r
+        },
+        async {
+            let r = metrics_http.await;
+            stop.cancel();
+            r
+        },
+        webhook
+    );
     stop.cancel();
     controllers.await??;
     webhook_result?;
     http_result?;
+    metrics_result?;
     tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -154,7 +154,7 @@ _gnt_wipe() {
     [[ -e $f || -L $f ]] || continue
     [[ " ${GANETI_ETC_KEEP[*]} " == *" $(basename "$f") "* ]] || rm -rf "$f"
   done
-  rm -rf "$GANETI_OS_DIR"
+  rm -rf "$GANETI_OS_DIR" /srv/ganeti/file-storage
   rmdir /srv/ganeti/os /srv/ganeti 2>/dev/null || true
   rm -rf "$GANETI_DIR"
 }
@@ -259,11 +259,16 @@ EOF
 
 _gnt_init() {
   log "ganeti: initialising cluster $GANETI_CLUSTER_NAME"
+  # The `file` disk template too (sparse files on node1): a diskless instance
+  # cannot be reinstalled, and reinstall is a user action under test.
+  mkdir -p /srv/ganeti/file-storage
+  echo /srv/ganeti/file-storage >/etc/ganeti/file-storage-paths
   timeout 120 nsenter -t "$(_gnt_holder_pid)" --uts --net --mount \
     gnt-cluster init \
     --enabled-hypervisors=fake,kvm \
     -H "kvm:kvm_path=/usr/bin/qemu-system-x86_64,kvm_flag=disabled,vnc_bind_address=0.0.0.0,vhost_net=false,use_chroot=false,kernel_path=" \
-    --enabled-disk-templates=diskless \
+    --enabled-disk-templates=diskless,file \
+    --file-storage-dir=/srv/ganeti/file-storage \
     --master-netdev=lo \
     --nic-parameters=mode=routed,link= \
     --no-ssh-init --no-etc-hosts \

@@ -362,6 +362,16 @@ impl RapiClient {
         Ok(bulk.0)
     }
 
+    /// `GET /2/instances` without bulk: every instance's name, and nothing else.
+    pub async fn instance_names(&self) -> Result<Vec<String>, RapiError> {
+        #[derive(serde::Deserialize)]
+        struct Item {
+            id: String,
+        }
+        let items: Vec<Item> = self.get("instance_names", &["2", "instances"], &[]).await?;
+        Ok(items.into_iter().map(|i| i.id).collect())
+    }
+
     /// `GET /2/instances/<name>`.
     pub async fn instance(&self, name: &str) -> Result<WireInstance, RapiError> {
         self.get("instance", &["2", "instances", name], &[]).await
@@ -586,6 +596,15 @@ impl RapiClient {
     }
 
     // --- instances -----------------------------------------------------------------
+    //
+    // Writes on one instance take a [`Target`]: a bare name, or a name pinned to the
+    // instance's UUID. A pinned write sends `instance_uuid` in the body, where RAPI
+    // passes the body into the opcode (rlib2's reboot, shutdown, rename, remove,
+    // migrate, replace-disks, export); Ganeti then refuses the job (`ECODE_NOTUNIQUE`)
+    // if the name resolves to another instance by the time the job runs
+    // (`ExpandInstanceUuidAndName` in cmdlib/common.py). rlib2 drops the body of
+    // startup and builds reinstall's opcodes from the name alone: those two cannot be
+    // pinned through RAPI, so callers read the instance by exact name right before.
 
     /// `POST /2/instances` with a v1 body; returns the job id.
     pub async fn create_instance(&self, req: &InstanceCreate, reason: &str) -> Result<JobId, RapiError> {
@@ -594,7 +613,13 @@ impl RapiClient {
     }
 
     /// `PUT /2/instances/<n>/startup`.
-    pub async fn startup_instance(&self, name: &str, reason: &str) -> Result<JobId, RapiError> {
+    pub async fn startup_instance<'a>(
+        &self,
+        target: impl Into<Target<'a>>,
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        // Not pinnable: rlib2 ignores the body of startup (see above).
+        let name = target.into().name;
         self.write(
             "instance_startup",
             Method::PUT,
@@ -607,16 +632,18 @@ impl RapiClient {
     }
 
     /// `PUT /2/instances/<n>/shutdown`, with Ganeti's default timeout unless given.
-    pub async fn shutdown_instance(
+    pub async fn shutdown_instance<'a>(
         &self,
-        name: &str,
+        target: impl Into<Target<'a>>,
         timeout: Option<Duration>,
         reason: &str,
     ) -> Result<JobId, RapiError> {
-        let body = match timeout {
+        let target = target.into();
+        let name = target.name;
+        let body = target.pin(match timeout {
             Some(t) => json!({ "timeout": t.as_secs() }),
             None => json!({}),
-        };
+        });
         self.write(
             "instance_shutdown",
             Method::PUT,
@@ -629,33 +656,38 @@ impl RapiClient {
     }
 
     /// `POST /2/instances/<n>/reboot?type=...`.
-    pub async fn reboot_instance(
+    pub async fn reboot_instance<'a>(
         &self,
-        name: &str,
+        target: impl Into<Target<'a>>,
         kind: RebootType,
         reason: &str,
     ) -> Result<JobId, RapiError> {
+        let target = target.into();
+        let body = target.uuid.map(|_| target.pin(json!({})));
         self.write(
             "instance_reboot",
             Method::POST,
-            &["2", "instances", name, "reboot"],
+            &["2", "instances", target.name, "reboot"],
             &[("type", kind.as_str())],
-            None,
+            body.as_ref(),
             reason,
         )
         .await
     }
 
     /// `PUT /2/instances/<n>/rename`.
-    pub async fn rename_instance(
+    pub async fn rename_instance<'a>(
         &self,
-        name: &str,
+        target: impl Into<Target<'a>>,
         new_name: &str,
         name_check: bool,
         ip_check: bool,
         reason: &str,
     ) -> Result<JobId, RapiError> {
-        let body = json!({ "new_name": new_name, "name_check": name_check, "ip_check": ip_check });
+        let target = target.into();
+        let name = target.name;
+        let body =
+            target.pin(json!({ "new_name": new_name, "name_check": name_check, "ip_check": ip_check }));
         self.write(
             "instance_rename",
             Method::PUT,
@@ -668,12 +700,33 @@ impl RapiClient {
     }
 
     /// `POST /2/instances/<n>/reinstall` (v1 body).
-    pub async fn reinstall_instance(
+    pub async fn reinstall_instance<'a>(
         &self,
-        name: &str,
+        target: impl Into<Target<'a>>,
         req: &InstanceReinstall,
         reason: &str,
     ) -> Result<JobId, RapiError> {
+        // Not pinnable: rlib2 builds the opcodes from the name alone (see above).
+        let name = target.into().name;
+        // rlib2 refuses a body together with query parameters, and `reason` is one:
+        // without OS parameters, the query form says the same (`os`, `nostartup`).
+        if req.osparams.is_none() {
+            let nostartup = if req.start == Some(false) { "1" } else { "0" };
+            let mut query = vec![("nostartup", nostartup)];
+            if let Some(os) = &req.os {
+                query.push(("os", os.as_str()));
+            }
+            return self
+                .write(
+                    "instance_reinstall",
+                    Method::POST,
+                    &["2", "instances", name, "reinstall"],
+                    &query,
+                    None,
+                    reason,
+                )
+                .await;
+        }
         self.write_body(
             "instance_reinstall",
             Method::POST,
@@ -685,64 +738,85 @@ impl RapiClient {
     }
 
     /// `DELETE /2/instances/<n>`.
-    pub async fn remove_instance(&self, name: &str, reason: &str) -> Result<JobId, RapiError> {
+    pub async fn remove_instance<'a>(
+        &self,
+        target: impl Into<Target<'a>>,
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        let target = target.into();
+        let body = target.uuid.map(|_| target.pin(json!({})));
         self.write(
             "instance_remove",
             Method::DELETE,
-            &["2", "instances", name],
+            &["2", "instances", target.name],
             &[],
-            None,
+            body.as_ref(),
             reason,
         )
         .await
     }
 
     /// `PUT /2/instances/<n>/migrate`.
-    pub async fn migrate_instance(
+    pub async fn migrate_instance<'a>(
         &self,
-        name: &str,
+        target: impl Into<Target<'a>>,
         req: &InstanceMigrate,
         reason: &str,
     ) -> Result<JobId, RapiError> {
-        self.write_body(
+        let target = target.into();
+        let body = serde_json::to_value(req).map_err(|e| RapiError::Config {
+            detail: e.to_string(),
+        })?;
+        self.write(
             "instance_migrate",
             Method::PUT,
-            &["2", "instances", name, "migrate"],
-            req,
+            &["2", "instances", target.name, "migrate"],
+            &[],
+            Some(&target.pin(body)),
             reason,
         )
         .await
     }
 
     /// `POST /2/instances/<n>/replace-disks` with a body.
-    pub async fn replace_instance_disks(
+    pub async fn replace_instance_disks<'a>(
         &self,
-        name: &str,
+        target: impl Into<Target<'a>>,
         req: &InstanceReplaceDisks,
         reason: &str,
     ) -> Result<JobId, RapiError> {
-        self.write_body(
+        let target = target.into();
+        let body = serde_json::to_value(req).map_err(|e| RapiError::Config {
+            detail: e.to_string(),
+        })?;
+        self.write(
             "instance_replace_disks",
             Method::POST,
-            &["2", "instances", name, "replace-disks"],
-            req,
+            &["2", "instances", target.name, "replace-disks"],
+            &[],
+            Some(&target.pin(body)),
             reason,
         )
         .await
     }
 
     /// `PUT /2/instances/<n>/export` (local exports).
-    pub async fn export_instance(
+    pub async fn export_instance<'a>(
         &self,
-        name: &str,
+        target: impl Into<Target<'a>>,
         req: &InstanceExport,
         reason: &str,
     ) -> Result<JobId, RapiError> {
-        self.write_body(
+        let target = target.into();
+        let body = serde_json::to_value(req).map_err(|e| RapiError::Config {
+            detail: e.to_string(),
+        })?;
+        self.write(
             "instance_export",
             Method::PUT,
-            &["2", "instances", name, "export"],
-            req,
+            &["2", "instances", target.name, "export"],
+            &[],
+            Some(&target.pin(body)),
             reason,
         )
         .await
@@ -956,5 +1030,43 @@ mod tests {
                 ("instance_startup", "unreachable")
             ]
         );
+    }
+}
+
+/// The instance a write is for: its name, and when known its UUID, which the write
+/// then pins (see the instance section of [`RapiClient`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub name: &'a str,
+    pub uuid: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    /// The instance named `name` only if it is still the one with this UUID.
+    pub fn pinned(name: &'a str, uuid: &'a str) -> Self {
+        Self {
+            name,
+            uuid: Some(uuid).filter(|u| !u.is_empty()),
+        }
+    }
+
+    /// `body` with `instance_uuid` added when pinned.
+    fn pin(&self, mut body: Value) -> Value {
+        if let (Some(uuid), Some(map)) = (self.uuid, body.as_object_mut()) {
+            map.insert("instance_uuid".into(), Value::String(uuid.to_string()));
+        }
+        body
+    }
+}
+
+impl<'a> From<&'a str> for Target<'a> {
+    fn from(name: &'a str) -> Self {
+        Self { name, uuid: None }
+    }
+}
+
+impl<'a> From<&'a String> for Target<'a> {
+    fn from(name: &'a String) -> Self {
+        Self::from(name.as_str())
     }
 }

@@ -10,7 +10,7 @@ mod error;
 pub mod tls;
 mod types;
 
-pub use client::{Credentials, NoopObserver, RapiClient, RapiConfig, RapiObserver};
+pub use client::{Credentials, NoopObserver, RapiClient, RapiConfig, RapiObserver, Target};
 pub use error::{ErrorBody, ErrorCode, GanetiFailure, RapiError};
 pub use tls::TlsMode;
 pub use types::*;

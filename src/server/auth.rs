@@ -73,13 +73,18 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
 /// Reviews tokens, through the cache.
 pub struct Authenticator {
     client: kube::Client,
+    /// The audiences a token must be good for (empty: the API server's own). A
+    /// dedicated one (`kubectl create token SA --audience ganeti-operator`) means a
+    /// token sent here is useless against the API server, and the reverse.
+    audiences: Vec<String>,
     cache: Mutex<TokenCache>,
 }
 
 impl Authenticator {
-    pub fn new(client: kube::Client) -> Self {
+    pub fn new(client: kube::Client, audiences: Vec<String>) -> Self {
         Self {
             client,
+            audiences,
             cache: Mutex::default(),
         }
     }
@@ -93,15 +98,23 @@ impl Authenticator {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_string(),
-                audiences: None,
+                audiences: Some(self.audiences.clone()).filter(|a| !a.is_empty()),
             },
             ..Default::default()
         };
         let api: Api<TokenReview> = Api::all(self.client.clone());
         let reviewed = api.create(&PostParams::default(), &review).await?;
+        let audiences = &self.audiences;
         let answer = reviewed
             .status
             .filter(|s| s.authenticated == Some(true))
+            // The API server answers with the requested audiences the token is good for.
+            .filter(|s| {
+                audiences.is_empty()
+                    || s.audiences
+                        .as_ref()
+                        .is_some_and(|a| a.iter().any(|x| audiences.contains(x)))
+            })
             .and_then(|s| s.user)
             .and_then(|u| {
                 Some(Identity {

@@ -9,7 +9,9 @@ use crate::signed::{self, Expiring, SigningKey, TokenError};
 use serde::{Deserialize, Serialize};
 
 /// How long a confirmation link works.
-pub const CONFIRM_TTL_SECS: i64 = 3600;
+/// How long a confirmation link works: long enough to open a mail, short enough that
+/// the groups it carries (authenticated when it was asked for) are recent.
+pub const CONFIRM_TTL_SECS: i64 = 15 * 60;
 
 /// The purpose confirmation links' key is derived for.
 const PURPOSE: &str = "confirm";
@@ -44,6 +46,9 @@ pub struct Claims {
     pub cluster: String,
     #[serde(rename = "i")]
     pub instance: String,
+    /// The VM's Ganeti UUID when the link was made: the link acts on that VM only.
+    #[serde(rename = "id")]
+    pub uuid: String,
     /// rename, reinstall or destroy.
     #[serde(rename = "a")]
     pub action: String,
@@ -108,6 +113,7 @@ mod tests {
             groups: vec!["staff".into()],
             cluster: "lab".into(),
             instance: "vm1.example.org".into(),
+            uuid: "6d0f5b3e-8f0a-4c4e-9a57-0f1a2b3c4d5e".into(),
             action: "destroy".into(),
             new_name: None,
             os: None,

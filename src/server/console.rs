@@ -10,13 +10,20 @@
 //!    reports for that VM. Nothing from the browser chooses where the proxy connects.
 //!
 //! Tickets are stateless (any replica checks any replica's), spent in the API server
-//! (see [`super::spent`]), so a ticket works once across replicas and restarts.
+//! (see [`super::spent`]), so a ticket works once across replicas and restarts. A
+//! ticket names the VM by name and Ganeti UUID: the websocket decides again on the VM
+//! as Ganeti has it then ([`crate::access`]), so a VM renamed or replaced since the
+//! ticket was issued is not opened. The proxy connects only to an address of one of
+//! the cluster's nodes, and a session ends after [`IDLE_TIMEOUT`] without traffic or
+//! after [`MAX_SESSION`] in all.
 
-use super::api::{ApiError, ApiState, Attempt, Caller, Outcome, check};
+use super::api::{ApiError, ApiState, Attempt, Caller, Outcome};
 use super::auth::Identity;
 use super::spent::SpendError;
+use crate::access::VmRef;
 use crate::api::role::VmRight;
-use crate::rapi::{Console, RapiClient, RapiError};
+use crate::inventory::{Instance, Node};
+use crate::rapi::{Console, RapiClient};
 use crate::signed::{self, Expiring, SigningKey, TokenError};
 use axum::Json;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -41,6 +48,10 @@ pub const TICKET_TTL_SECS: i64 = 60;
 pub const NOVNC_PATH: &str = "/novnc";
 const PURPOSE: &str = "console";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A console session with no traffic either way for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// No console session lasts longer than this; the user asks for a new ticket.
+pub const MAX_SESSION: Duration = Duration::from_secs(8 * 3600);
 
 /// What a ticket vouches for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +65,9 @@ pub struct Ticket {
     pub cluster: String,
     #[serde(rename = "i")]
     pub instance: String,
+    /// The VM's Ganeti UUID when the ticket was issued: the ticket opens that VM only.
+    #[serde(rename = "id")]
+    pub uuid: String,
     #[serde(rename = "n")]
     pub nonce: String,
     #[serde(rename = "x")]
@@ -104,22 +118,24 @@ pub(super) async fn issue_ticket(
     Path((cluster, name)): Path<(String, String)>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
+    let vm = VmRef {
+        cluster: &cluster,
+        name: &name,
+        uuid: None,
+    };
+    let (pinned, _) = state.authorize(&caller, vm, "console", VmRight::Console).await?;
     let attempt = Attempt {
         action: "console",
         cluster: &cluster,
         vm: &name,
+        uuid: Some(&pinned.uuid),
     };
-    if let Err(e) = state.instance(&cluster, &name) {
-        state.audit(&caller, &attempt, &Outcome::Refused(e.1.clone()));
-        return Err(e);
-    }
-    let index = state.index().await?;
-    check(&state, &index, &caller, &attempt, VmRight::Console)?;
     let ticket = Ticket {
         user: caller.identity.user.clone(),
         groups: caller.identity.groups.clone(),
         cluster: cluster.clone(),
         instance: name.clone(),
+        uuid: pinned.uuid.clone(),
         nonce: signed::nonce(),
         expires: signed::now_secs() + TICKET_TTL_SECS,
     };
@@ -316,6 +332,7 @@ async fn open(
         action: "console",
         cluster: &ticket.cluster,
         vm: &ticket.instance,
+        uuid: Some(&ticket.uuid),
     };
     let refuse = |status: StatusCode, why: String| {
         state.api.audit(&caller, &attempt, &Outcome::Refused(why.clone()));
@@ -339,23 +356,26 @@ async fn open(
             return Err((StatusCode::SERVICE_UNAVAILABLE, "try again".into()));
         }
     }
-    // Rights may have changed since the ticket was issued.
-    let authorized = async {
-        let (instance, _) = state.api.instance(&ticket.cluster, &ticket.instance)?;
-        let index = state.api.index().await?;
-        check(&state.api, &index, &caller, &attempt, VmRight::Console)?;
-        let client = state.api.client(&ticket.cluster)?;
-        Ok::<_, ApiError>((instance, client))
-    }
-    .await;
-    let (instance, client) = authorized.map_err(|ApiError(status, why)| (status, why))?;
-    let node_ip = state.api.ctx.inventory.get(&ticket.cluster).and_then(|inv| {
-        inv.nodes
-            .iter()
-            .find(|n| n.name == instance.primary_node)
-            .and_then(|n| n.primary_ip.clone())
-    });
-    let target = match locate(&client, &ticket.instance, node_ip.as_deref()).await {
+    // Rights may have changed since the ticket was issued, and the name may now be
+    // another VM's: decided again on the VM as Ganeti has it now.
+    let vm = VmRef {
+        cluster: &ticket.cluster,
+        name: &ticket.instance,
+        uuid: Some(&ticket.uuid),
+    };
+    let (pinned, client) = state
+        .api
+        .authorize(&caller, vm, "console", VmRight::Console)
+        .await
+        .map_err(|ApiError(status, why)| (status, why))?;
+    let nodes = state
+        .api
+        .ctx
+        .inventory
+        .get(&ticket.cluster)
+        .map(|inv| inv.nodes.clone())
+        .unwrap_or_default();
+    let target = match locate(&client, &pinned.instance, &nodes).await {
         Ok(t) => t,
         Err(why) => return Err(refuse(StatusCode::BAD_GATEWAY, why)),
     };
@@ -406,33 +426,52 @@ fn origin_allowed(origin: Option<&str>, host: Option<&str>, public_url: Option<&
         .is_some_and(|u| u.origin() == origin.origin())
 }
 
-/// Where the VM's VNC server listens: Ganeti's console answer, else (Ganeti 3.0's
-/// console call fails for kvm) the instance's `network_port` and `vnc_bind_address`.
-async fn locate(client: &RapiClient, instance: &str, node_ip: Option<&str>) -> Result<(String, u16), String> {
-    match client.console(instance).await {
+/// Where the VM's VNC server listens: Ganeti's console answer when it is VNC, else
+/// (Ganeti 3.0's console call fails for kvm, and a kvm VM with Ganeti's default
+/// `serial_console` is answered as `ssh`) the instance's `network_port` and
+/// `vnc_bind_address`. Either way the address must be one of the cluster's nodes.
+async fn locate(client: &RapiClient, instance: &Instance, nodes: &[Node]) -> Result<(String, u16), String> {
+    match client.console(&instance.name).await {
         Ok(console) => {
-            if let Some(found) = from_console(&console, node_ip)? {
+            if let Some(found) = from_console(&console, &instance.name, &instance.primary_node, nodes)? {
                 return Ok(found);
             }
         }
-        Err(RapiError::NotFound { .. }) => return Err(format!("Ganeti knows no VM {instance}")),
-        Err(e) => tracing::debug!(error = %e, %instance, "console info failed; reading the instance"),
+        Err(e) => {
+            tracing::debug!(error = %e, instance = %instance.name, "console info failed; using the instance's VNC port")
+        }
     }
-    let wire = client
-        .instance(instance)
-        .await
-        .map_err(|e| format!("reading the VM from Ganeti failed: {e}"))?;
     from_instance(
-        wire.hvparams.get("vnc_bind_address").and_then(|v| v.as_str()),
-        wire.network_port,
-        node_ip,
+        instance.vnc_bind_address.as_deref(),
+        instance.network_port,
+        &instance.primary_node,
+        nodes,
     )
 }
 
-/// From `GET /2/instances/<n>/console`: `Ok(None)` when it does not say.
-fn from_console(console: &Console, node_ip: Option<&str>) -> Result<Option<(String, u16)>, String> {
+/// From `GET /2/instances/<n>/console`: `Ok(None)` when it names no VNC server (a
+/// serial console: the instance's own VNC port is used then).
+fn from_console(
+    console: &Console,
+    name: &str,
+    primary_node: &str,
+    nodes: &[Node],
+) -> Result<Option<(String, u16)>, String> {
+    let answered_for = match console {
+        Console::Msg { instance, .. }
+        | Console::Ssh { instance, .. }
+        | Console::Vnc { instance, .. }
+        | Console::Spice { instance, .. } => instance,
+    };
+    if answered_for != name {
+        return Err(format!(
+            "Ganeti answered the console of {answered_for}, not of {name}: refused"
+        ));
+    }
     match console {
-        Console::Vnc { host, port, .. } => from_instance(Some(host), Some(*port), node_ip).map(Some),
+        Console::Vnc { host, port, .. } => {
+            from_instance(Some(host), Some(*port), primary_node, nodes).map(Some)
+        }
         Console::Msg { message, .. } => Err(format!(
             "this VM has no graphical console{}",
             message
@@ -440,16 +479,18 @@ fn from_console(console: &Console, node_ip: Option<&str>) -> Result<Option<(Stri
                 .map(|m| format!(" (Ganeti: {m})"))
                 .unwrap_or_default()
         )),
-        _ => Err("this VM's console is not VNC (only VNC consoles open in the browser)".into()),
+        Console::Ssh { .. } | Console::Spice { .. } => Ok(None),
     }
 }
 
 /// From the VNC bind address and port: a wildcard address means the primary node's
-/// primary IP; a loopback address is unreachable from here.
+/// primary IP; a node's name means its primary IP; any other address must be a node's
+/// own. Nothing else is ever a target: the proxy is no tunnel to anywhere.
 fn from_instance(
     bind: Option<&str>,
     port: Option<u16>,
-    node_ip: Option<&str>,
+    primary_node: &str,
+    nodes: &[Node],
 ) -> Result<(String, u16), String> {
     let Some(port) = port.filter(|p| *p > 0) else {
         return Err("Ganeti reports no VNC port for this VM (is it a kvm VM with VNC?)".into());
@@ -459,9 +500,15 @@ fn from_instance(
         return Err("the VM has no VNC server (vnc_bind_address is empty)".into());
     }
     let ip: Option<std::net::IpAddr> = bind.parse().ok();
+    let node_ip = |name: &str| {
+        nodes
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.primary_ip.clone())
+    };
     match ip {
-        Some(ip) if ip.is_unspecified() => match node_ip {
-            Some(node) => Ok((node.to_string(), port)),
+        Some(ip) if ip.is_unspecified() => match node_ip(primary_node) {
+            Some(node) => Ok((node, port)),
             None => {
                 Err("the VM's VNC listens on all addresses of its node, whose IP is not known yet".into())
             }
@@ -469,15 +516,24 @@ fn from_instance(
         Some(ip) if ip.is_loopback() => Err(format!(
             "the VM's VNC listens on {bind}, its node's loopback, out of reach: set the kvm vnc_bind_address to 0.0.0.0 or the node's IP"
         )),
-        _ => Ok((bind.to_string(), port)),
+        Some(_) if nodes.iter().any(|n| n.primary_ip.as_deref() == Some(bind)) => {
+            Ok((bind.to_string(), port))
+        }
+        None if node_ip(bind).is_some() => Ok((node_ip(bind).unwrap_or_default(), port)),
+        _ => Err(format!(
+            "the VM's VNC address {bind} is not one of the cluster's nodes: refused"
+        )),
     }
 }
 
-/// Carries bytes both ways until either side closes.
+/// Carries bytes both ways until either side closes, the session is idle for
+/// [`IDLE_TIMEOUT`], or it has lasted [`MAX_SESSION`].
 async fn relay(socket: WebSocket, tcp: TcpStream, ticket: Ticket) {
     let (mut to_browser, mut from_browser) = socket.split();
     let (mut from_vnc, mut to_vnc) = tcp.into_split();
     let (mut sent, mut received) = (0u64, 0u64);
+    // Any data either way keeps the session alive (a stored permit if nobody waits).
+    let activity = tokio::sync::Notify::new();
     let upstream = async {
         while let Some(Ok(message)) = from_browser.next().await {
             let data = match message {
@@ -490,36 +546,60 @@ async fn relay(socket: WebSocket, tcp: TcpStream, ticket: Ticket) {
                 break;
             }
             sent += data.len() as u64;
+            activity.notify_one();
         }
         let _ = to_vnc.shutdown().await;
     };
+    let (close_tx, mut close_rx) = tokio::sync::mpsc::channel::<()>(1);
     let downstream = async {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match from_vnc.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    received += n as u64;
-                    let chunk = axum::body::Bytes::copy_from_slice(&buf[..n]);
-                    if to_browser.send(Message::Binary(chunk)).await.is_err() {
-                        break;
+            tokio::select! {
+                read = from_vnc.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        received += n as u64;
+                        activity.notify_one();
+                        let chunk = axum::body::Bytes::copy_from_slice(&buf[..n]);
+                        if to_browser.send(Message::Binary(chunk)).await.is_err() {
+                            break;
+                        }
                     }
-                }
+                },
+                _ = close_rx.recv() => break,
             }
         }
         let _ = to_browser.send(Message::Close(None)).await;
     };
-    // Either side closing ends the session.
-    tokio::select! {
-        () = upstream => {}
-        () = downstream => {}
-    }
+    let limits = async {
+        let idle = async {
+            while tokio::time::timeout(IDLE_TIMEOUT, activity.notified())
+                .await
+                .is_ok()
+            {}
+        };
+        let why = tokio::select! {
+            () = idle => "idle",
+            () = tokio::time::sleep(MAX_SESSION) => "maximum length",
+        };
+        // The browser is told the session closed (downstream sends Close).
+        let _ = close_tx.send(()).await;
+        why
+    };
+    tokio::pin!(limits);
+    let ended = tokio::select! {
+        () = upstream => "closed by the browser",
+        () = downstream => "closed",
+        why = &mut limits => why,
+    };
     tracing::info!(
         user = %ticket.user,
         cluster = %ticket.cluster,
         vm = %ticket.instance,
+        vm_uuid = %ticket.uuid,
         bytes_to_vm = sent,
         bytes_from_vm = received,
+        ended,
         "console session ended"
     );
 }
@@ -534,6 +614,7 @@ mod tests {
             groups: vec!["team-a".into()],
             cluster: "lab".into(),
             instance: "vm1".into(),
+            uuid: "0c6b5a2e-0000-4000-8000-000000000001".into(),
             nonce: "n".into(),
             expires: 1000,
         }
@@ -567,43 +648,86 @@ mod tests {
         );
     }
 
+    fn nodes() -> Vec<Node> {
+        let node = |name: &str, ip: &str| Node {
+            name: name.into(),
+            primary_ip: Some(ip.into()),
+            ..Default::default()
+        };
+        vec![
+            node("node1.lab", "198.51.100.10"),
+            node("node2.lab", "2001:db8::1"),
+        ]
+    }
+
     #[test]
-    fn the_vnc_endpoint_comes_from_ganeti_only() {
+    fn the_vnc_endpoint_comes_from_ganeti_only_and_is_a_node() {
+        let n = nodes();
         assert_eq!(
-            from_instance(Some("0.0.0.0"), Some(11000), Some("198.51.100.10")),
+            from_instance(Some("0.0.0.0"), Some(11000), "node1.lab", &n),
             Ok(("198.51.100.10".into(), 11000))
         );
         assert_eq!(
-            from_instance(Some("::"), Some(11001), Some("2001:db8::1")),
+            from_instance(Some("::"), Some(11001), "node2.lab", &n),
             Ok(("2001:db8::1".into(), 11001))
         );
         assert_eq!(
-            from_instance(Some("192.0.2.7"), Some(11002), None),
-            Ok(("192.0.2.7".into(), 11002))
+            from_instance(Some("198.51.100.10"), Some(11002), "node2.lab", &n),
+            Ok(("198.51.100.10".into(), 11002))
         );
+        assert_eq!(
+            from_instance(Some("node2.lab"), Some(11003), "node1.lab", &n),
+            Ok(("2001:db8::1".into(), 11003))
+        );
+        // No tunnel: an address that is no node of the cluster is never a target.
+        for elsewhere in ["192.0.2.7", "10.0.0.1", "metadata.google.internal", "node3.lab"] {
+            let why = from_instance(Some(elsewhere), Some(11000), "node1.lab", &n).unwrap_err();
+            assert!(
+                why.contains("not one of the cluster's nodes"),
+                "{elsewhere}: {why}"
+            );
+        }
         assert!(
-            from_instance(Some("127.0.0.1"), Some(11000), Some("198.51.100.10"))
+            from_instance(Some("127.0.0.1"), Some(11000), "node1.lab", &n)
                 .unwrap_err()
                 .contains("loopback")
         );
-        assert!(from_instance(Some("0.0.0.0"), None, Some("198.51.100.10")).is_err());
-        assert!(from_instance(Some(""), Some(11000), None).is_err());
-        assert!(from_instance(Some("0.0.0.0"), Some(11000), None).is_err());
-        let vnc = Console::Vnc {
-            instance: "vm1".into(),
-            host: "0.0.0.0".into(),
+        assert!(from_instance(Some("0.0.0.0"), None, "node1.lab", &n).is_err());
+        assert!(from_instance(Some(""), Some(11000), "node1.lab", &n).is_err());
+        assert!(from_instance(Some("0.0.0.0"), Some(11000), "unknown", &n).is_err());
+        let vnc = |instance: &str, host: &str| Console::Vnc {
+            instance: instance.into(),
+            host: host.into(),
             port: 11000,
             display: Some(5100),
         };
         assert_eq!(
-            from_console(&vnc, Some("10.0.0.1")),
-            Ok(Some(("10.0.0.1".into(), 11000)))
+            from_console(&vnc("vm1", "0.0.0.0"), "vm1", "node1.lab", &n),
+            Ok(Some(("198.51.100.10".into(), 11000)))
+        );
+        // An answer about another instance (a prefix expansion, a race) is refused.
+        assert!(
+            from_console(&vnc("vm1.lab", "0.0.0.0"), "vm1", "node1.lab", &n)
+                .unwrap_err()
+                .contains("not of vm1")
         );
         let msg = Console::Msg {
             instance: "vm1".into(),
             message: Some("Console not available for fake hypervisor".into()),
         };
-        assert!(from_console(&msg, None).unwrap_err().contains("fake hypervisor"));
+        assert!(
+            from_console(&msg, "vm1", "node1.lab", &n)
+                .unwrap_err()
+                .contains("fake hypervisor")
+        );
+        // kvm's default serial console is answered as ssh: the VNC port is used then.
+        let serial = Console::Ssh {
+            instance: "vm1".into(),
+            host: "node1.lab".into(),
+            user: Some("root".into()),
+            command: vec![],
+        };
+        assert_eq!(from_console(&serial, "vm1", "node1.lab", &n), Ok(None));
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The HTTP server: health, readiness, metrics, email verification and the JSON API.
+//! The HTTP servers: the users' one (health, readiness, email verification, the JSON
+//! API and the console), and `/metrics` on a listener of its own, so the chart can keep
+//! it away from users (it names every cluster and VM) and give it to Prometheus only.
 
 pub mod api;
 pub mod auth;
@@ -14,7 +16,8 @@ use crate::metrics::Metrics;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -46,10 +49,17 @@ impl AppState {
         self
     }
 
-    /// Serves the JSON API (it acts through the controllers' context); refused attempts
+    /// Serves the JSON API (it acts through the controllers' context); tokens are
+    /// reviewed for `token_audiences` (empty: the API server's own); refused attempts
     /// on VMs the caller does not own are mailed to `refusal_mail_to`.
-    pub fn with_api(mut self, ctx: Arc<crate::controllers::Context>, refusal_mail_to: Vec<String>) -> Self {
-        self.api = Some(api::ApiState::new(ctx, refusal_mail_to));
+    pub fn with_api(
+        mut self,
+        ctx: Arc<crate::controllers::Context>,
+        rules: crate::access::rules::Rules,
+        token_audiences: Vec<String>,
+        refusal_mail_to: Vec<String>,
+    ) -> Self {
+        self.api = Some(api::ApiState::new(ctx, rules, token_audiences, refusal_mail_to));
         self
     }
 
@@ -64,25 +74,69 @@ impl AppState {
     }
 }
 
+/// Requests per client address before anything else (authentication included): a
+/// burst of this many, then one per [`CLIENT_RATE_EVERY`].
+const CLIENT_RATE_BURST: u32 = 300;
+const CLIENT_RATE_EVERY: Duration = Duration::from_millis(50);
+
+/// The users' server. Every route but the probes is rate-limited per client address
+/// before it authenticates anyone, so a flood of bad tokens costs the API server no
+/// TokenReviews.
 pub fn router(state: AppState) -> Router {
     let api = state.api.clone();
     let console = state.console.clone();
-    let router = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let limited = Router::new()
         .route(
             crate::controllers::profile::VERIFY_PATH,
             get(verify::show).post(verify::confirm),
         )
-        .with_state(state);
-    let router = match api {
-        Some(api_state) => router.nest(api::PREFIX, api::router(api_state)),
-        None => router,
+        .with_state(state.clone());
+    let limited = match api {
+        Some(api_state) => limited.nest(api::PREFIX, api::router(api_state)),
+        None => limited,
     };
-    match console {
-        Some(console_state) => router.merge(console::router(console_state)),
-        None => router,
+    let limited = match console {
+        Some(console_state) => limited.merge(console::router(console_state)),
+        None => limited,
+    };
+    let limiter = Arc::new(Mutex::new(ratelimit::Limiter::new(
+        CLIENT_RATE_BURST,
+        CLIENT_RATE_EVERY,
+    )));
+    let limited = limited.layer(axum::middleware::from_fn_with_state(limiter, per_client));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+        .merge(limited)
+}
+
+/// The metrics server: `/metrics` only.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+/// 429 for a client address past its budget.
+async fn per_client(
+    State(limiter): State<Arc<Mutex<ratelimit::Limiter>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let verdict = limiter
+        .lock()
+        .expect("client limiter lock")
+        .take(&client, std::time::Instant::now());
+    match verdict {
+        Ok(()) => next.run(request).await,
+        Err(wait) => api::too_many(wait, "too many requests from your address"),
     }
 }
 
@@ -142,12 +196,30 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_router(addr, router(state), "HTTP server", shutdown).await
+}
+
+/// Serves `/metrics` on its own address until `shutdown` resolves.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_router(addr, metrics_router(state), "metrics server", shutdown).await
+}
+
+async fn serve_router(
+    addr: SocketAddr,
+    router: Router,
+    what: &'static str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "HTTP server listening");
-    // The peer address feeds the audit log.
+    tracing::info!(%addr, "{what} listening");
+    // The peer address feeds the audit log and the per-client rate limit.
     axum::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await?;

@@ -32,6 +32,17 @@ impl Limiter {
             self.buckets.retain(|_, (tokens, at)| {
                 *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
             });
+            // Still full (many keys, all busy: a flood from many addresses): forget
+            // the longest idle one, so memory stays bounded.
+            if self.buckets.len() >= MAX_USERS
+                && let Some(oldest) = self
+                    .buckets
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| k.clone())
+            {
+                self.buckets.remove(&oldest);
+            }
         }
         let (tokens, at) = self.buckets.entry(user.to_string()).or_insert((self.burst, now));
         let refilled =

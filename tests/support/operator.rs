@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct Operator {
     child: Option<Child>,
     pub port: u16,
+    /// The metrics listener's port (`/metrics` is not on `port`).
+    pub metrics_port: u16,
     pub log_path: std::path::PathBuf,
     dir: std::path::PathBuf,
 }
@@ -73,6 +75,7 @@ impl Operator {
         });
         std::fs::write(&kubeconfig, serde_yaml::to_string(&doc).unwrap()).unwrap();
         let port = super::free_port();
+        let metrics_port = super::free_port();
         let log_path = dir.join("operator.log");
         let child = Command::new(env!("CARGO_BIN_EXE_ganeti-operator"))
             .args([
@@ -81,6 +84,8 @@ impl Operator {
                 kubeconfig.to_str().unwrap(),
                 "--listen",
                 &format!("127.0.0.1:{port}"),
+                "--metrics-listen",
+                &format!("127.0.0.1:{metrics_port}"),
             ])
             // `{port}` in a flag or variable: the port chosen here (for --public-url).
             .args(
@@ -104,6 +109,7 @@ impl Operator {
         let op = Operator {
             child: Some(child),
             port,
+            metrics_port,
             log_path,
             dir,
         };
@@ -124,7 +130,7 @@ impl Operator {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.url("/metrics"))
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
             .await
             .unwrap()
             .text()

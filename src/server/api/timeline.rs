@@ -87,6 +87,8 @@ pub fn audit_event(
             api_version: Some(api_version()),
             kind: Some(VM_KIND.into()),
             name: Some(attempt.vm.to_string()),
+            // The VM's Ganeti UUID: which VM it was, whatever it is called later.
+            uid: attempt.uuid.map(str::to_string),
             ..Default::default()
         }),
         reporting_controller: Some(crate::controllers::FIELD_MANAGER.into()),
@@ -282,6 +284,7 @@ mod tests {
             action,
             cluster: "lab",
             vm,
+            uuid: None,
         };
         audit_event(user, &attempt, job, allowed, "missing right", at(secs))
     }

@@ -1,0 +1,211 @@
+//! `POST /instances/{cluster}/{name}/{action}`: an action on a VM, decided by
+//! [`crate::access`] on the VM as Ganeti has it now, and submitted pinned to its UUID.
+//! Fatal actions mail a confirmation link instead (see [`super::links`]).
+
+use super::{ApiError, ApiState, Attempt, Caller, Outcome, PREFIX, rapi_error};
+use crate::access::action::{self, Action, Plan};
+use crate::access::{Pinned, VmRef};
+use crate::api::UserProfile;
+use crate::rapi::{InstanceReinstall, JobId, RapiClient, RapiError, Target};
+use crate::server::confirm::{self, Claims};
+use crate::signed::now_secs;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kube::api::{Api, ListParams};
+use serde_json::json;
+use std::sync::Arc;
+
+/// Submits the planned job for `pinned`: the UUID travels in the body wherever RAPI
+/// lets it (see [`crate::rapi::Target`]).
+pub(super) async fn submit(
+    client: &RapiClient,
+    pinned: &Pinned,
+    user: &str,
+    action: Action,
+    plan: &Plan,
+) -> Result<JobId, RapiError> {
+    let why = action::reason(user, action);
+    let target = Target::pinned(&pinned.name, &pinned.uuid);
+    match plan {
+        Plan::Startup => client.startup_instance(target, &why).await,
+        Plan::Shutdown(timeout) => client.shutdown_instance(target, *timeout, &why).await,
+        Plan::Reboot(kind) => client.reboot_instance(target, *kind, &why).await,
+        Plan::Migrate(req) => client.migrate_instance(target, req, &why).await,
+        Plan::ReplaceDisks(req) => client.replace_instance_disks(target, req, &why).await,
+        Plan::Export(req) => client.export_instance(target, req, &why).await,
+        // No DNS check: Ganeti would rename to whatever the resolver answers, not the
+        // name the user confirmed (and a new VM's name is often not in DNS yet).
+        Plan::Rename(new_name) => client.rename_instance(target, new_name, false, false, &why).await,
+        Plan::Reinstall(os) => {
+            let req = InstanceReinstall {
+                os: os.clone(),
+                start: Some(true),
+                osparams: None,
+            };
+            client.reinstall_instance(target, &req, &why).await
+        }
+        Plan::Destroy => client.remove_instance(target, &why).await,
+    }
+}
+
+/// A rename must not take a name that shadows another VM's (see
+/// [`crate::access::check_rename`]); checked on Ganeti's current list of names.
+pub(super) async fn check_rename(client: &RapiClient, pinned: &Pinned, plan: &Plan) -> Result<(), ApiError> {
+    let Plan::Rename(new_name) = plan else {
+        return Ok(());
+    };
+    let names = client.instance_names().await.map_err(|e| rapi_error(&e))?;
+    crate::access::check_rename(&pinned.name, new_name, names.iter().map(String::as_str))
+        .map_err(|why| ApiError::new(StatusCode::CONFLICT, why))
+}
+
+pub(super) async fn act(
+    State(state): State<Arc<ApiState>>,
+    Path((cluster, name, action)): Path<(String, String, String)>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(action) = Action::parse(&action) else {
+        let known: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        return Err(ApiError::bad_request(format!(
+            "unknown action {action:?}; one of {}",
+            known.join(", ")
+        )));
+    };
+    let attempt = Attempt {
+        action: action.as_str(),
+        cluster: &cluster,
+        vm: &name,
+        uuid: None,
+    };
+    let plan = action::plan(action, &body).map_err(ApiError::bad_request)?;
+    if let Some(refused) = state.rate_limited(&caller, &attempt) {
+        return Ok(refused);
+    }
+    let vm = VmRef {
+        cluster: &cluster,
+        name: &name,
+        uuid: None,
+    };
+    let (pinned, client) = state
+        .authorize(&caller, vm, action.as_str(), action.right())
+        .await?;
+    let attempt = Attempt {
+        uuid: Some(&pinned.uuid),
+        ..attempt
+    };
+    if let Err(e) = check_rename(&client, &pinned, &plan).await {
+        state.audit(&caller, &attempt, &Outcome::Refused(e.1.clone()));
+        return Err(e);
+    }
+    if action.is_fatal() {
+        return request_confirmation(&state, &caller, &attempt, &pinned, action, plan).await;
+    }
+    match submit(&client, &pinned, &caller.identity.user, action, &plan).await {
+        Ok(job) => {
+            state.audit(&caller, &attempt, &Outcome::Done { job: job.0 });
+            Ok(Json(json!({
+                "job": job.0, "cluster": cluster, "instance": name, "uuid": pinned.uuid,
+                "action": action.as_str(),
+            }))
+            .into_response())
+        }
+        Err(e) => {
+            state.audit(&caller, &attempt, &Outcome::Refused(format!("Ganeti: {e}")));
+            Err(rapi_error(&e))
+        }
+    }
+}
+
+/// 202: a confirmation link is on its way to the caller.
+async fn request_confirmation(
+    state: &ApiState,
+    caller: &Caller,
+    attempt: &Attempt<'_>,
+    pinned: &Pinned,
+    action: Action,
+    plan: Plan,
+) -> Result<Response, ApiError> {
+    let config = &state.ctx.config;
+    let (Some(smtp), Some(public_url)) = (config.smtp_secret.as_deref(), config.public_url.as_deref()) else {
+        return Err(ApiError::unavailable(
+            "confirmation mails are not configured (--smtp-secret and --public-url)",
+        ));
+    };
+    // A user may have several profiles (admins keep anyone's): the first that yields an
+    // address wins, else the username when it is an address.
+    let profiles = Api::<UserProfile>::all(state.ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let user = caller.identity.user.as_str();
+    let address = profiles
+        .iter()
+        .filter(|p| p.spec.username == user)
+        .find_map(|p| crate::mail::address_for(user, Some(p), config.mail_unverified))
+        .or_else(|| crate::mail::address_for(user, None, config.mail_unverified));
+    let Some(to) = address else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no verified email address for you: set and verify one in your UserProfile",
+        ));
+    };
+    let (new_name, os) = match plan {
+        Plan::Rename(n) => (Some(n), None),
+        Plan::Reinstall(os) => (None, os),
+        _ => (None, None),
+    };
+    let claims = Claims {
+        user: caller.identity.user.clone(),
+        groups: caller.identity.groups.clone(),
+        cluster: attempt.cluster.to_string(),
+        instance: pinned.name.clone(),
+        uuid: pinned.uuid.clone(),
+        action: action.as_str().to_string(),
+        new_name,
+        os,
+        nonce: crate::signed::nonce(),
+        expires: now_secs() + confirm::CONFIRM_TTL_SECS,
+    };
+    let link = format!(
+        "{}{PREFIX}/confirm?token={}",
+        public_url.trim_end_matches('/'),
+        confirm::sign(&state.confirm_key, &claims)
+    );
+    let what = match &claims.new_name {
+        Some(n) => format!("rename {} to {n}", attempt.vm),
+        None => format!("{} {}", action.as_str(), attempt.vm),
+    };
+    let minutes = confirm::CONFIRM_TTL_SECS / 60;
+    let mail = crate::mail::Mail {
+        to,
+        subject: format!("Confirm: {what}"),
+        body: format!(
+            "You asked to {what} (cluster {}, Ganeti UUID {}).\n\nTo go ahead, open this link within {minutes} \
+             minutes:\n\n{link}\n\nThe link works once, and only for this VM: if it is renamed or replaced \
+             meanwhile, the link does nothing. If you did not ask for this, ignore this mail.\n",
+            attempt.cluster, pinned.uuid,
+        ),
+    };
+    let mailer = crate::mail::Mailer::from_secret_ref(&state.ctx.client, &config.secrets_namespace, smtp)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("mail is not available: {e}")))?;
+    if let Err(e) = mailer.send(&mail).await {
+        tracing::warn!(error = %e, "mailing a confirmation link failed");
+        return Err(ApiError::unavailable(
+            "the confirmation mail could not be sent; try again",
+        ));
+    }
+    state.audit(caller, attempt, &Outcome::Mailed);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "message": format!("a confirmation link was mailed to you; it expires in {minutes} minutes"),
+            "cluster": attempt.cluster, "instance": attempt.vm, "uuid": pinned.uuid, "action": action.as_str(),
+        })),
+    )
+        .into_response())
+}
