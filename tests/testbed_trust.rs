@@ -505,3 +505,87 @@ async fn console_tickets_follow_the_uuid() {
         "the refusal is audited:\n{log}"
     );
 }
+
+/// The edges: `/metrics` is not on the users' listener; a flood from one address is cut
+/// off before any token is reviewed; with `--token-audience` only tokens issued for the
+/// operator are accepted, so a user's token for the API server is no key here.
+#[tokio::test]
+async fn metrics_apart_flood_limited_tokens_for_this_service_only() {
+    setup().await;
+    // A ServiceAccount of alice's, for tokens with an audience.
+    let _ = support::testbed::kubectl("root", &["create", "namespace", "trust-tokens"]);
+    let _ = support::testbed::kubectl(
+        "root",
+        &["-n", "trust-tokens", "create", "serviceaccount", "robot"],
+    );
+    let token = |audience: Option<&str>| {
+        let mut args = vec![
+            "-n",
+            "trust-tokens",
+            "create",
+            "token",
+            "robot",
+            "--duration",
+            "10m",
+        ];
+        if let Some(a) = audience {
+            args.extend(["--audience", a]);
+        }
+        support::testbed::kubectl_ok("root", &args).trim().to_string()
+    };
+    let op = Operator::start_with(
+        "trust-edges",
+        Options::default()
+            .arg("--token-audience")
+            .arg("ganeti-operator")
+            .env("LINK_KEY", LINK_KEY),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let get = |url: String, bearer: Option<String>| {
+        let client = client.clone();
+        async move {
+            let mut req = client.get(url);
+            if let Some(b) = bearer {
+                req = req.bearer_auth(b);
+            }
+            req.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(get(op.url("/metrics"), None).await, 404, "no /metrics for users");
+    let metrics = op.metrics().await;
+    assert!(
+        metrics.contains("ganeti_operator_"),
+        "the metrics listener serves them"
+    );
+
+    let instances = op.url("/api/v1/instances");
+    let mut status = 0;
+    for _ in 0..100 {
+        status = get(instances.clone(), Some(token(Some("ganeti-operator")))).await;
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(status, 200, "a token for the operator is accepted\n{}", op.log());
+    assert_eq!(
+        get(instances.clone(), Some(token(None))).await,
+        401,
+        "a token for the API server is not"
+    );
+    assert_eq!(get(instances.clone(), Some(env("KUBE_TOKEN_ALICE"))).await, 401);
+
+    // A flood of bad tokens from one address, all at once: past the burst they are cut
+    // off with 429 before any TokenReview.
+    let statuses: Vec<u16> =
+        futures::future::join_all((0..400).map(|i| get(instances.clone(), Some(format!("bogus-{i}"))))).await;
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(limited > 0, "no 429 in {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{statuses:?}");
+    assert_eq!(
+        get(op.url("/healthz"), None).await,
+        200,
+        "the probes are never limited"
+    );
+}
