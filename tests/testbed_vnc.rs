@@ -174,8 +174,8 @@ async fn the_console_shows_the_vms_screen_in_a_browser_through_single_use_ticket
         .await;
         // bob holds no right on alice's VM: the same 404 as for no VM at all, once the
         // cluster has been read (503 before).
-        if status == 404 {
-            assert_eq!(body["error"], format!("no VM vnc-alice on {CLUSTER}"), "{body}");
+        // ("no cluster" until this replica has read it.)
+        if status == 404 && body["error"] == format!("no VM vnc-alice on {CLUSTER}") {
             break;
         }
         assert!(
