@@ -21,7 +21,6 @@ use support::maildir;
 use support::operator::{Operator, Options};
 use support::testbed::{env, kube_client};
 
-const MANAGER: &str = "ganeti-operator-tests";
 const CLUSTER: &str = "console-tb";
 const SMTP_SECRET: &str = "console-smtp";
 const ALICE_MAIL: &str = "alice@console.test";
@@ -76,28 +75,8 @@ async fn setup() {
         .await;
     }
     // Other tests keep profiles of alice too; the endpoint mails the first verified one.
-    let profiles: Api<ganeti_operator::api::UserProfile> = Api::all(root.clone());
-    let name = "console-alice";
-    apply(
-        &profiles,
-        name,
-        &json!({
-            "apiVersion": "ganeti.dev/v1alpha1", "kind": "UserProfile", "metadata": {"name": name},
-            "spec": {"username": "alice", "fullName": "Alice", "email": ALICE_MAIL, "groups": []},
-        }),
-    )
-    .await;
-    profiles
-        .patch_status(
-            name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&json!({
-                "apiVersion": "ganeti.dev/v1alpha1", "kind": "UserProfile", "metadata": {"name": name},
-                "status": {"verifiedEmail": ALICE_MAIL},
-            })),
-        )
-        .await
-        .unwrap();
+    // Other tests keep profiles of alice too; the endpoint mails the first verified one.
+    maildir::apply_verified_profile(&root, "console-alice", "alice", ALICE_MAIL).await;
 }
 
 struct Http {

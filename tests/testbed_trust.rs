@@ -10,7 +10,7 @@ mod support;
 use ganeti_operator::api::Subject;
 use ganeti_operator::rapi::{JobId, RapiError, RebootType, Target};
 use ganeti_operator::tags::{DEFAULT_PREFIX, format_owner};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use support::apply;
@@ -19,7 +19,6 @@ use support::maildir;
 use support::operator::{Operator, Options};
 use support::testbed::env;
 
-const MANAGER: &str = "ganeti-operator-tests";
 const CLUSTER: &str = "trust-tb";
 const SMTP_SECRET: &str = "trust-smtp";
 const ALICE_MAIL: &str = "alice@trust.test";
@@ -46,28 +45,8 @@ async fn setup() {
         }),
     )
     .await;
-    let profiles: Api<ganeti_operator::api::UserProfile> = Api::all(root.clone());
-    let name = "trust-alice";
-    apply(
-        &profiles,
-        name,
-        &json!({
-            "apiVersion": "ganeti.dev/v1alpha1", "kind": "UserProfile", "metadata": {"name": name},
-            "spec": {"username": "alice", "fullName": "Alice", "email": ALICE_MAIL, "groups": []},
-        }),
-    )
-    .await;
-    profiles
-        .patch_status(
-            name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&json!({
-                "apiVersion": "ganeti.dev/v1alpha1", "kind": "UserProfile", "metadata": {"name": name},
-                "status": {"verifiedEmail": ALICE_MAIL},
-            })),
-        )
-        .await
-        .unwrap();
+    // Other tests keep profiles of alice too; the endpoint mails the first verified one.
+    maildir::apply_verified_profile(&root, "trust-alice", "alice", ALICE_MAIL).await;
 }
 
 async fn operator(name: &str) -> Operator {

@@ -152,3 +152,30 @@ pub async fn wait_for(marker: &str, count: usize, timeout: Duration) -> Vec<Mess
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A UserProfile `name` for `username` whose `email` is verified (status written as
+/// the operator would), so the operator mails that address.
+pub async fn apply_verified_profile(client: &kube::Client, name: &str, username: &str, email: &str) {
+    use kube::api::{Api, Patch, PatchParams};
+    let profiles: Api<ganeti_operator::api::UserProfile> = Api::all(client.clone());
+    super::apply(
+        &profiles,
+        name,
+        &serde_json::json!({
+            "apiVersion": "ganeti.dev/v1alpha1", "kind": "UserProfile", "metadata": {"name": name},
+            "spec": {"username": username, "fullName": username, "email": email, "groups": []},
+        }),
+    )
+    .await;
+    profiles
+        .patch_status(
+            name,
+            &PatchParams::apply(super::MANAGER).force(),
+            &Patch::Apply(&serde_json::json!({
+                "apiVersion": "ganeti.dev/v1alpha1", "kind": "UserProfile", "metadata": {"name": name},
+                "status": {"verifiedEmail": email},
+            })),
+        )
+        .await
+        .unwrap();
+}
