@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod authz;
+pub mod clusters;
 pub mod controllers;
 pub mod explain;
 pub mod fault;
