@@ -81,7 +81,8 @@ struct RunArgs {
     #[arg(long, env = "PUBLIC_URL")]
     public_url: Option<String>,
     /// Secret (in the secrets namespace) whose key `key` (at least 32 bytes) signs
-    /// email verification links.
+    /// email verification links, confirmation links and console tickets. Required with
+    /// --leader-election (several replicas must sign alike).
     #[arg(long, env = "LINK_KEY_SECRET")]
     link_key_secret: Option<String>,
     /// The link signing key itself (at least 32 bytes); prefer --link-key-secret.
@@ -249,6 +250,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
+    // Before anything else: with several replicas a random per-process key would make
+    // about half of all links and console tickets fail on the replica that checks them.
+    controllers::profile::require_shared_link_key(
+        args.leader_election,
+        args.link_key_secret.as_deref(),
+        args.link_key.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let inventory = ganeti_operator::inventory::Inventory::default();
     let metrics = Arc::new(Metrics::new(inventory.clone())?);
     let link_key = controllers::profile::load_link_key(
