@@ -549,7 +549,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     assert_eq!(ledger_entries(&root).await[&rename_uuid], set(&[erin_tag]));
     gnt(&format!("gnt-instance shutdown --timeout=0 {VM_RENAME}"));
     gnt(&format!(
-        "gnt-instance rename --no-ip-check --no-name-check {VM_RENAME} {VM_RENAMED}"
+        "gnt-instance rename --force --no-ip-check --no-name-check {VM_RENAME} {VM_RENAMED}"
     ));
     assert_eq!(uuid_of(VM_RENAMED), rename_uuid, "Ganeti keeps the UUID");
     // The binding follows the VM to its new name.
