@@ -501,9 +501,9 @@ impl Drop for Listener {
 }
 
 /// Waits until this operator holds the leader Lease (only the leader writes status;
-/// another test's operator may hold it for a while).
+/// another test's operator on the shared testbed may hold it for minutes).
 async fn wait_leading(op: &Operator) {
-    for _ in 0..480 {
+    for _ in 0..1200 {
         if op.log().contains("leading: starting the controllers") {
             return;
         }
