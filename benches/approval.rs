@@ -97,7 +97,9 @@ async fn setup(root: &kube::Client) {
             "rapi-bench",
             &PatchParams::apply("bench").force(),
             &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "rapi-bench", "namespace": "ganeti-system"},
+                // The operator reads only Secrets labelled as RAPI credentials.
+                "metadata": {"name": "rapi-bench", "namespace": "ganeti-system",
+                             "labels": {ganeti_operator::clusters::CREDENTIALS_LABEL: ganeti_operator::clusters::CREDENTIALS_LABEL_VALUE}},
                 "stringData": {"username": env("GANETI_RAPI_USER"), "password": env("GANETI_RAPI_PASSWORD")}})),
         )
         .await

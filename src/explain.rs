@@ -5,13 +5,15 @@
 //! (owners, GWM grants, locks) come straight from Ganeti through the cluster's RAPI with
 //! the GanetiCluster's credentials, so the answer reflects tags written a moment ago by
 //! anyone; without access to those credentials it explains without tags and says so.
+//! The credentials are read as the operator reads them ([`crate::clusters`]): only from a
+//! Secret labelled as RAPI credentials, and `insecure` only with `--allow-insecure-rapi`.
 
 use crate::api::role::{ClusterRight, SystemRight, VmRight};
 use crate::api::{GanetiCluster, Role, RoleBinding};
 use crate::authz::{AuthzIndex, Principal, Request, Right};
-use crate::rapi::{Credentials, RapiClient, RapiConfig, RapiError, TlsMode};
+use crate::clusters::{self, Policy};
+use crate::rapi::RapiError;
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use std::fmt::Write as _;
 
@@ -110,46 +112,10 @@ async fn ganeti_tags(
     secrets_namespace: &str,
     cluster: &GanetiCluster,
     instance: &str,
+    policy: Policy,
 ) -> anyhow::Result<Option<Vec<String>>> {
-    let spec = &cluster.spec;
-    let secret = Api::<Secret>::namespaced(client.clone(), secrets_namespace)
-        .get(&spec.credentials_secret.name)
-        .await
-        .with_context(|| {
-            format!(
-                "reading Secret {secrets_namespace}/{}",
-                spec.credentials_secret.name
-            )
-        })?;
-    let data = secret.data.unwrap_or_default();
-    let read = |key: &str| {
-        data.get(key)
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            .map(|s| s.trim_end_matches('\n').to_owned())
-            .with_context(|| format!("the Secret lacks the key {key:?}"))
-    };
-    let user = read(
-        spec.credentials_secret
-            .username_key
-            .as_deref()
-            .unwrap_or("username"),
-    )?;
-    let password = read(
-        spec.credentials_secret
-            .password_key
-            .as_deref()
-            .unwrap_or("password"),
-    )?;
-    let tls = match (spec.insecure, &spec.ca_bundle) {
-        (Some(true), _) => TlsMode::Insecure,
-        (_, Some(pem)) => TlsMode::CaBundle(pem.as_bytes().to_vec()),
-        _ => TlsMode::SystemRoots,
-    };
-    let rapi = RapiClient::new(RapiConfig::new(
-        spec.rapi_url.clone(),
-        Credentials::new(user, password),
-        tls,
-    ))?;
+    let secret = clusters::fetch_secret(client, secrets_namespace, &cluster.spec).await?;
+    let rapi = clusters::connect(&cluster.spec, &secret, policy)?;
     match rapi.instance_tags(instance).await {
         Ok(tags) => Ok(Some(tags)),
         Err(RapiError::NotFound { .. }) => Ok(None),
@@ -164,6 +130,7 @@ pub async fn explain(
     user: &str,
     groups: &[String],
     question: &Question,
+    policy: Policy,
 ) -> anyhow::Result<(bool, String)> {
     let lp = ListParams::default();
     let roles = Api::<Role>::all(client.clone())
@@ -189,7 +156,7 @@ pub async fn explain(
                     .tag_prefix
                     .clone()
                     .unwrap_or_else(|| crate::tags::DEFAULT_PREFIX.to_owned());
-                match ganeti_tags(client, secrets_namespace, &gc, instance).await {
+                match ganeti_tags(client, secrets_namespace, &gc, instance, policy).await {
                     Ok(Some(tags)) => {
                         let _ = writeln!(out, "tags of {cluster}/{instance} in Ganeti: {}", tags.join(" "));
                         builder = builder.instance(cluster, instance, &tags, &prefix);

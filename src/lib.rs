@@ -3,6 +3,7 @@
 pub mod access;
 pub mod api;
 pub mod authz;
+pub mod clusters;
 pub mod controllers;
 pub mod explain;
 pub mod fault;

@@ -55,6 +55,10 @@ struct ExplainArgs {
     /// Namespace of the GanetiClusters' credentials Secrets (to read the VM's tags).
     #[arg(long, env = "SECRETS_NAMESPACE", default_value = "ganeti-system")]
     secrets_namespace: String,
+    /// Read the tags of clusters with `insecure: true` too (as the operator does only
+    /// when run with this flag).
+    #[arg(long, env = "ALLOW_INSECURE_RAPI", default_value_t = false)]
+    allow_insecure_rapi: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -77,12 +81,18 @@ struct RunArgs {
     #[arg(long, env = "PUBLIC_URL")]
     public_url: Option<String>,
     /// Secret (in the secrets namespace) whose key `key` (at least 32 bytes) signs
-    /// email verification links.
+    /// email verification links, confirmation links and console tickets. Required with
+    /// --leader-election (several replicas must sign alike).
     #[arg(long, env = "LINK_KEY_SECRET")]
     link_key_secret: Option<String>,
     /// The link signing key itself (at least 32 bytes); prefer --link-key-secret.
     #[arg(long, env = "LINK_KEY", hide_env_values = true)]
     link_key: Option<String>,
+    /// Let GanetiClusters set `insecure: true` (no TLS certificate check, plain http):
+    /// the RAPI credentials then go to whoever answers. Off: such clusters are refused.
+    /// For labs only.
+    #[arg(long, env = "ALLOW_INSECURE_RAPI", default_value_t = false)]
+    allow_insecure_rapi: bool,
     /// Run the controllers only while holding the leader Lease (several replicas); off:
     /// this process always reconciles (one replica only).
     #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
@@ -195,6 +205,9 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
         &args.user,
         &args.groups,
         &question,
+        ganeti_operator::clusters::Policy {
+            allow_insecure: args.allow_insecure_rapi,
+        },
     )
     .await?;
     print!("{text}");
@@ -235,6 +248,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(
         server = %format!("{}.{}", version.major, version.minor),
         secrets_namespace = %args.secrets_namespace,
+        allow_insecure_rapi = args.allow_insecure_rapi,
         "connected to the Kubernetes API server"
     );
     let missing = server::missing_crds(&client).await?;
@@ -245,6 +259,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
+    // Before anything else: with several replicas a random per-process key would make
+    // about half of all links and console tickets fail on the replica that checks them.
+    controllers::profile::require_shared_link_key(
+        args.leader_election,
+        args.link_key_secret.as_deref(),
+        args.link_key.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let inventory = ganeti_operator::inventory::Inventory::default();
     let metrics = Arc::new(Metrics::new(inventory.clone())?);
     let link_key = controllers::profile::load_link_key(
@@ -262,6 +284,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         mail_unverified: args.mail_unverified,
         public_url: args.public_url,
         link_key: link_key.clone(),
+        rapi_policy: ganeti_operator::clusters::Policy {
+            allow_insecure: args.allow_insecure_rapi,
+        },
     };
     let ctx = controllers::Context::new(client.clone(), inventory, metrics.clone(), config);
 

@@ -280,6 +280,7 @@ fn chart_values_reach_the_operator_and_bad_values_fail() {
         "webhook.certSecret=webhook-tls",
         "logFormat=text",
         "replicas=3",
+        "allowInsecureRapi=true",
     ])
     .unwrap();
     let text = serde_json::to_string(&docs).unwrap();
@@ -344,4 +345,186 @@ fn chart_values_reach_the_operator_and_bad_values_fail() {
         let err = render(&[bad]).expect_err(bad);
         assert!(err.contains("schema"), "{bad}: {err}");
     }
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    docs.iter()
+        .find(|v| v["kind"] == kind && v["metadata"]["name"] == name)
+}
+
+fn env_value(deployment: &Value, name: &str) -> Option<String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+        .map(String::from)
+}
+
+const LINK_KEY: &str = "ganeti-operator-link-key";
+
+#[test]
+fn two_replicas_share_one_link_key_secret_the_chart_makes_once_and_keeps() {
+    let docs = render(&[]).unwrap();
+    let secrets: Vec<&Value> = docs.iter().filter(|v| v["kind"] == "Secret").collect();
+    assert_eq!(secrets.len(), 1, "one key Secret: {secrets:?}");
+    let secret = secrets[0];
+    assert_eq!(secret["metadata"]["name"], LINK_KEY);
+    assert_eq!(secret["metadata"]["namespace"], "ganeti-system");
+    assert_eq!(
+        secret["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+        "helm uninstall leaves it"
+    );
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["key"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        key.len() >= 32,
+        "the operator needs at least 32 bytes: {}",
+        key.len()
+    );
+    // Every replica reads that one Secret.
+    let deployment = find(&docs, "Deployment", "ganeti-operator").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(
+        env_value(deployment, "LINK_KEY_SECRET").as_deref(),
+        Some(LINK_KEY)
+    );
+
+    // `helm template` cannot look the Secret up (no cluster): each render draws a new
+    // key. That is why the template keeps the one `lookup` finds on an upgrade; the
+    // next test checks that branch.
+    let again = render(&[]).unwrap();
+    let key_again = &find(&again, "Secret", LINK_KEY).unwrap()["data"]["key"];
+    assert_ne!(
+        &secret["data"]["key"], key_again,
+        "random per render without lookup"
+    );
+    let template = std::fs::read_to_string(support::repo_path(
+        "charts/ganeti-operator/templates/link-key.yaml",
+    ))
+    .unwrap();
+    assert!(
+        template.contains(r#"lookup "v1" "Secret" .Release.Namespace $name"#)
+            && template.contains(r#"(dict "existing" $existing)"#),
+        "the key Secret's data comes from the lookup through linkKeyData:\n{template}"
+    );
+
+    // A Secret of the admin's own: the chart makes none and passes that one.
+    let own = render(&["linkKeySecret=my-key"]).unwrap();
+    assert!(!own.iter().any(|v| v["kind"] == "Secret"));
+    let deployment = find(&own, "Deployment", "ganeti-operator").unwrap();
+    assert_eq!(
+        env_value(deployment, "LINK_KEY_SECRET").as_deref(),
+        Some("my-key")
+    );
+
+    // One replica without leader election may keep a random key; more replicas
+    // without it are refused at render time.
+    let single = render(&["replicas=1", "leaderElection.enabled=false"]).unwrap();
+    assert!(!single.iter().any(|v| v["kind"] == "Secret"));
+    let deployment = find(&single, "Deployment", "ganeti-operator").unwrap();
+    assert_eq!(env_value(deployment, "LINK_KEY_SECRET"), None);
+    let err = render(&["leaderElection.enabled=false"]).unwrap_err();
+    assert!(err.contains("needs leaderElection.enabled"), "{err}");
+}
+
+/// The lookup branch of the link key, which `helm template` cannot reach: a throwaway
+/// chart with the real helpers renders `linkKeyData` with an existing Secret (as
+/// `lookup` returns it on `helm upgrade`) and without one (first install).
+#[test]
+fn an_existing_link_key_is_kept_across_upgrades() {
+    let dir = std::env::temp_dir().join(format!("chart-link-key-{}", std::process::id()));
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(
+        dir.join("Chart.yaml"),
+        "apiVersion: v2\nname: link-key-test\nversion: 0.0.1\n",
+    )
+    .unwrap();
+    std::fs::copy(
+        support::repo_path("charts/ganeti-operator/templates/_helpers.tpl"),
+        templates.join("_helpers.tpl"),
+    )
+    .unwrap();
+    std::fs::write(
+        templates.join("probe.yaml"),
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: probe
+data:
+  kept: {{ include "ganeti-operator.linkKeyData" (dict "existing" (dict "data" (dict "key" "a2VwdC1rZXk="))) | quote }}
+  fresh: {{ include "ganeti-operator.linkKeyData" (dict "existing" dict) | quote }}
+  noData: {{ include "ganeti-operator.linkKeyData" (dict "existing" (dict "metadata" dict)) | quote }}
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(support::repo_path("scripts/helm"))
+        .args(["template", "t"])
+        .arg(&dir)
+        .output()
+        .expect("scripts/helm runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let data = &doc["data"];
+    assert_eq!(data["kept"], "a2VwdC1rZXk=", "the existing key, untouched");
+    for fresh in [&data["fresh"], &data["noData"]] {
+        let fresh = fresh.as_str().unwrap();
+        assert_eq!(fresh.len(), 88, "64 characters, base64: {fresh}");
+        assert_ne!(fresh, "a2VwdC1rZXk=");
+    }
+}
+
+#[test]
+fn metrics_have_their_own_port_that_the_users_service_does_not_expose() {
+    let docs = render(&["serviceMonitor.enabled=true"]).unwrap();
+    let deployment = find(&docs, "Deployment", "ganeti-operator").unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"--metrics-listen=0.0.0.0:9090"), "{args:?}");
+    let ports = container["ports"].as_array().unwrap();
+    assert!(
+        ports
+            .iter()
+            .any(|p| p["name"] == "metrics" && p["containerPort"] == 9090),
+        "{ports:?}"
+    );
+    // The users' Service: the API port only.
+    let users = find(&docs, "Service", "ganeti-operator").unwrap();
+    let user_ports: Vec<&Value> = users["spec"]["ports"].as_array().unwrap().iter().collect();
+    assert_eq!(user_ports.len(), 1, "{user_ports:?}");
+    assert_eq!(user_ports[0]["targetPort"], "http");
+    // The ServiceMonitor scrapes the metrics port through a Service only it selects.
+    let monitor = find(&docs, "ServiceMonitor", "ganeti-operator").unwrap();
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    let selector = monitor["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    let selects = |svc: &Value| selector.iter().all(|(k, v)| &svc["metadata"]["labels"][k] == v);
+    assert!(!selects(users), "the users' Service is not scraped");
+    let metrics = find(&docs, "Service", "ganeti-operator-metrics").unwrap();
+    assert!(selects(metrics));
+    assert_eq!(metrics["spec"]["clusterIP"], "None");
+    assert_eq!(metrics["spec"]["ports"][0]["name"], "metrics");
+    assert_eq!(metrics["spec"]["ports"][0]["targetPort"], "metrics");
+    // Without the ServiceMonitor, no metrics Service either; the port stays on the pod.
+    let plain = render(&[]).unwrap();
+    assert!(find(&plain, "Service", "ganeti-operator-metrics").is_none());
+    let custom = render(&["metrics.port=9100"]).unwrap();
+    let deployment = find(&custom, "Deployment", "ganeti-operator").unwrap();
+    assert!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--metrics-listen=0.0.0.0:9100")
+    );
 }

@@ -78,3 +78,63 @@ fn the_rendered_chart_installs_into_the_real_apiserver() {
         }
     }
 }
+
+/// The chart's link key Secret against the real apiserver: `helm template
+/// --dry-run=server` lets `lookup` read the cluster, as `helm upgrade` does. An existing
+/// key is rendered unchanged (an upgrade keeps links and console tickets valid); without
+/// one, a new key. Uses a namespace of its own, removed again.
+#[test]
+fn an_existing_link_key_survives_an_upgrade_through_lookup() {
+    const NS: &str = "chart-link-key-test";
+    struct Cleanup;
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = support::testbed::kubectl(
+                "root",
+                &["delete", "namespace", NS, "--ignore-not-found", "--wait=false"],
+            );
+        }
+    }
+    let _cleanup = Cleanup;
+    let _ = support::testbed::kubectl("root", &["create", "namespace", NS]);
+    let render = || -> Value {
+        let out = std::process::Command::new(support::repo_path("scripts/helm"))
+            .args(["template", "ganeti-operator"])
+            .arg(support::repo_path("charts/ganeti-operator"))
+            .args(["--namespace", NS, "--dry-run=server", "--kubeconfig"])
+            .arg(support::testbed::kubeconfig("root"))
+            .output()
+            .expect("scripts/helm runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_yaml::Deserializer::from_str(&String::from_utf8(out.stdout).unwrap())
+            .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+            .find(|v: &Value| v["kind"] == "Secret" && v["metadata"]["name"] == "ganeti-operator-link-key")
+            .expect("the link key Secret is rendered")
+    };
+    let key = "kept-link-key-0123456789abcdef0123456789abcdef";
+    kubectl_ok(
+        "root",
+        &[
+            "-n",
+            NS,
+            "create",
+            "secret",
+            "generic",
+            "ganeti-operator-link-key",
+            &format!("--from-literal=key={key}"),
+        ],
+    );
+    use base64::Engine as _;
+    let kept = base64::engine::general_purpose::STANDARD.encode(key);
+    assert_eq!(render()["data"]["key"], kept.as_str(), "the existing key is kept");
+    kubectl_ok(
+        "root",
+        &["-n", NS, "delete", "secret", "ganeti-operator-link-key"],
+    );
+    let fresh = render();
+    assert_ne!(fresh["data"]["key"], kept.as_str(), "none there: a new one");
+    assert_eq!(
+        fresh["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+}

@@ -461,3 +461,151 @@ async fn a_drained_node_shows_in_status_and_metrics_within_one_interval() {
     drop(op);
     let _ = clusters.delete("tb-drain", &DeleteParams::default()).await;
 }
+
+/// Counts the TCP connections made to a local port: a stand-in for a server of an
+/// attacker's choosing, which must never hear from the operator.
+struct Listener {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    async fn start() -> Self {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((conn, _)) = l.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        Listener {
+            port,
+            connections,
+            task,
+        }
+    }
+
+    fn seen(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Waits until this operator holds the leader Lease (only the leader writes status;
+/// another test's operator on the shared testbed may hold it for minutes).
+async fn wait_leading(op: &Operator) {
+    for _ in 0..1200 {
+        if op.log().contains("leading: starting the controllers") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("the operator never led:\n{}", op.log());
+}
+
+#[tokio::test]
+async fn unlabelled_secrets_are_never_read_and_insecure_needs_the_operator_flag() {
+    let names = ["tb-unlabelled", "tb-insecure"];
+    let (_serial, root, clusters) = setup(&names).await;
+    let ca = std::fs::read_to_string(env("GANETI_RAPI_CA")).unwrap();
+    let password = env("GANETI_RAPI_PASSWORD");
+    // A Secret that is not RAPI credentials for the operator (no label), named by a
+    // cluster whose URL is "the attacker's" server.
+    let trap = Listener::start().await;
+    ganeti::apply_rapi_secret_labelled(&root, "rapi-tb-unlabelled", &password, false).await;
+    apply_cluster_at(
+        &root,
+        "tb-unlabelled",
+        &format!("https://127.0.0.1:{}", trap.port),
+        "rapi-tb-unlabelled",
+        &ca,
+    )
+    .await;
+    // The real RAPI with a labelled Secret, but without certificate checks.
+    apply_rapi_secret(&root, "rapi-tb-insecure", &password).await;
+    let mut spec = ganeti::cluster_spec("rapi-tb-insecure");
+    spec["insecure"] = json!(true);
+    spec.as_object_mut().unwrap().remove("caBundle");
+    ganeti::apply_cluster_spec(&root, "tb-insecure", spec).await;
+
+    let mut op = Operator::start("cluster-policy").await;
+    wait_leading(&op).await;
+    let condition = |c: &GanetiCluster| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.message.clone())
+            .unwrap_or_default()
+    };
+    let c = wait_reason(&clusters, "tb-unlabelled", "Ready", "SecretNotLabelled", &op).await;
+    let msg = condition(&c);
+    assert!(
+        msg.contains("kubectl -n ganeti-system label secret rapi-tb-unlabelled ganeti.dev/credentials=rapi"),
+        "{msg}"
+    );
+    let c = wait_reason(&clusters, "tb-insecure", "Ready", "InsecureNotAllowed", &op).await;
+    let msg = condition(&c);
+    assert!(msg.contains("--allow-insecure-rapi"), "{msg}");
+    // Two more sync intervals, then this operator's own account: it never tried to
+    // read that cluster.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(
+        !op.log()
+            .lines()
+            .any(|l| l.contains("cluster read failed") && l.contains("tb-unlabelled")),
+        "{}",
+        op.log()
+    );
+    // And not a single connection to that URL. (Every operator on the apiserver reads
+    // every GanetiCluster, followers too: this holds when all of them are builds with
+    // the label check, as in `make test`; an older build running beside it fails it.)
+    assert_eq!(
+        trap.seen(),
+        0,
+        "an operator reached out with an unlabelled Secret"
+    );
+    assert!(!op.log().contains(&password), "no password in the log");
+
+    // The control: labelled, the same Secret goes to that URL (whose TLS fails here),
+    // so the trap above would have seen it.
+    apply_rapi_secret(&root, "rapi-tb-unlabelled", &password).await;
+    for _ in 0..120 {
+        if trap.seen() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(trap.seen() > 0, "labelled, it is used:\n{}", op.log());
+    let _ = clusters.delete("tb-unlabelled", &DeleteParams::default()).await;
+
+    // An operator run with --allow-insecure-rapi reads the insecure cluster.
+    let (exit, log) = op.stop();
+    assert!(exit.success(), "{log}");
+    let op = Operator::start_with(
+        "cluster-insecure",
+        support::operator::Options::default().arg("--allow-insecure-rapi"),
+    )
+    .await;
+    wait_leading(&op).await;
+    wait_reason(&clusters, "tb-insecure", "Ready", "Synced", &op).await;
+    let c = wait_reason(
+        &clusters,
+        "tb-insecure",
+        "InsecureTransport",
+        "InsecureFlagSet",
+        &op,
+    )
+    .await;
+    assert!(c.status.is_some());
+    drop(op);
+    let _ = clusters.delete("tb-insecure", &DeleteParams::default()).await;
+}

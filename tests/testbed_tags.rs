@@ -1,8 +1,9 @@
 //! Tag sync on the real testbed: RoleBindings narrowed to a VM become Ganeti Web Manager
 //! tags in the real Ganeti and go away with their binding, tags written by hand stay,
-//! the ledger survives a restart, applications' VMs get owner tags, and an unchanged
-//! world costs no RAPI write. `ganeti-operator explain` reads foreign tags as grants,
-//! ownership and locks.
+//! the ledger (keyed by instance UUID) survives a restart and a rename, a name reused
+//! after a destroy inherits nothing, an application whose status names another user's
+//! VM gets no owner tag on it, and an unchanged world costs no RAPI write.
+//! `ganeti-operator explain` reads foreign tags as grants, ownership and locks.
 //!
 //! Instances: `tags-*` names, IPs 198.51.100.65-.72. One test function: the steps share
 //! one operator and one cluster.
@@ -27,8 +28,13 @@ const SECRET: &str = "rapi-tags-tb";
 const NS: &str = "tags-test";
 /// alice's VM, as ganetimgr knows it.
 const VM: &str = "tags-alice1.example.org";
-/// A VM "created through an application".
+/// bob's VM, which alice's application will claim in its status.
 const VM_APP: &str = "tags-team1.example.org";
+/// A VM that is renamed to [`VM_RENAMED`].
+const VM_RENAME: &str = "tags-rename1.example.org";
+const VM_RENAMED: &str = "tags-rename2.example.org";
+/// A VM destroyed and created again under the same name.
+const VM_REUSE: &str = "tags-reuse1.example.org";
 const BINDINGS: &[&str] = &[
     "tags-bob-power",
     "tags-carol-power",
@@ -37,6 +43,8 @@ const BINDINGS: &[&str] = &[
     "tags-odd-name",
     "tags-alice-user",
     "tags-admins",
+    "tags-erin-power",
+    "tags-frank-power",
 ];
 
 fn tags_of(vm: &str) -> BTreeSet<String> {
@@ -44,6 +52,37 @@ fn tags_of(vm: &str) -> BTreeSet<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// The instance's Ganeti UUID.
+fn uuid_of(vm: &str) -> String {
+    gnt(&format!("gnt-instance list --no-headers -o uuid {vm}"))
+        .trim()
+        .to_owned()
+}
+
+/// The ledger's entries (instance UUID -> tags), empty when there is none.
+async fn ledger_entries(root: &kube::Client) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let api: Api<ConfigMap> = Api::namespaced(root.clone(), "ganeti-system");
+    api.get_opt(&format!("ganeti-tags.{CLUSTER}"))
+        .await
+        .unwrap()
+        .and_then(|cm| cm.data)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.lines().map(str::to_owned).collect()))
+        .collect()
+}
+
+/// Waits until the tag sync has run `n` more passes over the clusters (each inventory
+/// refresh makes one): what it would do, it has done.
+async fn wait_syncs(op: &Operator, n: f64) {
+    let syncs = |m: &str| sample(m, "ganeti_operator_reconciles_total{controller=\"tags\"}").unwrap_or(0.0);
+    let start = syncs(&op.metrics().await);
+    wait_until("more tag syncs", 60, op, async || {
+        syncs(&op.metrics().await) >= start + n
+    })
+    .await;
 }
 
 fn set(tags: &[&str]) -> BTreeSet<String> {
@@ -118,8 +157,7 @@ async fn bind(bindings: &Api<RoleBinding>, name: &str, role: &str, subject: Valu
 /// while) and its tag sync has listed everything: the metrics below are its own.
 async fn wait_leading(op: &Operator) {
     wait_until("the operator leads and syncs tags", 120, op, async || {
-        op.log()
-            .contains("tag sync: roles, bindings and applications listed")
+        op.log().contains("tag sync: roles and bindings listed")
     })
     .await;
 }
@@ -178,6 +216,8 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     install_crds(&root).await;
     support::operator::apply_operator_rbac();
     let _cleanup = Cleanup;
+    // The renamed VM goes under its new name too.
+    let _renamed = ganeti::Instances::fresh(vec![VM_RENAMED.to_owned()]);
     let _vms = ganeti::create_instances(
         &[
             (
@@ -185,7 +225,9 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
                 &ip(65),
                 vec!["ganetimgr:user:alice".into(), "webserver".into()],
             ),
-            (VM_APP, &ip(66), vec![]),
+            (VM_APP, &ip(66), vec!["GANETI_WEB_MANAGER:owner:U:bob".into()]),
+            (VM_RENAME, &ip(67), vec![]),
+            (VM_REUSE, &ip(68), vec![]),
         ],
         "tests/testbed_tags setup",
     )
@@ -235,7 +277,15 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
         .get(&format!("ganeti-tags.{CLUSTER}"))
         .await
         .expect("the ledger exists");
-    assert_eq!(cm.data.unwrap()[VM], format!("{bob_tag}\n"));
+    assert_eq!(
+        cm.data.unwrap()[&uuid_of(VM)],
+        format!("{bob_tag}\n"),
+        "recorded under the VM's UUID"
+    );
+    assert_eq!(
+        cm.metadata.annotations.unwrap()["ganeti.dev/ledger-keys"],
+        "instance-uuid"
+    );
 
     // 2. Tags by hand: one unrelated, one equal to what a new binding implies.
     gnt(&format!(
@@ -344,14 +394,17 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
         .delete("tags-dave-power", &DeleteParams::default())
         .await
         .unwrap();
-    let op = Operator::start("tags-restarted").await;
+    let mut op = Operator::start("tags-restarted").await;
     wait_leading(&op).await;
     wait_until("dave's tag removed after the restart", 60, &op, async || {
         !tags_of(VM).contains(dave_tag)
     })
     .await;
 
-    // 6. A VM created through an application gets its owner's tag.
+    // 6. The takeover of issue 14: alice's application claims, in its status, bob's VM
+    //    (as patching the hostname mid-creation once made it do). The tag sync writes
+    //    no owner tag: the owner tag goes with the create request of the VM the
+    //    application's own job makes, and nowhere else.
     let _ = kubectl("root", &["create", "namespace", NS]);
     let apps: Api<InstanceApplication> = Api::namespaced(root.clone(), NS);
     apply(
@@ -359,34 +412,27 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
         "tags-team1",
         &json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "InstanceApplication",
                "metadata": {"name": "tags-team1", "namespace": NS},
-               "spec": {"cluster": CLUSTER, "hostname": VM_APP, "vcpus": 1, "memory": "128Mi",
+               "spec": {"cluster": CLUSTER, "hostname": "tags-alice-new.example.org", "vcpus": 1, "memory": "128Mi",
                         "disks": [{"size": "1Gi"}], "owner": {"kind": "Group", "name": "team-a"},
                         "purpose": "tag sync test"}}),
     )
     .await;
-    // Stand in for the application controller's last step (the VM exists already);
-    // repeated in case that controller writes its first status in between.
-    let created = json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "InstanceApplication",
+    let claimed = json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "InstanceApplication",
                          "status": {"phase": "Created", "cluster": CLUSTER, "instanceName": VM_APP}});
-    let owner_tag = "GANETI_WEB_MANAGER:owner:G:team-a";
-    wait_until("the owner tag on the application's VM", 60, &op, async || {
-        let app = apps.get("tags-team1").await.unwrap();
-        if app
-            .status
-            .as_ref()
-            .is_none_or(|s| s.phase != ganeti_operator::api::application::Phase::Created)
-        {
-            apps.patch_status(
-                "tags-team1",
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&created),
-            )
-            .await
-            .unwrap();
-        }
-        tags_of(VM_APP).contains(owner_tag)
-    })
-    .await;
+    apps.patch_status(
+        "tags-team1",
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&claimed),
+    )
+    .await
+    .unwrap();
+    wait_syncs(&op, 3.0).await;
+    assert_eq!(
+        tags_of(VM_APP),
+        set(&["GANETI_WEB_MANAGER:owner:U:bob"]),
+        "bob's VM stays bob's: no owner:G:team-a on it"
+    );
+    let _ = apps.delete("tags-team1", &DeleteParams::default()).await;
 
     // 7. Subjects outside the tag charset are encoded; an over-long tag is an error on
     //    the binding, not a truncated tag.
@@ -481,5 +527,110 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
         })
         .await;
     }
+
+    // 10. A renamed VM keeps its ledger entry: its tag is still known as the
+    //     operator's, nothing is written by the old name, and when the binding goes
+    //     the tag goes from the VM under its new name.
+    let erin_tag = "GANETI_WEB_MANAGER:power:U:erin";
+    let rename_uuid = uuid_of(VM_RENAME);
+    bind(
+        &bindings,
+        "tags-erin-power",
+        "tags-power",
+        json!({"kind": "User", "name": "erin"}),
+        Some(VM_RENAME),
+    )
+    .await;
+    wait_until("erin's tag in Ganeti", 60, &op, async || {
+        tags_of(VM_RENAME).contains(erin_tag)
+    })
+    .await;
+    wait_syncs(&op, 1.0).await;
+    assert_eq!(ledger_entries(&root).await[&rename_uuid], set(&[erin_tag]));
+    gnt(&format!("gnt-instance shutdown --timeout=0 {VM_RENAME}"));
+    gnt(&format!(
+        "gnt-instance rename --force --no-ip-check --no-name-check {VM_RENAME} {VM_RENAMED}"
+    ));
+    assert_eq!(uuid_of(VM_RENAMED), rename_uuid, "Ganeti keeps the UUID");
+    // The binding follows the VM to its new name.
+    bind(
+        &bindings,
+        "tags-erin-power",
+        "tags-power",
+        json!({"kind": "User", "name": "erin"}),
+        Some(VM_RENAMED),
+    )
+    .await;
+    let before = writes(&op.metrics().await);
+    wait_syncs(&op, 3.0).await;
+    assert_eq!(
+        writes(&op.metrics().await) - before,
+        0.0,
+        "nothing re-added, by either name:\n{}",
+        op.log()
+    );
+    assert_eq!(
+        ledger_entries(&root).await[&rename_uuid],
+        set(&[erin_tag]),
+        "the record stays with the VM"
+    );
+    bindings
+        .delete("tags-erin-power", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until("erin's tag removed from the renamed VM", 60, &op, async || {
+        !tags_of(VM_RENAMED).contains(erin_tag)
+    })
+    .await;
+
+    // 11. A VM destroyed and another created under its name (while the operator was
+    //     down, so no pass saw the name free) inherits nothing from the ledger: the
+    //     same tag, now written by hand on the new VM, is not the operator's and stays
+    //     when the binding goes.
+    let frank_tag = "GANETI_WEB_MANAGER:power:U:frank";
+    bind(
+        &bindings,
+        "tags-frank-power",
+        "tags-power",
+        json!({"kind": "User", "name": "frank"}),
+        Some(VM_REUSE),
+    )
+    .await;
+    wait_until("frank's tag in Ganeti", 60, &op, async || {
+        tags_of(VM_REUSE).contains(frank_tag)
+    })
+    .await;
+    let old_uuid = uuid_of(VM_REUSE);
+    wait_syncs(&op, 1.0).await;
+    assert!(ledger_entries(&root).await.contains_key(&old_uuid));
+    let (exit, log) = op.stop();
+    assert!(exit.success(), "{log}");
+    ganeti::remove_instance(VM_REUSE);
+    let _reused = ganeti::create_instances(
+        &[(VM_REUSE, &ip(68), vec![frank_tag.to_owned()])],
+        "tests/testbed_tags: a name reused",
+    )
+    .await;
+    let new_uuid = uuid_of(VM_REUSE);
+    assert_ne!(new_uuid, old_uuid);
+    bindings
+        .delete("tags-frank-power", &DeleteParams::default())
+        .await
+        .unwrap();
+    let op = Operator::start("tags-reused").await;
+    wait_leading(&op).await;
+    wait_syncs(&op, 3.0).await;
+    assert!(
+        tags_of(VM_REUSE).contains(frank_tag),
+        "the hand-written tag on the new VM stays:\n{}",
+        op.log()
+    );
+    let entries = ledger_entries(&root).await;
+    assert!(
+        !entries.contains_key(&old_uuid)
+            && !entries.contains_key(&new_uuid)
+            && !entries.contains_key(VM_REUSE),
+        "{entries:?}"
+    );
     drop(op);
 }

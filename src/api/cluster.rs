@@ -40,7 +40,9 @@ pub struct GanetiClusterSpec {
     #[x_kube(validation = Rule::new("isURL(self)").message("rapiUrl must be a URL such as https://cluster.example.org:5080"))]
     pub rapi_url: String,
 
-    /// The Secret (in the operator's Secret namespace) holding the RAPI user name and password.
+    /// The Secret (in the operator's Secret namespace) holding the RAPI user name and
+    /// password. It must carry the label `ganeti.dev/credentials: rapi`: the operator
+    /// reads no other Secret, so naming one here cannot send it anywhere.
     pub credentials_secret: SecretKeysRef,
 
     /// PEM CA bundle that signs the RAPI server certificate (Ganeti's own cluster
@@ -50,8 +52,9 @@ pub struct GanetiClusterSpec {
     #[x_kube(validation = Rule::new("self.contains('-----BEGIN CERTIFICATE-----')").message("caBundle must be PEM: one or more -----BEGIN CERTIFICATE----- blocks"))]
     pub ca_bundle: Option<String>,
 
-    /// Permit a plain `http://` URL and skip TLS certificate checks. For labs only: the
-    /// cluster then reports an `InsecureTransport` warning condition.
+    /// Permit a plain `http://` URL and skip TLS certificate checks. For labs only:
+    /// refused unless the operator runs with `--allow-insecure-rapi`, and the cluster
+    /// then reports an `InsecureTransport` warning condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure: Option<bool>,
 

@@ -27,6 +27,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Signs email verification links (never printed).
     pub link_key: Arc<profile::link::LinkKey>,
+    /// Which GanetiClusters the operator connects to (`--allow-insecure-rapi`).
+    pub rapi_policy: crate::clusters::Policy,
 }
 
 /// What reconcilers share: the API client, the inventory, metrics, settings.

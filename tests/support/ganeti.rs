@@ -137,11 +137,23 @@ pub async fn create_instances(specs: &[(&str, &str, Vec<String>)], reason: &str)
 }
 
 /// The Secret `name` in ganeti-system with RAPI credentials: the writer's user name and
-/// `password`.
+/// `password`, labelled for the operator (`ganeti.dev/credentials: rapi`).
 pub async fn apply_rapi_secret(client: &kube::Client, name: &str, password: &str) {
+    apply_rapi_secret_labelled(client, name, password, true).await;
+}
+
+/// As [`apply_rapi_secret`]; `labelled: false` leaves the label off (the operator must
+/// then not use it).
+pub async fn apply_rapi_secret_labelled(client: &kube::Client, name: &str, password: &str, labelled: bool) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "ganeti-system");
+    let labels = if labelled {
+        json!({ganeti_operator::clusters::CREDENTIALS_LABEL: ganeti_operator::clusters::CREDENTIALS_LABEL_VALUE})
+    } else {
+        json!({})
+    };
     let secret = json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "ganeti-system"},
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "ganeti-system", "labels": labels},
         "stringData": {"username": env("GANETI_RAPI_USER"), "password": password},
     });
     super::apply(&secrets, name, &secret).await;

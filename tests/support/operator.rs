@@ -7,6 +7,9 @@ use kube::api::Api;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The link key of test operators that bring none of their own.
+pub const TEST_LINK_KEY: &str = "testbed-operator-link-key-0123456789abcdef";
+
 pub struct Operator {
     child: Option<Child>,
     pub port: u16,
@@ -87,6 +90,14 @@ impl Operator {
                 "--metrics-listen",
                 &format!("127.0.0.1:{metrics_port}"),
             ])
+            // Leader election is on (as in a cluster), so the operator refuses to start
+            // without a configured link key: one fixed test key, unless the test gives
+            // its own (LINK_KEY in `options.env` overrides this; a --link-key* flag
+            // replaces it).
+            .envs(
+                (!options.args.iter().any(|a| a.starts_with("--link-key")))
+                    .then_some(("LINK_KEY", TEST_LINK_KEY)),
+            )
             // `{port}` in a flag or variable: the port chosen here (for --public-url).
             .args(
                 options

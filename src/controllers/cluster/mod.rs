@@ -8,13 +8,19 @@
 //! they keep their own inventory and RAPI clients, so the HTTP API answers on every
 //! replica, but write nothing (no status, nothing to Ganeti). The inventory metrics are
 //! the leader's only (`Metrics::set_leading`), so sums over pods count each VM once.
+//!
+//! The RAPI client comes from [`crate::clusters`]: a credentials Secret is read only
+//! when labelled for the operator, and `spec.insecure` only under
+//! `--allow-insecure-rapi`; a cluster refused either way is not Ready, and its
+//! condition message says what to do.
 
 pub mod plan;
 
 use super::{Context, Error, FIELD_MANAGER, observe};
 use crate::api::GanetiCluster;
+use crate::clusters::{self, CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE, ConnectError};
 use crate::inventory::ClusterInventory;
-use crate::rapi::{self, Credentials, RapiClient, RapiConfig, RapiError, RapiObserver, TlsMode};
+use crate::rapi::{self, RapiClient, RapiError, RapiObserver};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -120,6 +126,11 @@ async fn run_as(
     let clusters: Api<GanetiCluster> = Api::all(ctx.client.clone());
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.secrets_namespace);
     let controller = Controller::new(clusters, watcher::Config::default());
+    // Only Secrets labelled as RAPI credentials are watched: the data of any other
+    // Secret in the namespace never enters the operator. A label added or removed
+    // moves a Secret in or out of this selection, which triggers its clusters too.
+    let credentials =
+        watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}={CREDENTIALS_LABEL_VALUE}"));
     let store = controller.store();
     // A deleted GanetiCluster gets no reconcile (the operator keeps nothing in Ganeti for
     // it, so it needs no finalizer): prune its inventory, RAPI client and metrics by
@@ -129,7 +140,7 @@ async fn run_as(
     let reconcile = move |cluster, ctx| reconcile(role, cluster, ctx);
     controller
         // A changed credentials Secret triggers its clusters at once.
-        .watches(secrets, watcher::Config::default(), move |secret| {
+        .watches(secrets, credentials, move |secret| {
             let name = secret.name_any();
             store
                 .state()
@@ -246,7 +257,7 @@ async fn reconcile_inner(role: Role, cluster: &GanetiCluster, ctx: &Context) -> 
         return Ok(Action::await_change());
     }
 
-    let (key, credentials) = match read_credentials(cluster, ctx).await? {
+    let (key, secret) = match read_secret(cluster, ctx).await? {
         Ok(found) => found,
         Err((reason, message)) => {
             let outcome = SyncOutcome::Failed { reason, message };
@@ -265,11 +276,11 @@ async fn reconcile_inner(role: Role, cluster: &GanetiCluster, ctx: &Context) -> 
         return Ok(Action::requeue(interval - mark.at.elapsed()));
     }
 
-    let client = match client_for(ctx, &name, &key, credentials) {
+    let client = match client_for(ctx, cluster, &key, &secret) {
         Ok(c) => c,
         Err(e) => {
             let outcome = SyncOutcome::Failed {
-                reason: FailureReason::InvalidSpec,
+                reason: refusal(&e),
                 message: e.to_string(),
             };
             report(&outcome).await?;
@@ -314,39 +325,32 @@ fn forget(ctx: &Context, name: &str) {
     ctx.clusters.clients.lock().expect("lock").remove(name);
 }
 
-type CredentialsResult = Result<(ClientKey, Credentials), (FailureReason, String)>;
+type SecretResult = Result<(ClientKey, Secret), (FailureReason, String)>;
 
-/// Reads the credentials Secret. The outer error is the API server failing; the inner
-/// one a problem the cluster's status should report.
-async fn read_credentials(cluster: &GanetiCluster, ctx: &Context) -> Result<CredentialsResult, Error> {
-    let reference = &cluster.spec.credentials_secret;
-    let ns = &ctx.config.secrets_namespace;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(secret) = secrets.get_opt(&reference.name).await? else {
-        return Ok(Err((
-            FailureReason::MissingSecret,
-            format!(
-                "Secret {ns}/{} does not exist: create it with the RAPI user's username and password",
-                reference.name
-            ),
-        )));
-    };
-    let data = secret.data.clone().unwrap_or_default();
-    let read = |key: &str| -> Option<String> {
-        data.get(key)
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            .map(|s| s.trim_end_matches('\n').to_string())
-    };
-    let user_key = reference.username_key.as_deref().unwrap_or("username");
-    let password_key = reference.password_key.as_deref().unwrap_or("password");
-    let (Some(user), Some(password)) = (read(user_key), read(password_key)) else {
-        return Ok(Err((
-            FailureReason::InvalidSecret,
-            format!(
-                "Secret {ns}/{} lacks the keys {user_key:?} and {password_key:?}",
-                reference.name
-            ),
-        )));
+/// The condition reason for a refused connection.
+fn refusal(e: &ConnectError) -> FailureReason {
+    match e {
+        ConnectError::MissingSecret { .. } => FailureReason::MissingSecret,
+        ConnectError::Unlabelled { .. } => FailureReason::UnlabelledSecret,
+        ConnectError::InvalidSecret { .. } => FailureReason::InvalidSecret,
+        ConnectError::InsecureRefused => FailureReason::InsecureRefused,
+        ConnectError::Client(_) | ConnectError::Kube { .. } => FailureReason::InvalidSpec,
+    }
+}
+
+/// Reads the credentials Secret, if the operator's policy lets it (see
+/// [`crate::clusters`]). The outer error is the API server failing; the inner one a
+/// problem the cluster's status should report.
+async fn read_secret(cluster: &GanetiCluster, ctx: &Context) -> Result<SecretResult, Error> {
+    // An insecure spec is refused before its Secret is even read.
+    if let Err(e) = clusters::tls_mode(&cluster.spec, ctx.config.rapi_policy) {
+        return Ok(Err((refusal(&e), e.to_string())));
+    }
+    let secret = match clusters::fetch_secret(&ctx.client, &ctx.config.secrets_namespace, &cluster.spec).await
+    {
+        Ok(s) => s,
+        Err(ConnectError::Kube { source, .. }) => return Err(source.into()),
+        Err(e) => return Ok(Err((refusal(&e), e.to_string()))),
     };
     let key = ClientKey {
         url: cluster.spec.rapi_url.clone(),
@@ -354,34 +358,29 @@ async fn read_credentials(cluster: &GanetiCluster, ctx: &Context) -> Result<Cred
         insecure: cluster.spec.insecure == Some(true),
         secret_version: secret.metadata.resource_version.clone(),
     };
-    Ok(Ok((key, Credentials::new(user, password))))
+    Ok(Ok((key, secret)))
 }
 
+/// The cluster's client: the one built before if nothing it came from changed (a
+/// label removed since changes the Secret's version), else a new one.
 fn client_for(
     ctx: &Context,
-    name: &str,
+    cluster: &GanetiCluster,
     key: &ClientKey,
-    credentials: Credentials,
-) -> Result<Arc<RapiClient>, RapiError> {
+    secret: &Secret,
+) -> Result<Arc<RapiClient>, ConnectError> {
+    let name = cluster.name_any();
     let mut clients = ctx.clusters.clients.lock().expect("lock");
-    if let Some((k, c)) = clients.get(name)
+    if let Some((k, c)) = clients.get(&name)
         && k == key
     {
         return Ok(c.clone());
     }
-    let tls = if key.insecure {
-        TlsMode::Insecure
-    } else {
-        match &key.ca_bundle {
-            Some(pem) => TlsMode::CaBundle(pem.as_bytes().to_vec()),
-            None => TlsMode::SystemRoots,
-        }
-    };
     let client = Arc::new(
-        RapiClient::new(RapiConfig::new(key.url.clone(), credentials, tls))?
+        clusters::connect(&cluster.spec, secret, ctx.config.rapi_policy)?
             .with_observer(Arc::new(MetricsObserver(ctx.metrics.clone()))),
     );
-    clients.insert(name.to_string(), (key.clone(), client.clone()));
+    clients.insert(name, (key.clone(), client.clone()));
     Ok(client)
 }
 

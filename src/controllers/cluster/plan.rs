@@ -19,7 +19,11 @@ pub const SUPPORTED_MAJOR_VERSIONS: &[&str] = &["2", "3"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureReason {
     MissingSecret,
+    /// The Secret lacks the label that marks it as RAPI credentials.
+    UnlabelledSecret,
     InvalidSecret,
+    /// `spec.insecure` without `--allow-insecure-rapi`.
+    InsecureRefused,
     InvalidSpec,
     AuthFailed,
     Forbidden,
@@ -35,7 +39,9 @@ impl FailureReason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::MissingSecret => "MissingSecret",
+            Self::UnlabelledSecret => "SecretNotLabelled",
             Self::InvalidSecret => "InvalidSecret",
+            Self::InsecureRefused => "InsecureNotAllowed",
             Self::InvalidSpec => "InvalidSpec",
             Self::AuthFailed => "AuthFailed",
             Self::Forbidden => "Forbidden",

@@ -203,9 +203,30 @@ async fn mail_link(p: &UserProfile, ctx: &Context) -> Result<(), MailError> {
         .await
 }
 
+/// Refuses a random per-process link key where replicas share the work: with leader
+/// election on, a link or console ticket signed by one replica is checked by whichever
+/// replica the next request reaches, so each must have the same key.
+pub fn require_shared_link_key(
+    leader_election: bool,
+    secret: Option<&str>,
+    raw: Option<&str>,
+) -> Result<(), String> {
+    if !leader_election || secret.is_some() || raw.is_some() {
+        return Ok(());
+    }
+    Err(
+        "leader election is on (several replicas) but no link key is configured: each replica would \
+         sign console tickets and confirmation links with its own random key, and those checked by \
+         another replica would fail. Give --link-key-secret (a Secret whose key `key` holds at least \
+         32 random bytes; the Helm chart creates one), or run one replica with --leader-election=false"
+            .into(),
+    )
+}
+
 /// The key that signs verification links: from `--link-key` (at least 32 bytes), else
 /// the key `key` of the Secret `--link-key-secret`, else a random one (links then
-/// stop working when the operator restarts, and replicas would not share it).
+/// stop working when the operator restarts; only with one replica, see
+/// [`require_shared_link_key`]).
 pub async fn load_link_key(
     client: &kube::Client,
     namespace: &str,
@@ -233,4 +254,22 @@ pub async fn load_link_key(
         .map(|b| b.0.clone())
         .ok_or_else(|| format!("Secret {namespace}/{name} has no key \"key\""))?;
     link::LinkKey::new(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::require_shared_link_key;
+
+    #[test]
+    fn several_replicas_need_a_configured_link_key() {
+        let e = require_shared_link_key(true, None, None).unwrap_err();
+        assert!(
+            e.contains("--link-key-secret") && e.contains("--leader-election=false"),
+            "{e}"
+        );
+        assert!(require_shared_link_key(true, Some("link-key"), None).is_ok());
+        assert!(require_shared_link_key(true, None, Some("k")).is_ok());
+        // One replica may keep a random key (links die with the process, nothing else).
+        assert!(require_shared_link_key(false, None, None).is_ok());
+    }
 }

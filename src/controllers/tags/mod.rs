@@ -1,22 +1,40 @@
 //! The tag-sync controller: keeps each Ganeti cluster's permission tags equal to what
-//! RoleBindings and InstanceApplications imply, and reports on every RoleBinding and Role.
+//! RoleBindings imply, and reports on every RoleBinding and Role.
 //!
-//! observe (Role, RoleBinding and InstanceApplication watches; the shared inventory) ->
+//! It never writes an owner tag: that goes with the create request of an application's
+//! VM (`controllers::application::plan::create_request`), once, on the instance its own
+//! job makes. Owner tags are read (by the authorization engine), never written here.
+//!
+//! observe (Role and RoleBinding watches; the shared inventory) ->
 //! plan (`plan::plan`, `status::*`, pure) -> apply (RAPI tag calls, ledger and status
 //! patches, each only when something changed).
 //!
 //! # When it runs
 //! One task, one cluster at a time (so two clusters never race on a binding's status). A
 //! cluster is synced after each refresh of its inventory (a new snapshot in the shared
-//! [`Inventory`](crate::inventory::Inventory)) and after any change of a Role, RoleBinding
-//! or InstanceApplication; a failed sync is retried after [`RETRY`]. Nothing runs before
+//! [`Inventory`](crate::inventory::Inventory)) and after any change of a Role or
+//! RoleBinding; a failed sync is retried after [`RETRY`]. Nothing runs before
 //! every watch has listed once: a pass over an empty binding list would remove every tag
 //! the operator wrote. A cluster whose inventory is stale (unreachable) is not synced.
 //!
 //! # The ledger: which tags are the operator's
 //! The operator removes only grant tags it added itself. It records them per cluster in
 //! the ConfigMap `ganeti-tags.<cluster>` of its own namespace (the `--secrets-namespace`):
-//! one key per instance, one tag per line. A ConfigMap, not a status field, because the
+//! one key per instance, its Ganeti UUID, one tag per line. The UUID, not the name: a
+//! renamed VM keeps its record (so the tags are still removed when their binding goes),
+//! and a VM created later under a freed name inherits nothing. A ledger keyed by names
+//! (written before UUID keys; the ConfigMap lacks the annotation [`LEDGER_KEYS`]) is
+//! migrated on its first read: a key equal to a current instance's name becomes that
+//! instance's UUID, any other key is dropped and never acted on.
+//!
+//! # Writes go by name, checked against the UUID
+//! RAPI's tag calls take an instance name only (`OpTagsSet` has no UUID), and Ganeti
+//! expands a unique prefix. So right before writing, the controller reads the instance by
+//! its exact name (`GET /2/instances/<name>`): the write goes ahead only if the answer
+//! has that very name and the planned UUID; otherwise (renamed, destroyed, the name now
+//! another VM's) nothing is written on it this pass, and the next snapshot decides. The
+//! same read gives the current tags, so a tag written by hand since the snapshot is
+//! neither added again nor taken for the operator's. A ConfigMap, not a status field, because the
 //! record must outlive the RoleBinding that caused a tag (deleting a binding is exactly when
 //! its tags must go), survive restarts, and belong to no single binding (two bindings may
 //! imply one tag). Tags are recorded *before* the add call and dropped after a successful
@@ -30,7 +48,7 @@ pub mod plan;
 pub mod status;
 
 use super::{Context, Error, FIELD_MANAGER, observe};
-use crate::api::{InstanceApplication, Role, RoleBinding, application::Phase, role::RoleSpec};
+use crate::api::{Role, RoleBinding, role::RoleSpec};
 use crate::authz::{AuthzIndex, has_administrator_binding, preconfigured_roles};
 use crate::inventory::ClusterInventory;
 use crate::rapi::{RapiClient, RapiError};
@@ -41,7 +59,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use plan::{Ledger, Outcome, Overlay};
+use plan::{Ledger, Outcome, Overlay, StoredLedger};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -59,15 +77,28 @@ const JOB_DEADLINE: Duration = Duration::from_secs(60);
 const CONCURRENCY: usize = 4;
 /// Name prefix of the ledger ConfigMaps.
 pub const LEDGER_PREFIX: &str = "ganeti-tags.";
+/// Annotation of a ledger whose keys are instance UUIDs (value [`LEDGER_KEYS_UUID`]);
+/// absent on a ledger keyed by instance names, which is migrated once.
+pub const LEDGER_KEYS: &str = "ganeti.dev/ledger-keys";
+pub const LEDGER_KEYS_UUID: &str = "instance-uuid";
 
 /// Name of a cluster's ledger ConfigMap.
 pub fn ledger_name(cluster: &str) -> String {
     format!("{LEDGER_PREFIX}{cluster}")
 }
 
-/// The ledger from a ConfigMap's data.
-pub fn parse_ledger(data: &BTreeMap<String, String>) -> Ledger {
-    data.iter()
+/// The ledger as a ConfigMap stores it.
+pub fn parse_ledger(cm: &ConfigMap) -> StoredLedger {
+    let uuid_keyed = cm
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LEDGER_KEYS))
+        .is_some_and(|v| v == LEDGER_KEYS_UUID);
+    let entries = cm
+        .data
+        .iter()
+        .flatten()
         .map(|(instance, tags)| {
             let tags: BTreeSet<String> = tags
                 .lines()
@@ -77,15 +108,16 @@ pub fn parse_ledger(data: &BTreeMap<String, String>) -> Ledger {
             (instance.clone(), tags)
         })
         .filter(|(_, tags)| !tags.is_empty())
-        .collect()
+        .collect();
+    StoredLedger { entries, uuid_keyed }
 }
 
 /// What the controller remembers of one cluster (in memory; the ledger is also stored).
 #[derive(Default)]
 struct ClusterSync {
     snapshot: Option<Arc<ClusterInventory>>,
-    /// `None` until read from its ConfigMap (again after a failed write).
-    ledger: Option<Ledger>,
+    /// As stored; `None` until read from its ConfigMap (again after a failed write).
+    ledger: Option<StoredLedger>,
     overlay: Overlay,
     report: Option<plan::ClusterReport>,
     /// Why the last sync did not happen or failed.
@@ -98,7 +130,6 @@ struct TagSync {
     ctx: Arc<Context>,
     roles: Store<Role>,
     bindings: Store<RoleBinding>,
-    applications: Store<InstanceApplication>,
     clusters: BTreeMap<String, ClusterSync>,
     status_retry_at: Option<Instant>,
     administrator_bound: Option<bool>,
@@ -151,21 +182,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let changed = Arc::new(AtomicBool::new(true));
     let roles = watch(Api::<Role>::all(ctx.client.clone()), changed.clone());
     let bindings = watch(Api::<RoleBinding>::all(ctx.client.clone()), changed.clone());
-    let applications = watch(
-        Api::<InstanceApplication>::all(ctx.client.clone()),
-        changed.clone(),
-    );
-    let flags = [
-        roles.listed.clone(),
-        bindings.listed.clone(),
-        applications.listed.clone(),
-    ];
-    let tasks = [roles.task, bindings.task, applications.task];
+    let flags = [roles.listed.clone(), bindings.listed.clone()];
+    let tasks = [roles.task, bindings.task];
     let mut sync = TagSync {
         ctx,
         roles: roles.store,
         bindings: bindings.store,
-        applications: applications.store,
         clusters: BTreeMap::new(),
         status_retry_at: None,
         administrator_bound: None,
@@ -183,7 +205,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             if !flags.iter().all(|f| f.load(Ordering::SeqCst)) {
                 continue;
             }
-            tracing::info!("tag sync: roles, bindings and applications listed; syncing");
+            tracing::info!("tag sync: roles and bindings listed; syncing");
             started = true;
         }
         sync.pass(changed.swap(false, Ordering::SeqCst)).await;
@@ -253,7 +275,6 @@ impl TagSync {
         let ctx = self.ctx.clone();
         let roles = self.roles.state();
         let bindings = self.bindings.state();
-        let applications = self.applications.state();
         let c = self.clusters.get_mut(name).expect("cluster known");
         c.retry_at = None;
         let Some(inv) = c.snapshot.clone().filter(|i| i.reachable) else {
@@ -264,11 +285,12 @@ impl TagSync {
             c.retry_at = Some(Instant::now() + RETRY);
             return Ok(());
         };
-        let ledger = match c.ledger.take() {
+        let stored = match c.ledger.take() {
             Some(l) => l,
             None => load_ledger(&ctx, name).await?,
         };
-        c.ledger = Some(ledger.clone());
+        c.ledger = Some(stored.clone());
+        let ledger = plan::migrate(&stored, &inv.instances);
 
         let index = AuthzIndex::builder()
             .roles(roles.iter().map(|r| &**r))
@@ -295,61 +317,83 @@ impl TagSync {
                 listed.insert(b.name_any(), on_cluster);
             }
         }
-        let owned: Vec<plan::OwnedInstance> = applications
-            .iter()
-            .filter_map(|a| {
-                let s = a.status.as_ref()?;
-                (s.phase == Phase::Created && s.cluster.as_deref() == Some(name)).then_some(())?;
-                Some(plan::OwnedInstance {
-                    instance: s.instance_name.clone()?,
-                    owner: a.spec.owner.clone(),
-                    application: format!("{}/{}", a.namespace().unwrap_or_default(), a.name_any()),
-                })
-            })
-            .collect();
-        let make_plan = |overlay: &Overlay| {
+        let make_plan = |overlay: &Overlay, held: &BTreeSet<String>| {
             plan::plan(&plan::Input {
                 cluster: name,
                 prefix: &inv.tag_prefix,
                 index: &index,
                 instances: &inv.instances,
                 listed: &listed,
-                owned: &owned,
                 ledger: &ledger,
                 overlay,
+                held,
             })
         };
-        let mut planned = make_plan(&c.overlay);
-        // Adds are planned from a snapshot up to one sync interval old: read the tags of
-        // those instances again, so a tag written by hand meanwhile is neither added nor
-        // recorded as the operator's.
-        let to_add: Vec<&str> = planned
-            .writes
-            .iter()
-            .filter(|w| !w.add.is_empty())
-            .map(|w| w.instance.as_str())
-            .collect();
-        if !to_add.is_empty() {
-            for (instance, fresh) in read_tags(&client, &to_add).await {
-                if let Some(i) = inv.instances.iter().find(|i| i.name == instance) {
-                    plan::observe(&mut c.overlay, i, &fresh);
+        // Every write is planned from a snapshot up to one sync interval old and goes to
+        // Ganeti by name: read each instance again by its exact name first. A name that
+        // is no longer the planned VM's holds that VM's writes for this pass; the tags
+        // read correct the plan (a tag written by hand meanwhile is neither added nor
+        // recorded as the operator's). Re-planning may touch an instance not read yet
+        // (never in practice): it is read in the next round.
+        let mut held = BTreeSet::new();
+        let mut checked = BTreeSet::new();
+        let mut planned = make_plan(&c.overlay, &held);
+        loop {
+            let unchecked: Vec<&plan::Write> = planned
+                .writes
+                .iter()
+                .filter(|w| !checked.contains(&w.uuid))
+                .collect();
+            if unchecked.is_empty() {
+                break;
+            }
+            for (w, found) in unchecked.iter().zip(read_exact(&client, &unchecked).await) {
+                checked.insert(w.uuid.clone());
+                let resolved = found.as_ref().ok().and_then(|f| f.as_ref());
+                let Some(i) = inv.instance_by_uuid(&w.uuid) else {
+                    held.insert(w.uuid.clone());
+                    continue;
+                };
+                match resolved {
+                    Some(f) if plan::still_resolves(w, Some((&f.name, &f.uuid))) => {
+                        plan::observe(&mut c.overlay, i, &f.tags);
+                    }
+                    _ => {
+                        match &found {
+                            Ok(_) => tracing::info!(
+                                cluster = %name, instance = %w.instance, uuid = %w.uuid,
+                                "the name no longer resolves to the instance the tags were planned for: not written this pass"
+                            ),
+                            Err(e) => tracing::debug!(
+                                cluster = %name, instance = %w.instance, error = %e,
+                                "reading the instance before writing its tags failed"
+                            ),
+                        }
+                        held.insert(w.uuid.clone());
+                    }
                 }
             }
-            planned = make_plan(&c.overlay);
+            planned = make_plan(&c.overlay, &held);
         }
-        for e in &planned.report.owner_errors {
-            tracing::warn!(cluster = %name, error = %e, "owner tag not written");
+        if !held.is_empty() {
+            c.retry_at = Some(Instant::now() + RETRY);
         }
-        if planned.ledger_before != ledger {
+        // A name-keyed ledger is rewritten keyed by UUID on its first pass, even when
+        // the entries carry over unchanged.
+        if planned.ledger_before != stored.entries || !stored.uuid_keyed {
             c.ledger = None;
             write_ledger(&ctx, name, &planned.ledger_before).await?;
-            c.ledger = Some(planned.ledger_before.clone());
+            c.ledger = Some(StoredLedger {
+                entries: planned.ledger_before.clone(),
+                uuid_keyed: true,
+            });
         }
         let outcomes = execute(&client, &planned.writes).await;
         for (w, o) in planned.writes.iter().zip(&outcomes) {
             tracing::info!(
                 cluster = %name,
                 instance = %w.instance,
+                uuid = %w.uuid,
                 added = ?w.add,
                 add_result = ?o.add,
                 removed = ?w.remove,
@@ -369,7 +413,10 @@ impl TagSync {
         if after != planned.ledger_before {
             c.ledger = None;
             write_ledger(&ctx, name, &after).await?;
-            c.ledger = Some(after);
+            c.ledger = Some(StoredLedger {
+                entries: after,
+                uuid_keyed: true,
+            });
         }
         Ok(())
     }
@@ -461,14 +508,16 @@ where
     }
 }
 
-async fn load_ledger(ctx: &Context, cluster: &str) -> Result<Ledger, Error> {
+async fn load_ledger(ctx: &Context, cluster: &str) -> Result<StoredLedger, Error> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.config.secrets_namespace);
-    Ok(api
-        .get_opt(&ledger_name(cluster))
-        .await?
-        .and_then(|cm| cm.data)
-        .map(|d| parse_ledger(&d))
-        .unwrap_or_default())
+    Ok(match api.get_opt(&ledger_name(cluster)).await? {
+        Some(cm) => parse_ledger(&cm),
+        // Nothing recorded yet: nothing to migrate either.
+        None => StoredLedger {
+            entries: Default::default(),
+            uuid_keyed: true,
+        },
+    })
 }
 
 async fn write_ledger(ctx: &Context, cluster: &str, ledger: &Ledger) -> Result<(), Error> {
@@ -487,7 +536,8 @@ async fn write_ledger(ctx: &Context, cluster: &str, ledger: &Ledger) -> Result<(
             "labels": {"app.kubernetes.io/managed-by": "ganeti-operator", "ganeti.dev/tag-ledger": "true"},
             "annotations": {
                 "ganeti.dev/cluster": cluster,
-                "ganeti.dev/description": "Ganeti tags the operator wrote on this cluster's instances (one key per instance); it removes only these. Do not edit.",
+                "ganeti.dev/description": "Ganeti tags the operator wrote on this cluster's instances (one key per instance UUID); it removes only these. Do not edit.",
+                LEDGER_KEYS: LEDGER_KEYS_UUID,
             },
         },
         "data": data,
@@ -501,17 +551,28 @@ async fn write_ledger(ctx: &Context, cluster: &str, ledger: &Ledger) -> Result<(
     Ok(())
 }
 
-/// The current tags of some instances (those that could be read).
-async fn read_tags(client: &RapiClient, instances: &[&str]) -> Vec<(String, Vec<String>)> {
-    let mut out = Vec::with_capacity(instances.len());
-    for chunk in instances.chunks(CONCURRENCY) {
-        let read = futures::future::join_all(chunk.iter().map(|i| client.instance_tags(i))).await;
-        for (instance, tags) in chunk.iter().zip(read) {
-            match tags {
-                Ok(tags) => out.push((instance.to_string(), tags)),
-                Err(e) => tracing::debug!(%instance, error = %e, "reading instance tags failed"),
-            }
-        }
+/// What an exact-name read of an instance answered.
+struct Found {
+    name: String,
+    uuid: String,
+    tags: Vec<String>,
+}
+
+/// Each write's instance as Ganeti has it now, read by the name the write will use
+/// (`Ok(None)`: no such instance). A few at a time.
+async fn read_exact(client: &RapiClient, writes: &[&plan::Write]) -> Vec<Result<Option<Found>, RapiError>> {
+    let mut out = Vec::with_capacity(writes.len());
+    for chunk in writes.chunks(CONCURRENCY) {
+        let read = futures::future::join_all(chunk.iter().map(|w| client.instance(&w.instance))).await;
+        out.extend(read.into_iter().map(|r| match r {
+            Ok(i) => Ok(Some(Found {
+                name: i.name,
+                uuid: i.uuid.unwrap_or_default(),
+                tags: i.tags,
+            })),
+            Err(RapiError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }));
     }
     out
 }
@@ -543,7 +604,7 @@ async fn write_one(client: &RapiClient, w: &plan::Write) -> Outcome {
         finish(client, submitted).await
     };
     Outcome {
-        instance: w.instance.clone(),
+        uuid: w.uuid.clone(),
         add,
         remove,
     }
@@ -568,17 +629,27 @@ mod tests {
     fn ledger_round_trips_through_configmap_data() {
         let data = BTreeMap::from([
             (
-                "vm1.example.org".to_string(),
+                "0b9c7e5e-6a07-4c43-9d43-0e0c1b9a3f10".to_string(),
                 "A:power:U:bob\nA:admin:G:ops\n".to_string(),
             ),
             ("vm2".to_string(), "\n".to_string()),
         ]);
-        let ledger = parse_ledger(&data);
-        assert_eq!(ledger.len(), 1);
+        let mut cm = ConfigMap {
+            data: Some(data),
+            ..ConfigMap::default()
+        };
+        let ledger = parse_ledger(&cm);
+        assert!(!ledger.uuid_keyed, "no mark: written before UUID keys");
+        assert_eq!(ledger.entries.len(), 1);
         assert_eq!(
-            ledger["vm1.example.org"],
+            ledger.entries["0b9c7e5e-6a07-4c43-9d43-0e0c1b9a3f10"],
             BTreeSet::from(["A:admin:G:ops".to_string(), "A:power:U:bob".to_string()])
         );
+        cm.metadata.annotations = Some(BTreeMap::from([(
+            LEDGER_KEYS.to_string(),
+            LEDGER_KEYS_UUID.to_string(),
+        )]));
+        assert!(parse_ledger(&cm).uuid_keyed);
         assert_eq!(ledger_name("prod"), "ganeti-tags.prod");
     }
 }
