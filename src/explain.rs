@@ -12,7 +12,6 @@ use crate::api::role::{ClusterRight, SystemRight, VmRight};
 use crate::api::{GanetiCluster, Role, RoleBinding};
 use crate::authz::{AuthzIndex, Principal, Request, Right};
 use crate::clusters::{self, Policy};
-use crate::rapi::RapiError;
 use anyhow::Context as _;
 use kube::api::{Api, ListParams};
 use std::fmt::Write as _;
@@ -106,7 +105,8 @@ impl Question {
     }
 }
 
-/// A VM's tags as Ganeti has them: `Ok(None)` when Ganeti has no such instance.
+/// A VM's tags as Ganeti has them: `Ok(None)` when Ganeti has no instance of exactly
+/// that name (Ganeti would answer for a unique prefix: that is another VM).
 async fn ganeti_tags(
     client: &kube::Client,
     secrets_namespace: &str,
@@ -116,11 +116,7 @@ async fn ganeti_tags(
 ) -> anyhow::Result<Option<Vec<String>>> {
     let secret = clusters::fetch_secret(client, secrets_namespace, &cluster.spec).await?;
     let rapi = clusters::connect(&cluster.spec, &secret, policy)?;
-    match rapi.instance_tags(instance).await {
-        Ok(tags) => Ok(Some(tags)),
-        Err(RapiError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(crate::access::read_exact(&rapi, instance).await?.map(|i| i.tags))
 }
 
 /// Explains one question; returns whether it is allowed and the text to print.
