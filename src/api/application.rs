@@ -171,7 +171,8 @@ pub enum Phase {
     Created,
     /// An admin rejected it.
     Rejected,
-    /// Ganeti refused or failed to create it; editing the application tries again.
+    /// Ganeti refused or failed to create it. A new application tries again (or an admin
+    /// edits this one and decides again).
     Failed,
 }
 

@@ -6,14 +6,22 @@
 //!
 //! # Crash safety
 //! Every step is recorded before the next one starts, and every step can be repeated:
-//! - The approval is written (phase `Approved`) before anything is submitted.
-//! - Before submitting, the instance is looked up by name, and Ganeti's job list is
-//!   searched for a create job of that name: a restart after the POST but before the
-//!   job id was recorded adopts that job (or the instance) instead of submitting again.
+//! - The approval is written (phase `Approved`, with the approved generation and the
+//!   name to create) before anything is submitted.
+//! - Before submitting again after a restart, Ganeti is asked for instances carrying the
+//!   application's marker tag (`plan::marker_tag`, sent with the create request beside
+//!   the owner tag), and its job list for a create job of the approved name: a restart
+//!   after the POST but before the job id was recorded adopts that instance (whatever it
+//!   is called now) or that job, instead of submitting again.
 //! - The job id is written (phase `Creating`) before anything waits on it; a restart
-//!   follows the recorded job. An unknown (archived) job falls back to the lookup by name.
-//! - An instance found under the name counts as this application's only when it carries
-//!   the owner's tag; otherwise the application fails with "name taken".
+//!   follows the recorded job. When it ends (or is archived), the instance is the one
+//!   carrying the marker and the owner tag, and its UUID is recorded: never an instance
+//!   found by the spec's hostname, which may have been changed to another VM's name.
+//!   An adopted job that turns out to be someone else's leaves no marked instance, and
+//!   the application fails rather than take a stranger's VM.
+//! - A spec changed after the approval is created only if a job for the approved one was
+//!   already under way; otherwise it goes back to Pending and needs a new decision
+//!   (`plan::changed_after_approval`).
 //!
 //! Quota decisions that approve are serialised per cluster and made on a fresh list of
 //! applications, so two approvals cannot together overshoot a quota.
@@ -652,17 +660,18 @@ async fn follow(app: &mut InstanceApplication, state: &State) -> Result<Action, 
         }),
         Err(e) => Err(e),
     };
-    let failure = match &finished {
+    // `Some(failure)`: the job failed; `None` with `known`: it succeeded.
+    let (failure, known) = match finished {
         Ok(job) if !job.status.is_final() => return Ok(Action::requeue(poll_delay(job.received_ts))),
-        Ok(job) => job.failure(),
-        Err(RapiError::NotFound { .. }) => None,
-        Err(_) => return Err(rapi(finished.err().expect("matched an error"))),
+        Ok(job) => (job.failure(), true),
+        Err(RapiError::NotFound { .. }) => (None, false),
+        Err(e) => return Err(rapi(e)),
     };
-    let outcome = match (&failure, &finished) {
+    let outcome = match (&failure, known) {
         (Some(f), _) => plan::JobOutcome::Failed(f),
-        (None, Ok(_)) => plan::JobOutcome::Succeeded,
+        (None, true) => plan::JobOutcome::Succeeded,
         // Archived: what the job did shows in Ganeti.
-        (None, Err(_)) => plan::JobOutcome::Unknown,
+        (None, false) => plan::JobOutcome::Unknown,
     };
     // The instance the job made carries the application's tags; whatever the spec's
     // hostname says now, no other instance is taken for it.
