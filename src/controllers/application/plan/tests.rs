@@ -508,7 +508,14 @@ fn the_vm_is_the_one_its_own_job_made_not_the_one_the_hostname_names() {
         Some(1),
         "the status describes the approved spec"
     );
-    let s = after_job(&a, 9, JobOutcome::Succeeded, &[bobs.clone()], p, now());
+    let s = after_job(
+        &a,
+        9,
+        JobOutcome::Succeeded,
+        std::slice::from_ref(&bobs),
+        p,
+        now(),
+    );
     assert_eq!(s.phase, Phase::Failed);
     assert_eq!(s.instance_uuid, None);
     assert!(s.ganeti_error.unwrap().message.contains("no instance carrying"));
