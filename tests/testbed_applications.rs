@@ -43,7 +43,16 @@ async fn setup() {
     let defaults = json!({"os": env("GANETI_OS"), "hypervisor": env("GANETI_HYPERVISOR"),
                           "diskTemplate": "diskless", "primaryNode": env("GANETI_NODE"),
                           "sshKeysOsParameter": env("GANETI_OS_SSH_KEYS_PARAM")});
-    ganeti::apply_cluster(&root, CLUSTER, "rapi-apps", json!({"defaults": defaults})).await;
+    // Applications here take explicit addresses on the default (routed) NIC: offered from
+    // the testbed's instance subnet.
+    let subnet = format!("{}/24", ip(0));
+    ganeti::apply_cluster(
+        &root,
+        CLUSTER,
+        "rapi-apps",
+        json!({"defaults": defaults, "allowed": {"ipRanges": [subnet]}}),
+    )
+    .await;
     let profiles: Api<ganeti_operator::api::UserProfile> = Api::all(root.clone());
     for (user, keys, groups) in [("alice", vec![KEY], vec![]), ("carol", vec![], vec!["team-a"])] {
         apply(
@@ -122,6 +131,22 @@ async fn decide(who: &str, ns: &str, name: &str, verdict: &str) -> Result<Instan
     .await
 }
 
+/// Merges `spec` into the application's spec as `who`.
+async fn patch_spec(
+    who: &str,
+    ns: &str,
+    name: &str,
+    spec: Value,
+) -> Result<InstanceApplication, kube::Error> {
+    let api: Api<InstanceApplication> = Api::namespaced(kube_client(who).await, ns);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": spec})),
+    )
+    .await
+}
+
 async fn wait_phase(ns: &str, name: &str, phase: Phase, op: &Operator) -> InstanceApplication {
     let api: Api<InstanceApplication> = Api::namespaced(kube_client("root").await, ns);
     // Generous: another operator may hold the leader lease for a while.
@@ -192,6 +217,8 @@ async fn alice_applies_admin_approves_and_the_vm_is_created() {
     let created = wait_phase("apps-alice", "alice-vm", Phase::Created, &op).await;
     let status = created.status.clone().unwrap();
     assert_eq!(status.instance_name.as_deref(), Some(host.as_str()));
+    assert_eq!(status.instance_uuid, Some(ganeti_field(&host, "uuid")));
+    assert_eq!(status.approved_generation, created.metadata.generation);
     assert_eq!(status.ips, vec![ip(50)]);
     assert!(status.job_id.is_some());
     assert!(status.created_time.is_some());
@@ -335,17 +362,25 @@ async fn a_ganeti_failure_is_reported_and_an_edit_retries() {
     );
     wait_mail("alice@apps.example.org", &["creation failed", &host]).await;
 
-    // alice edits it; the new generation is tried again.
-    let api: Api<InstanceApplication> = Api::namespaced(kube_client("alice").await, "apps-alice");
-    api.patch(
+    // alice cannot edit it: the approval was for 30000Mi, not for whatever she asks next.
+    let refused = refusal(patch_spec("alice", "apps-alice", "too-big", json!({"memory": "128Mi"})).await);
+    assert!(
+        refused.contains("already decided") && refused.contains("file a new one"),
+        "{refused}"
+    );
+    // An admin edits it and decides again: the new generation is tried.
+    patch_spec(
+        "admin",
+        "apps-alice",
         "too-big",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"memory": "128Mi"}})),
+        json!({"memory": "128Mi", "decision": {"verdict": "Approved", "reason": "128Mi is fine"}}),
     )
     .await
-    .unwrap();
+    .expect("an admin edits and approves again");
     let created = wait_phase("apps-alice", "too-big", Phase::Created, &op).await;
-    assert_eq!(created.status.unwrap().ganeti_error, None);
+    let status = created.status.unwrap();
+    assert_eq!(status.ganeti_error, None);
+    assert_eq!(status.approved_generation, created.metadata.generation);
     let (ok, _) = try_gnt(&format!("gnt-instance list --no-headers -o name {host}"));
     assert!(ok);
 }
@@ -446,4 +481,267 @@ async fn the_follower_takes_over_from_a_killed_leader() {
         Some(host.as_str())
     );
     assert_eq!(create_jobs(&host) - jobs_before, 1, "created exactly once");
+}
+
+/// `field` (a `gnt-instance list -o` field) of the instance `name`, as Ganeti has it.
+fn ganeti_field(name: &str, field: &str) -> String {
+    let (ok, out) = try_gnt(&format!("gnt-instance list --no-headers -o {field} {name}"));
+    assert!(ok, "{name}: {out}");
+    out.trim().to_string()
+}
+
+/// Waits until the application's condition `type_` has `reason` and a message
+/// containing `text`.
+async fn wait_condition(
+    ns: &str,
+    name: &str,
+    (type_, reason, text): (&str, &str, &str),
+    op: &Operator,
+) -> InstanceApplication {
+    let api: Api<InstanceApplication> = Api::namespaced(kube_client("root").await, ns);
+    op.wait_for(&api, name, Duration::from_secs(180), |app| {
+        app.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+            .is_some_and(|c| c.reason == reason && c.message.contains(text))
+    })
+    .await
+}
+
+/// Waits until the application's `Decided` condition has `reason`.
+async fn wait_decided(ns: &str, name: &str, reason: &str, op: &Operator) -> InstanceApplication {
+    wait_condition(ns, name, ("Decided", reason, ""), op).await
+}
+
+/// Attack 1 of issue 14: alice's approved application is pointed at bob's VM while it is
+/// being created. The operator is killed at `point` so that the change lands before it
+/// looks again: alice's own patch is refused at admission, an admin's (standing in for
+/// a missing admission policy) goes through, and still the application records only the
+/// VM its own job made (`Some(..)`), or nothing at all when no job was submitted yet.
+async fn hostname_switch_at(point: &str, name: &str, last_ip: u8, bob_ip: u8) {
+    let _serial = serial().lock().await;
+    setup().await;
+    let host = format!("{name}.{DOMAIN}");
+    let bobs = format!("{name}-bob.{DOMAIN}");
+    let _cleanup = Instances::fresh(vec![host.clone()]);
+    let _bob = ganeti::create_instances(
+        &[(
+            &bobs,
+            &ip(bob_ip),
+            vec!["GANETI_WEB_MANAGER:owner:U:bob".to_string()],
+        )],
+        "tests/testbed_applications: bob's VM",
+    )
+    .await;
+    let bob_tags = ganeti_field(&bobs, "tags");
+    let bob_uuid = ganeti_field(&bobs, "uuid");
+    let jobs_before = create_jobs(&host);
+    let bob_jobs = create_jobs(&bobs);
+
+    let mut crashing = start_operator(&format!("{name}-1"), Some(point)).await;
+    alice_files_and_admin_approves(name, last_ip, "128Mi").await;
+    let exit = crashing.wait_exit(Duration::from_secs(120)).await;
+    assert_eq!(
+        exit.and_then(|s| s.code()),
+        Some(fault::CRASH_EXIT_CODE),
+        "{}",
+        crashing.log()
+    );
+
+    let switch = json!({"hostname": bobs, "vcpus": 8});
+    let refused = refusal(patch_spec("alice", "apps-alice", name, switch.clone()).await);
+    assert!(
+        refused.contains("already decided (Approved by admin)") && refused.contains("Delete it"),
+        "{refused}"
+    );
+    patch_spec("admin", "apps-alice", name, switch)
+        .await
+        .expect("an admin may edit");
+
+    let op = start_operator(&format!("{name}-2"), None).await;
+    if point == fault::points::AFTER_DECISION {
+        // No job was submitted before the change: the changed spec needs a decision.
+        let app = wait_decided("apps-alice", name, "ChangedAfterApproval", &op).await;
+        let status = app.status.unwrap();
+        assert_eq!((status.phase, status.approved_generation), (Phase::Pending, None));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(create_jobs(&host), jobs_before, "nothing created\n{}", op.log());
+        assert_eq!(create_jobs(&bobs), bob_jobs, "no create job for bob's name");
+    } else {
+        let created = wait_phase("apps-alice", name, Phase::Created, &op).await;
+        let status = created.status.unwrap();
+        assert_eq!(status.instance_name.as_deref(), Some(host.as_str()));
+        let uuid = ganeti_field(&host, "uuid");
+        assert_eq!(status.instance_uuid.as_deref(), Some(uuid.as_str()));
+        assert_ne!(uuid, bob_uuid);
+        assert_eq!(
+            ganeti_field(&host, "be/vcpus"),
+            "1",
+            "created from the approved spec"
+        );
+        let tags = ganeti_field(&host, "tags");
+        let marker = format!("GANETI_WEB_MANAGER:app:{}", created.metadata.uid.unwrap());
+        assert!(tags.contains(&marker) && tags.contains("owner:U:alice"), "{tags}");
+        assert_eq!(
+            create_jobs(&host) - jobs_before,
+            1,
+            "one create job\n{}",
+            op.log()
+        );
+    }
+    // Bob's VM: untouched, also once the tag controller has seen the application.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(ganeti_field(&bobs, "tags"), bob_tags, "bob's VM keeps its tags");
+    assert_eq!(ganeti_field(&bobs, "uuid"), bob_uuid);
+}
+
+#[tokio::test]
+async fn a_hostname_switched_while_the_job_runs_does_not_take_another_vm() {
+    hostname_switch_at(fault::points::WHILE_JOB_RUNS, "atk-job", 70, 71).await;
+}
+
+#[tokio::test]
+async fn a_hostname_switched_before_the_job_was_recorded_does_not_take_another_vm() {
+    hostname_switch_at(fault::points::AFTER_CREATE_POST, "atk-post", 72, 73).await;
+}
+
+#[tokio::test]
+async fn a_spec_switched_before_the_create_call_needs_a_new_decision() {
+    hostname_switch_at(fault::points::AFTER_DECISION, "atk-decision", 74, 75).await;
+}
+
+/// Attack 2 of issue 14: an approval that waits (name taken) is not reused for another,
+/// bigger VM: alice cannot edit the spec, and an edit without a new decision (an admin's,
+/// standing in for a missing admission policy) is not carried out.
+#[tokio::test]
+async fn an_approval_is_not_reused_for_a_bigger_vm() {
+    let _serial = serial().lock().await;
+    setup().await;
+    let taken = format!("atk-taken.{DOMAIN}");
+    let bigger = format!("atk-bigger.{DOMAIN}");
+    let _cleanup = Instances::fresh(vec![bigger.clone()]);
+    let jobs_before = create_jobs(&bigger);
+    let _existing = ganeti::create_instances(
+        &[(
+            &taken,
+            &ip(76),
+            vec!["GANETI_WEB_MANAGER:owner:U:bob".to_string()],
+        )],
+        "tests/testbed_applications: a taken name",
+    )
+    .await;
+    let op = start_operator("apps-reuse", None).await;
+    let mut body = application("atk-size", json!({"kind": "User", "name": "alice"}), 77, "128Mi");
+    body["spec"]["hostname"] = json!(taken);
+    file("alice", body).await.expect("alice files");
+    decide("admin", "apps-alice", "atk-size", "Approved")
+        .await
+        .expect("admin approves");
+    wait_condition(
+        "apps-alice",
+        "atk-size",
+        ("Decided", "ApprovalWaiting", "already exists"),
+        &op,
+    )
+    .await;
+
+    let bigger_spec = json!({"hostname": bigger, "vcpus": 8, "memory": "3Gi"});
+    let refused = refusal(patch_spec("alice", "apps-alice", "atk-size", bigger_spec.clone()).await);
+    assert!(
+        refused.contains("already decided") && refused.contains("cannot change"),
+        "{refused}"
+    );
+    let edited = patch_spec("admin", "apps-alice", "atk-size", bigger_spec)
+        .await
+        .expect("an admin may edit");
+    let app = wait_decided("apps-alice", "atk-size", "ChangedAfterApproval", &op).await;
+    let status = app.status.clone().unwrap();
+    assert_eq!(status.phase, Phase::Pending);
+    assert_eq!(status.approved_generation, None);
+    assert_eq!(status.observed_generation, edited.metadata.generation);
+    let (_, _, message) = condition(&app, "Decided");
+    assert!(message.contains("decide again"), "{message}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (exists, _) = try_gnt(&format!("gnt-instance list --no-headers -o name {bigger}"));
+    assert!(!exists, "no 8-vCPU VM\n{}", op.log());
+    assert_eq!(create_jobs(&bigger), jobs_before, "no create job");
+}
+
+/// `system:authenticated` (everyone) and other reserved groups never own a VM, whoever
+/// files the application.
+#[tokio::test]
+async fn reserved_groups_are_refused_as_owners() {
+    setup().await;
+    let owner = json!({"kind": "Group", "name": "system:authenticated"});
+    let refused = refusal(file("alice", application("atk-everyone", owner.clone(), 78, "128Mi")).await);
+    assert!(
+        refused.contains("\"system:authenticated\" is reserved"),
+        "{refused}"
+    );
+    let api: Api<InstanceApplication> = Api::namespaced(kube_client("admin").await, "apps-alice");
+    let mut body = application("atk-everyone", owner, 78, "128Mi");
+    body["spec"]["applicant"] = json!("admin");
+    let refused = refusal(
+        api.create(&PostParams::default(), &serde_json::from_value(body).unwrap())
+            .await,
+    );
+    assert!(refused.contains("reserved"), "{refused}");
+}
+
+/// What an application may choose of the network is what the cluster offers: other
+/// links and addresses wait, saying what is allowed, and nothing is created.
+#[tokio::test]
+async fn applications_get_only_the_network_the_cluster_offers() {
+    let _serial = serial().lock().await;
+    setup().await;
+    let link_host = format!("atk-link.{DOMAIN}");
+    let ip_host = format!("atk-ip.{DOMAIN}");
+    let _cleanup = Instances::fresh(vec![link_host.clone(), ip_host.clone()]);
+    let op = start_operator("apps-network", None).await;
+    let alice = json!({"kind": "User", "name": "alice"});
+
+    let mut body = application("atk-link", alice.clone(), 79, "128Mi");
+    body["spec"]["network"]["link"] = json!("br-dmz");
+    file("alice", body).await.unwrap();
+    decide("admin", "apps-alice", "atk-link", "Approved")
+        .await
+        .unwrap();
+    let app = wait_condition(
+        "apps-alice",
+        "atk-link",
+        ("Decided", "ApprovalWaiting", "br-dmz"),
+        &op,
+    )
+    .await;
+    assert_eq!(condition(&app, "Validated").1, "NicLinkNotAllowed");
+    let (_, _, message) = condition(&app, "Decided");
+    assert!(
+        message.contains("br-dmz") && message.contains("allowed links: none"),
+        "{message}"
+    );
+
+    let mut body = application("atk-ip", alice, 79, "128Mi");
+    body["spec"]["network"]["ip"] = json!("192.0.2.79");
+    file("alice", body).await.unwrap();
+    decide("admin", "apps-alice", "atk-ip", "Approved").await.unwrap();
+    let app = wait_condition(
+        "apps-alice",
+        "atk-ip",
+        ("Decided", "ApprovalWaiting", "192.0.2.79"),
+        &op,
+    )
+    .await;
+    assert_eq!(condition(&app, "Validated").1, "IpNotAllowed");
+    let (_, _, message) = condition(&app, "Decided");
+    assert!(
+        message.contains(&format!("allowed ranges: {}/24", ip(0))),
+        "{message}"
+    );
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        create_jobs(&link_host) + create_jobs(&ip_host),
+        0,
+        "nothing created"
+    );
 }

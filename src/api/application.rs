@@ -23,6 +23,12 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Cluster", type_ = "string", json_path = ".status.cluster"),
     printcolumn(name = "Instance", type_ = "string", json_path = ".status.instanceName"),
+    printcolumn(
+        name = "UUID",
+        type_ = "string",
+        json_path = ".status.instanceUUID",
+        priority = 1
+    ),
     printcolumn(name = "Owner", type_ = "string", json_path = ".spec.owner.name"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -165,7 +171,8 @@ pub enum Phase {
     Created,
     /// An admin rejected it.
     Rejected,
-    /// Ganeti refused or failed to create it; editing the application tries again.
+    /// Ganeti refused or failed to create it. A new application tries again (or an admin
+    /// edits this one and decides again).
     Failed,
 }
 
@@ -186,12 +193,24 @@ pub struct InstanceApplicationStatus {
     /// The GanetiCluster the VM is (to be) created on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// The decision the operator acted on, and the spec generation it was made on: a
+    /// decision counts only for that spec. Changing the spec afterwards needs a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided: Option<DecisionRecord>,
+    /// The spec generation that was approved: the VM is created from it and no other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_generation: Option<i64>,
     /// The Ganeti job that creates the VM, recorded before anything waits on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<u64>,
-    /// The Ganeti instance name.
+    /// The Ganeti instance name: the approved hostname, then the name of the instance
+    /// that this application's own create job made (as it was when found).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_name: Option<String>,
+    /// Ganeti's UUID of the instance this application's own create job made: what the VM
+    /// is, whatever it is renamed to later.
+    #[serde(default, rename = "instanceUUID", skip_serializing_if = "Option::is_none")]
+    pub instance_uuid: Option<String>,
     /// The instance's primary node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_node: Option<String>,
@@ -207,6 +226,16 @@ pub struct InstanceApplicationStatus {
     /// When the VM was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_time: Option<Time>,
+}
+
+/// A decision as the operator first saw it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionRecord {
+    /// The spec generation the decision was first seen on.
+    pub generation: i64,
+    /// The decision.
+    pub decision: Decision,
 }
 
 /// The outcome of checking an application against the cluster's quotas.

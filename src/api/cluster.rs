@@ -75,6 +75,42 @@ pub struct GanetiClusterSpec {
     /// Settings for instances created on this cluster, where an application does not say.
     #[serde(default)]
     pub defaults: InstanceDefaults,
+
+    /// What InstanceApplications may ask for on this cluster's network besides the
+    /// defaults. Absent: only the defaults (an application may still name them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<AllowedChoices>,
+}
+
+/// Network choices an application may make, whoever approves it: a self-approver cannot
+/// put a VM on a VLAN, bridge or address the admins did not offer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedChoices {
+    /// Ganeti networks applications may attach to (as well as `defaults.network`). On a
+    /// Ganeti network an explicit IP or `pool` is checked by Ganeti: in the network and free.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 64)))]
+    pub networks: Vec<String>,
+    /// NIC modes applications may ask for (as well as `defaults.nicMode`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub nic_modes: Vec<NicMode>,
+    /// NIC links (bridges, routing tables, switches) applications may ask for (as well as
+    /// `defaults.nicLink`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 64)))]
+    pub nic_links: Vec<String>,
+    /// IPv4 ranges (CIDR, e.g. `198.51.100.0/24`) an application may take an explicit IP
+    /// from on a NIC without a Ganeti network. Ganeti checks nothing there, so the operator
+    /// refuses an address an instance it knows of, or another application, already holds.
+    /// Absent: an explicit IP needs a Ganeti network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(length(max = 18), pattern(r"^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$"))
+    )]
+    pub ip_ranges: Vec<String>,
 }
 
 /// A Secret and the keys in it that hold a user name and a password.

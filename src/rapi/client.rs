@@ -377,6 +377,26 @@ impl RapiClient {
         self.get("instance", &["2", "instances", name], &[]).await
     }
 
+    /// Names of the instances carrying `tag`, via `PUT /2/query/instance` with a filter
+    /// (`=[]`: the tag list contains it): fresh from Ganeti, and found whatever the
+    /// instances are called now.
+    pub async fn instances_tagged(&self, tag: &str) -> Result<Vec<String>, RapiError> {
+        let body = json!({"fields": ["name"], "qfilter": ["=[]", "tags", tag]});
+        let url = self.url(&["2", "query", "instance"], &[]);
+        // A query: safe to repeat, so retried like a read although it is a PUT.
+        let answer: QueryAnswer = self
+            .call(
+                "instances_tagged_query",
+                Kind::Read,
+                Method::PUT,
+                url,
+                Some(&body),
+                self.request_timeout,
+            )
+            .await?;
+        answer.names()
+    }
+
     /// Instance name → hypervisor, via `GET /2/query/instance` (the bulk answer lacks
     /// the hypervisor). Needs a user with the `read` or `write` option.
     pub async fn instance_hypervisors(&self) -> Result<HashMap<String, String>, RapiError> {

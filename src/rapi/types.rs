@@ -764,6 +764,18 @@ impl QueryAnswer {
             .collect()
     }
 
+    /// Rows of a query for the single field `name`.
+    pub(crate) fn names(self) -> Result<Vec<String>, super::RapiError> {
+        self.data
+            .into_iter()
+            .map(|row| {
+                serde_json::from_value(cell(&row, 0)).map_err(|e| super::RapiError::Decode {
+                    detail: format!("query name: {e}"),
+                })
+            })
+            .collect()
+    }
+
     /// Counts of a job query for the single field `status`.
     pub(crate) fn status_counts(self) -> Result<BTreeMap<String, u32>, super::RapiError> {
         let mut counts = BTreeMap::new();

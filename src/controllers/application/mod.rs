@@ -6,14 +6,22 @@
 //!
 //! # Crash safety
 //! Every step is recorded before the next one starts, and every step can be repeated:
-//! - The approval is written (phase `Approved`) before anything is submitted.
-//! - Before submitting, the instance is looked up by name, and Ganeti's job list is
-//!   searched for a create job of that name: a restart after the POST but before the
-//!   job id was recorded adopts that job (or the instance) instead of submitting again.
+//! - The approval is written (phase `Approved`, with the approved generation and the
+//!   name to create) before anything is submitted.
+//! - Before submitting again after a restart, Ganeti is asked for instances carrying the
+//!   application's marker tag (`plan::marker_tag`, sent with the create request beside
+//!   the owner tag), and its job list for a create job of the approved name: a restart
+//!   after the POST but before the job id was recorded adopts that instance (whatever it
+//!   is called now) or that job, instead of submitting again.
 //! - The job id is written (phase `Creating`) before anything waits on it; a restart
-//!   follows the recorded job. An unknown (archived) job falls back to the lookup by name.
-//! - An instance found under the name counts as this application's only when it carries
-//!   the owner's tag; otherwise the application fails with "name taken".
+//!   follows the recorded job. When it ends (or is archived), the instance is the one
+//!   carrying the marker and the owner tag, and its UUID is recorded: never an instance
+//!   found by the spec's hostname, which may have been changed to another VM's name.
+//!   An adopted job that turns out to be someone else's leaves no marked instance, and
+//!   the application fails rather than take a stranger's VM.
+//! - A spec changed after the approval is created only if a job for the approved one was
+//!   already under way; otherwise it goes back to Pending and needs a new decision
+//!   (`plan::changed_after_approval`).
 //!
 //! Quota decisions that approve are serialised per cluster and made on a fresh list of
 //! applications, so two approvals cannot together overshoot a quota.
@@ -329,7 +337,11 @@ async fn evaluate(app: &mut InstanceApplication, state: &State) -> Result<Action
         .items;
     let inventory = facts.as_ref().and_then(|f| state.ctx.inventory.get(&f.name));
     let self_approve = match &facts {
-        Some(f) if app.spec.decision.is_none() && f.cluster.is_some() && f.not_ready.is_none() => {
+        Some(f)
+            if !matches!(plan::decision_in_force(app), plan::InForce::Fresh(_))
+                && f.cluster.is_some()
+                && f.not_ready.is_none() =>
+        {
             may_self_approve(app, &f.name, state).await?
         }
         _ => false,
@@ -367,11 +379,8 @@ async fn evaluate(app: &mut InstanceApplication, state: &State) -> Result<Action
     let cached: Vec<InstanceApplication> = state.applications.state().iter().map(|a| (**a).clone()).collect();
     let mut evaluation = evaluate_with(&cached);
     let approval_asked = self_approve
-        || app
-            .spec
-            .decision
-            .as_ref()
-            .is_some_and(|d| d.verdict == crate::api::application::Verdict::Approved);
+        || matches!(plan::decision_in_force(app),
+            plan::InForce::Fresh(d) if d.verdict == crate::api::application::Verdict::Approved);
     match facts.as_ref().filter(|f| approval_asked && f.cluster.is_some()) {
         // Decide an approval under the cluster's lock, on applications listed after every
         // earlier approval on it was stored (the cache may not show them yet).
@@ -464,6 +473,31 @@ async fn lookup(
     }
 }
 
+/// The instances carrying the application's marker tag, fresh from Ganeti (each read in
+/// full, and put into the shared inventory like [`lookup`]'s).
+async fn marked(
+    state: &State,
+    cluster: &str,
+    client: &RapiClient,
+    app: &InstanceApplication,
+    prefix: &str,
+) -> Result<Vec<Instance>, Error> {
+    let marker = plan::marker_tag(app, prefix).map_err(Error::Invalid)?;
+    let mut found = Vec::new();
+    for name in client.instances_tagged(&marker).await.map_err(rapi)? {
+        match lookup(state, cluster, client, &name).await? {
+            Some(instance) => found.push(instance),
+            // Renamed between the two reads: look again rather than miss it.
+            None => {
+                return Err(Error::Invalid(format!(
+                    "instance {name} vanished while it was read; trying again"
+                )));
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Approved: adopt what an earlier attempt left in Ganeti, else submit the create job.
 /// `approved_here`: the approval was stored by this reconcile, so no earlier attempt
 /// can have left a job or an instance behind, and Ganeti need not be searched.
@@ -480,33 +514,22 @@ async fn submit(app: &mut InstanceApplication, state: &State, approved_here: boo
     }
     let (client, cluster) = cluster_client(app, state).await?;
     let prefix = tag_prefix(&cluster).to_string();
-    let host = app.spec.hostname.clone();
+    // The name fixed at approval, not the spec's: that may have changed since.
+    let host = plan::approved_name(app).to_string();
     let now = Timestamp::now();
-    // What an earlier attempt may have created. Right after the approval there was none,
-    // and a VM someone else made under the name meanwhile fails the job in Ganeti
-    // (`already_exists`): the lookup would only add a round trip to every approval.
-    let existing = if approved_here {
-        None
-    } else {
-        lookup(state, &cluster.name_any(), &client, &host).await?
-    };
-    if let Some(instance) = existing {
-        let status = if plan::is_ours(app, &instance, &prefix) {
-            plan::created(app, &instance, now)
-        } else {
-            plan::failed_locally(
-                app,
-                "NameTaken",
-                format!(
-                    "an instance named {host} appeared in Ganeti meanwhile and is not this application's: choose another hostname"
-                ),
-                now,
-            )
-        };
-        write_status(app, state, status).await?;
-        return Ok(Action::await_change());
+    // What an earlier attempt may have created, known by the application's own tags
+    // whatever it is called now. Right after the approval there was none (and a VM
+    // someone else made under the name meanwhile fails the job: `already_exists`).
+    if !approved_here {
+        let found = marked(state, &cluster.name_any(), &client, app, &prefix).await?;
+        if let Some(status) = plan::adopt(app, &found, &prefix, now) {
+            write_status(app, state, status).await?;
+            return Ok(Action::await_change());
+        }
     }
-    // A create job that a crashed predecessor submitted but did not record.
+    // A create job that a crashed predecessor submitted but did not record. (Should it
+    // be someone else's job for the name, its end shows no instance with this
+    // application's tags, and the application fails rather than adopt a stranger.)
     let summary = format!("INSTANCE_CREATE({host})");
     let running = if approved_here {
         None
@@ -522,6 +545,21 @@ async fn submit(app: &mut InstanceApplication, state: &State, approved_here: boo
     };
     let (job, adopted) = match running {
         Some(id) => (id, true),
+        // Created from the approved generation only: a spec changed since goes back to
+        // Pending, where the change needs a decision of its own.
+        None if !plan::spec_is_approved(app) => {
+            let status = plan::changed_after_approval(app, now);
+            write_status(app, state, status).await?;
+            event(
+                state,
+                app,
+                true,
+                "ChangedAfterApproval",
+                "the spec changed after the approval; nothing was created and the change needs a new decision",
+            )
+            .await;
+            return Ok(Action::requeue(JOB_POLL));
+        }
         None => {
             let profiles = Api::<UserProfile>::all(state.ctx.client.clone())
                 .list(&ListParams::default())
@@ -607,7 +645,6 @@ async fn read_catalog(client: &RapiClient) -> Result<Catalog, RapiError> {
 async fn follow(app: &mut InstanceApplication, state: &State) -> Result<Action, Error> {
     let (client, cluster) = cluster_client(app, state).await?;
     let prefix = tag_prefix(&cluster).to_string();
-    let host = app.spec.hostname.clone();
     let id = app
         .status
         .as_ref()
@@ -623,40 +660,27 @@ async fn follow(app: &mut InstanceApplication, state: &State) -> Result<Action, 
         }),
         Err(e) => Err(e),
     };
-    let status = match finished {
+    // `Some(failure)`: the job failed; `None` with `known`: it succeeded.
+    let (failure, known) = match finished {
         Ok(job) if !job.status.is_final() => return Ok(Action::requeue(poll_delay(job.received_ts))),
-        Ok(job) => match job.failure() {
-            Some(failure) => plan::failed(app, &failure, now),
-            None => match lookup(state, &cluster.name_any(), &client, &host).await? {
-                Some(instance) => plan::created(app, &instance, now),
-                None => plan::failed_locally(
-                    app,
-                    "InstanceMissing",
-                    format!("job {id} succeeded but Ganeti has no instance {host} (removed meanwhile?)"),
-                    now,
-                ),
-            },
-        },
-        // Archived: what the job did shows in Ganeti.
-        Err(RapiError::NotFound { .. }) => match lookup(state, &cluster.name_any(), &client, &host).await? {
-            Some(instance) if plan::is_ours(app, &instance, &prefix) => plan::created(app, &instance, now),
-            Some(_) => plan::failed_locally(
-                app,
-                "NameTaken",
-                format!("job {id} is gone and the instance {host} in Ganeti is not this application's"),
-                now,
-            ),
-            None => plan::failed_locally(
-                app,
-                "JobLost",
-                format!(
-                    "job {id} is no longer known to Ganeti and created no instance {host}; edit the application to try again"
-                ),
-                now,
-            ),
-        },
+        Ok(job) => (job.failure(), true),
+        Err(RapiError::NotFound { .. }) => (None, false),
         Err(e) => return Err(rapi(e)),
     };
+    let outcome = match (&failure, known) {
+        (Some(f), _) => plan::JobOutcome::Failed(f),
+        (None, true) => plan::JobOutcome::Succeeded,
+        // Archived: what the job did shows in Ganeti.
+        (None, false) => plan::JobOutcome::Unknown,
+    };
+    // The instance the job made carries the application's tags; whatever the spec's
+    // hostname says now, no other instance is taken for it.
+    let found = match outcome {
+        plan::JobOutcome::Failed(_) => Vec::new(),
+        _ => marked(state, &cluster.name_any(), &client, app, &prefix).await?,
+    };
+    let status = plan::after_job(app, id, outcome, &found, &prefix, now);
+    let host = status.instance_name.clone().unwrap_or_default();
     let created = status.phase == Phase::Created;
     let message = match (&status.ganeti_error, created) {
         (_, true) => format!(

@@ -2,11 +2,33 @@
 //! approval, the create request, and each phase transition's status.
 //!
 //! Phases: Pending → Approved → Creating → Created, or Rejected, or Failed. A new spec
-//! generation re-evaluates a Pending, Rejected or Failed application from scratch (so an
-//! edited Failed application is tried again); once approved, spec edits are ignored: the
-//! VM is being, or has been, created from the approved spec.
+//! generation re-evaluates a Pending, Rejected or Failed application from scratch.
+//!
+//! # An approval is bound to what was approved
+//! A decision counts for the spec generation it was made on ([`decision_in_force`]):
+//! `status.decided` records it with the generation the operator first saw it on, and a
+//! later spec change under the same decision leaves the application waiting for a new
+//! one (an admin sets the decision again, with a new verdict or reason). A rejection
+//! stands all the same. The approved generation is recorded (`status.approvedGeneration`)
+//! and the VM is created from that generation only: a spec that changed between the
+//! approval and the create call goes back to Pending ([`changed_after_approval`]). So an
+//! edited Failed application is tried again only on a new decision, or when its
+//! applicant may approve it themselves within quota.
+//!
+//! Admission refuses a non-admin's spec change once a decision exists (they may delete
+//! the application and file a new one); this is the second line, for an admission policy
+//! that is missing and for admins' own edits.
+//!
+//! # Which VM is the application's
+//! The create request carries the owner tag and a marker tag naming the application's
+//! UID ([`marker_tag`]). Only the application's own create job makes an instance with
+//! both, so that is what adoption after a crash and the end of the job look for
+//! ([`after_job`], [`adopt`]); never an instance found by the current `spec.hostname`.
+//! Its UUID is recorded (`status.instanceUUID`).
 
-use crate::api::application::{GanetiError, InstanceApplication, InstanceApplicationStatus, Phase, Verdict};
+use crate::api::application::{
+    Decision, DecisionRecord, GanetiError, InstanceApplication, InstanceApplicationStatus, Phase, Verdict,
+};
 use crate::api::cluster::{DiskTemplate, GanetiClusterSpec};
 use crate::api::common::Subject;
 use crate::api::conditions::{self, Status};
@@ -92,6 +114,47 @@ pub fn phase(app: &InstanceApplication) -> Phase {
     app.status.as_ref().map(|s| s.phase).unwrap_or_default()
 }
 
+/// The decision an evaluation acts on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum InForce<'a> {
+    /// No decision (an applicant holding `clusters.createVm` may approve themselves).
+    None,
+    /// Made on the current spec (or first seen on it).
+    Fresh(&'a Decision),
+    /// Made on an earlier generation of a spec that changed since.
+    Stale { decision: &'a Decision, generation: i64 },
+}
+
+/// The decision that applies to the current spec: see the module docs.
+pub fn decision_in_force(app: &InstanceApplication) -> InForce<'_> {
+    let Some(decision) = &app.spec.decision else {
+        return InForce::None;
+    };
+    let recorded = app.status.as_ref().and_then(|s| s.decided.as_ref());
+    match recorded {
+        Some(r) if &r.decision == decision && Some(r.generation) != app.metadata.generation => {
+            InForce::Stale {
+                decision,
+                generation: r.generation,
+            }
+        }
+        _ => InForce::Fresh(decision),
+    }
+}
+
+/// The record of the decision in force after an evaluation: kept while it is the same
+/// decision, stamped with the current generation when it is new.
+fn decision_record(app: &InstanceApplication) -> Option<DecisionRecord> {
+    let decision = app.spec.decision.as_ref()?;
+    match app.status.as_ref().and_then(|s| s.decided.as_ref()) {
+        Some(r) if &r.decision == decision => Some(r.clone()),
+        _ => Some(DecisionRecord {
+            generation: app.metadata.generation.unwrap_or_default(),
+            decision: decision.clone(),
+        }),
+    }
+}
+
 /// Whether the application is (re-)evaluated: it waits in Pending, or a Rejected or
 /// Failed one was edited since its status was written.
 pub fn needs_evaluation(app: &InstanceApplication) -> bool {
@@ -122,12 +185,16 @@ pub fn evaluate(p: &Pending<'_>) -> Evaluation {
     let now = p.now;
     let mut status = app.status.clone().unwrap_or_default();
     let reevaluated = status.phase != Phase::Pending;
+    let in_force = decision_in_force(app);
     // A fresh attempt: nothing of a previous one (job, Ganeti's error) applies any more.
     status.phase = Phase::Pending;
     status.observed_generation = generation;
+    status.decided = decision_record(app);
+    status.approved_generation = None;
     status.job_id = None;
     status.ganeti_error = None;
     status.instance_name = None;
+    status.instance_uuid = None;
     status.primary_node = None;
     status.ips.clear();
     status.created_time = None;
@@ -142,7 +209,8 @@ pub fn evaluate(p: &Pending<'_>) -> Evaluation {
         message: "the application changed; evaluating it again".to_string(),
     });
 
-    if let Some(d) = &app.spec.decision
+    // A rejection stands even over a changed spec: only an admin turns it round.
+    if let InForce::Fresh(d) | InForce::Stale { decision: d, .. } = in_force
         && d.verdict == Verdict::Rejected
     {
         status.phase = Phase::Rejected;
@@ -160,7 +228,7 @@ pub fn evaluate(p: &Pending<'_>) -> Evaluation {
         };
     }
 
-    let validation = validate(app, &p.cluster);
+    let validation = validate(app, &p.cluster, p.applications);
     status.cluster = match p.cluster {
         ClusterView::Unchosen => None,
         ClusterView::Missing(name) | ClusterView::NotReady { name, .. } | ClusterView::Ready { name, .. } => {
@@ -231,14 +299,20 @@ pub fn evaluate(p: &Pending<'_>) -> Evaluation {
             .unwrap_or_default()
     };
 
-    let approved_by_admin = app
-        .spec
-        .decision
-        .as_ref()
-        .is_some_and(|d| d.verdict == Verdict::Approved);
+    let approved_by_admin = matches!(in_force, InForce::Fresh(d) if d.verdict == Verdict::Approved);
+    let stale_approval = match in_force {
+        InForce::Stale { decision, generation } if decision.verdict == Verdict::Approved => Some(format!(
+            "the application changed after {} approved generation {generation}; an approval covers only the spec it was given for, so an admin must decide again (set spec.decision anew, with a new reason)",
+            decision.decided_by.as_deref().unwrap_or("an admin")
+        )),
+        _ => None,
+    };
     let approved = validation.is_ok() && fits && (approved_by_admin || p.may_self_approve);
     if approved {
         status.phase = Phase::Approved;
+        status.approved_generation = generation;
+        // The name to create, fixed with the approval: the spec may change later.
+        status.instance_name = Some(app.spec.hostname.clone());
         let (reason, message) = if approved_by_admin {
             ("Approved", format!("approved by {}", decider(app)))
         } else {
@@ -277,6 +351,25 @@ pub fn evaluate(p: &Pending<'_>) -> Evaluation {
             note = Some(Note {
                 warning: true,
                 reason,
+                message,
+            });
+        }
+    } else if let Some(message) = stale_approval {
+        set(
+            &mut status,
+            DECIDED,
+            Status::False,
+            "ChangedAfterApproval",
+            message.clone(),
+        );
+        let previous = app
+            .status
+            .as_ref()
+            .and_then(|s| conditions::get(&s.conditions, DECIDED));
+        if previous.is_none_or(|c| c.message != message) {
+            note = Some(Note {
+                warning: true,
+                reason: "ChangedAfterApproval",
                 message,
             });
         }
@@ -335,8 +428,24 @@ fn created_since_read(
         .collect()
 }
 
-/// The cluster exists, is ready, offers the OS and disk template, and the name is free.
-fn validate(app: &InstanceApplication, cluster: &ClusterView<'_>) -> Result<(), (&'static str, String)> {
+/// The owner is not a reserved group, the cluster exists, is ready, offers the OS, disk
+/// template and network asked for, and the name is free.
+fn validate(
+    app: &InstanceApplication,
+    cluster: &ClusterView<'_>,
+    applications: &[InstanceApplication],
+) -> Result<(), (&'static str, String)> {
+    let owner = &app.spec.owner;
+    // `system:authenticated` and the like: everyone, or Kubernetes' own identities.
+    if owner.kind == crate::api::SubjectKind::Group && owner.name.starts_with("system:") {
+        return Err((
+            "ReservedGroup",
+            format!(
+                "group {} is reserved by Kubernetes and cannot own a VM: name a group of people",
+                owner.name
+            ),
+        ));
+    }
     let (spec, inventory, catalog) = match *cluster {
         ClusterView::Unchosen => {
             return Err((
@@ -390,6 +499,7 @@ fn validate(app: &InstanceApplication, cluster: &ClusterView<'_>) -> Result<(), 
             ),
         ));
     }
+    network_allowed(app, spec, inventory, applications)?;
     if inventory.instance(&app.spec.hostname).is_some() {
         return Err((
             "NameTaken",
@@ -400,6 +510,152 @@ fn validate(app: &InstanceApplication, cluster: &ClusterView<'_>) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+/// The cluster's default (if any) and what `allowed` adds, for checks and messages.
+fn offered<'a>(default: Option<&'a str>, more: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut all: Vec<&str> = default.into_iter().chain(more).collect();
+    all.dedup();
+    all
+}
+
+fn listing(offered: &[&str]) -> String {
+    if offered.is_empty() {
+        "none".to_string()
+    } else {
+        offered.join(", ")
+    }
+}
+
+/// The NIC asked for is one the cluster offers to applications (`spec.allowed`, and the
+/// defaults): see [`crate::api::cluster::AllowedChoices`].
+fn network_allowed(
+    app: &InstanceApplication,
+    spec: &GanetiClusterSpec,
+    inventory: &ClusterInventory,
+    applications: &[InstanceApplication],
+) -> Result<(), (&'static str, String)> {
+    let Some(asked) = &app.spec.network else {
+        return Ok(());
+    };
+    let allowed = spec.allowed.clone().unwrap_or_default();
+    let defaults = &spec.defaults;
+    let networks = offered(
+        defaults.network.as_deref(),
+        allowed.networks.iter().map(String::as_str),
+    );
+    if let Some(name) = &asked.name {
+        if !networks.contains(&name.as_str()) {
+            return Err((
+                "NetworkNotAllowed",
+                format!(
+                    "Ganeti network {name} is not offered to applications on this cluster; allowed networks: {}",
+                    listing(&networks)
+                ),
+            ));
+        }
+        // Ganeti checks an explicit IP or `pool` on its network: in it, and free.
+        return Ok(());
+    }
+    if defaults.network.is_some() {
+        // The default network brings its own mode, link and address checks.
+        return Ok(());
+    }
+    if let Some(mode) = asked.mode {
+        let modes = offered(
+            defaults.nic_mode.map(|m| m.as_str()),
+            allowed.nic_modes.iter().map(|m| m.as_str()),
+        );
+        if !modes.contains(&mode.as_str()) {
+            return Err((
+                "NicModeNotAllowed",
+                format!(
+                    "NIC mode {} is not offered to applications on this cluster; allowed modes: {}",
+                    mode.as_str(),
+                    listing(&modes)
+                ),
+            ));
+        }
+    }
+    if let Some(link) = &asked.link {
+        let links = offered(
+            defaults.nic_link.as_deref(),
+            allowed.nic_links.iter().map(String::as_str),
+        );
+        if !links.contains(&link.as_str()) {
+            return Err((
+                "NicLinkNotAllowed",
+                format!(
+                    "NIC link {link} is not offered to applications on this cluster; allowed links: {}",
+                    listing(&links)
+                ),
+            ));
+        }
+    }
+    let Some(ip) = &asked.ip else { return Ok(()) };
+    let ranges: Vec<&str> = allowed.ip_ranges.iter().map(String::as_str).collect();
+    let in_range = ip
+        .parse::<std::net::Ipv4Addr>()
+        .ok()
+        .is_some_and(|addr| ranges.iter().any(|r| cidr_contains(r, addr)));
+    if !in_range {
+        return Err((
+            "IpNotAllowed",
+            format!(
+                "IP {ip} is not offered to applications on this cluster: without a Ganeti network an IP must come from an allowed range (allowed ranges: {}); or attach to an allowed Ganeti network (allowed networks: {}), whose addresses Ganeti checks",
+                listing(&ranges),
+                listing(&networks)
+            ),
+        ));
+    }
+    // Outside a Ganeti network nothing else stops two VMs sharing an address.
+    if let Some(holder) = inventory.instances.iter().find(|i| i.ips.iter().any(|a| a == ip)) {
+        return Err((
+            "IpTaken",
+            format!(
+                "IP {ip} is in use by instance {}: choose another address",
+                holder.name
+            ),
+        ));
+    }
+    let cluster = app.spec.cluster.as_deref();
+    let claimed = applications.iter().find(|a| {
+        a.metadata.uid != app.metadata.uid
+            && matches!(phase(a), Phase::Approved | Phase::Creating)
+            && a.status
+                .as_ref()
+                .and_then(|s| s.cluster.as_deref())
+                .or(a.spec.cluster.as_deref())
+                == cluster
+            && a.spec.network.as_ref().and_then(|n| n.ip.as_deref()) == Some(ip)
+    });
+    if let Some(other) = claimed {
+        return Err((
+            "IpTaken",
+            format!(
+                "IP {ip} is held by application {}/{}, approved and not created yet: choose another address",
+                other.metadata.namespace.as_deref().unwrap_or_default(),
+                other.metadata.name.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the IPv4 CIDR `range` (e.g. `198.51.100.0/24`) holds `addr`; a malformed
+/// range holds nothing.
+fn cidr_contains(range: &str, addr: std::net::Ipv4Addr) -> bool {
+    let Some((base, bits)) = range.split_once('/') else {
+        return false;
+    };
+    let (Ok(base), Ok(bits)) = (base.parse::<std::net::Ipv4Addr>(), bits.parse::<u32>()) else {
+        return false;
+    };
+    if bits > 32 {
+        return false;
+    }
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    u32::from(base) & mask == u32::from(addr) & mask
 }
 
 fn os_of<'a>(app: &'a InstanceApplication, spec: &'a GanetiClusterSpec) -> Option<&'a str> {
@@ -431,9 +687,140 @@ pub fn owner_tag(app: &InstanceApplication, prefix: &str) -> Result<String, Stri
     crate::tags::format_owner(prefix, &app.spec.owner).map_err(|e| e.to_string())
 }
 
-/// Whether an instance found under the application's name is the one it created.
+/// `<prefix>:app:<application UID>`: sent with the create request, so only the
+/// application's own create job makes an instance carrying it (the UID is new with every
+/// application, unlike its name, its hostname or its owner).
+pub fn marker_tag(app: &InstanceApplication, prefix: &str) -> Result<String, String> {
+    let uid = app
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or_else(|| "the application has no UID yet".to_string())?;
+    let tag = format!("{prefix}:app:{uid}");
+    crate::tags::validate(&tag).map_err(|e| e.to_string())?;
+    Ok(tag)
+}
+
+/// Whether `instance` is the one the application's own create job made: it carries the
+/// application's marker and its owner tag. Its name does not matter (renamed, or the
+/// spec's hostname changed).
 pub fn is_ours(app: &InstanceApplication, instance: &Instance, prefix: &str) -> bool {
-    owner_tag(app, prefix).is_ok_and(|tag| instance.tags.contains(&tag))
+    let (Ok(marker), Ok(owner)) = (marker_tag(app, prefix), owner_tag(app, prefix)) else {
+        return false;
+    };
+    instance.tags.contains(&marker) && instance.tags.contains(&owner)
+}
+
+/// The name the application creates: fixed in status at approval. (An application
+/// approved before that was recorded falls back to its spec.)
+pub fn approved_name(app: &InstanceApplication) -> &str {
+    app.status
+        .as_ref()
+        .and_then(|s| s.instance_name.as_deref())
+        .unwrap_or(&app.spec.hostname)
+}
+
+/// Whether the spec is still the approved one; `false` when it changed since.
+pub fn spec_is_approved(app: &InstanceApplication) -> bool {
+    let Some(status) = &app.status else { return false };
+    let approved = status.approved_generation.or(status.observed_generation);
+    approved.is_some() && approved == app.metadata.generation
+}
+
+/// Approved, but the spec changed before the create job was submitted: back to Pending,
+/// where the change needs a decision of its own.
+pub fn changed_after_approval(app: &InstanceApplication, now: Timestamp) -> InstanceApplicationStatus {
+    let mut status = app.status.clone().unwrap_or_default();
+    let approved = status
+        .approved_generation
+        .or(status.observed_generation)
+        .unwrap_or_default();
+    status.phase = Phase::Pending;
+    status.approved_generation = None;
+    status.instance_name = None;
+    status.observed_generation = app.metadata.generation;
+    conditions::set(
+        &mut status.conditions,
+        DECIDED,
+        Status::False,
+        "ChangedAfterApproval",
+        format!(
+            "the spec changed after generation {approved} was approved and before the VM was created; nothing was created, and the new spec needs a decision of its own"
+        ),
+        app.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// What became of a create job, as far as the application cares.
+#[derive(Debug, Clone, Copy)]
+pub enum JobOutcome<'a> {
+    Succeeded,
+    Failed(&'a GanetiFailure),
+    /// Ganeti no longer knows the job (archived): what it did shows in Ganeti.
+    Unknown,
+}
+
+/// The status once the create job `job_id` ended. `marked`: the instances Ganeti has
+/// that carry the application's marker tag (see [`is_ours`]).
+pub fn after_job(
+    app: &InstanceApplication,
+    job_id: u64,
+    outcome: JobOutcome<'_>,
+    marked: &[Instance],
+    prefix: &str,
+    now: Timestamp,
+) -> InstanceApplicationStatus {
+    if let JobOutcome::Failed(failure) = outcome {
+        return failed(app, failure, now);
+    }
+    let ours: Vec<&Instance> = marked.iter().filter(|i| is_ours(app, i, prefix)).collect();
+    match (ours.as_slice(), outcome) {
+        ([instance], _) => created(app, instance, now),
+        ([], JobOutcome::Succeeded) => failed_locally(
+            app,
+            "InstanceMissing",
+            format!(
+                "job {job_id} succeeded but Ganeti has no instance carrying this application's tags (removed meanwhile?)"
+            ),
+            now,
+        ),
+        ([], _) => failed_locally(
+            app,
+            "JobLost",
+            format!("job {job_id} is no longer known to Ganeti and created no instance for this application"),
+            now,
+        ),
+        (many, _) => failed_locally(
+            app,
+            "AmbiguousInstance",
+            format!(
+                "{} instances carry this application's tags ({}); an admin must sort out which is its VM",
+                many.len(),
+                many.iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            now,
+        ),
+    }
+}
+
+/// Before submitting again after a restart: the instance an earlier attempt's job made,
+/// if one carries the application's tags (whatever its name).
+pub fn adopt(
+    app: &InstanceApplication,
+    marked: &[Instance],
+    prefix: &str,
+    now: Timestamp,
+) -> Option<InstanceApplicationStatus> {
+    if !marked.iter().any(|i| is_ours(app, i, prefix)) {
+        return None;
+    }
+    let job_id = app.status.as_ref().and_then(|s| s.job_id).unwrap_or_default();
+    Some(after_job(app, job_id, JobOutcome::Unknown, marked, prefix, now))
 }
 
 /// SSH keys for the VM: the application's own, then those of the owner's profiles (the
@@ -516,6 +903,7 @@ pub fn create_request(
         req.osparams.insert(param.clone(), keys.join("\n"));
     }
     req.tags.push(owner_tag(app, prefix)?);
+    req.tags.push(marker_tag(app, prefix)?);
     req.start = Some(true);
     Ok(req)
 }
@@ -540,12 +928,12 @@ pub fn create_reason(app: &InstanceApplication) -> String {
 
 fn transition(app: &InstanceApplication) -> (InstanceApplicationStatus, Option<i64>) {
     let mut status = app.status.clone().unwrap_or_default();
-    // Spec edits after approval are ignored, so the generation the status describes
-    // stays the approved one.
+    // The generation the status describes stays the approved one: spec edits after
+    // the approval are not carried out.
     if status.observed_generation.is_none() {
         status.observed_generation = app.metadata.generation;
     }
-    let generation = status.observed_generation;
+    let generation = status.approved_generation.or(status.observed_generation);
     (status, generation)
 }
 
@@ -559,7 +947,7 @@ pub fn submitted(
     let (mut status, generation) = transition(app);
     status.phase = Phase::Creating;
     status.job_id = Some(job_id);
-    status.instance_name = Some(app.spec.hostname.clone());
+    status.instance_name = Some(approved_name(app).to_string());
     let how = if adopted { "found running" } else { "submitted" };
     conditions::set(
         &mut status.conditions,
@@ -573,11 +961,12 @@ pub fn submitted(
     status
 }
 
-/// The VM exists: from the finished job, or found by name.
-pub fn created(app: &InstanceApplication, instance: &Instance, now: Timestamp) -> InstanceApplicationStatus {
+/// The VM exists: the instance the application's own job made (see [`is_ours`]).
+fn created(app: &InstanceApplication, instance: &Instance, now: Timestamp) -> InstanceApplicationStatus {
     let (mut status, generation) = transition(app);
     status.phase = Phase::Created;
     status.instance_name = Some(instance.name.clone());
+    status.instance_uuid = Some(instance.uuid.clone()).filter(|u| !u.is_empty());
     status.primary_node = Some(instance.primary_node.clone()).filter(|n| !n.is_empty());
     status.ips = instance.ips.clone();
     status.ganeti_error = None;
@@ -606,6 +995,7 @@ pub fn failed(
 ) -> InstanceApplicationStatus {
     let (mut status, generation) = transition(app);
     status.phase = Phase::Failed;
+    status.instance_uuid = None;
     status.ganeti_error = Some(GanetiError {
         message: failure.message.clone(),
         code: failure.ecode.as_ref().map(|c| c.as_str().to_string()),
@@ -615,7 +1005,9 @@ pub fn failed(
         INSTANCE_CREATED,
         Status::False,
         "CreateFailed",
-        format!("Ganeti could not create the instance: {failure}. Edit the application to try again."),
+        format!(
+            "Ganeti could not create the instance: {failure}. To try again, file a new application (or an admin edits this one and decides again)."
+        ),
         generation,
         now,
     );
@@ -700,7 +1092,10 @@ impl MailKind {
 
 /// Subject and body of the applicant's mail.
 pub fn mail_text(app: &InstanceApplication, kind: MailKind) -> (String, String) {
-    let host = &app.spec.hostname;
+    let host = match kind {
+        MailKind::Rejected => &app.spec.hostname,
+        _ => approved_name(app),
+    };
     let status = app.status.clone().unwrap_or_default();
     let cluster = status.cluster.as_deref().unwrap_or("(not chosen)");
     let name = format!(
@@ -746,7 +1141,7 @@ pub fn mail_text(app: &InstanceApplication, kind: MailKind) -> (String, String) 
         MailKind::Failed => (
             format!("VM {host}: creation failed"),
             format!(
-                "Ganeti could not create your VM {host}: {}.\nEdit the application to try again, or reply to ask an admin.",
+                "Ganeti could not create your VM {host}: {}.\nFile a new application to try again, or reply to ask an admin.",
                 status
                     .ganeti_error
                     .as_ref()

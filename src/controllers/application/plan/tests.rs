@@ -35,6 +35,7 @@ fn app(name: &str, owner: Subject) -> InstanceApplication {
         },
     );
     a.metadata.namespace = Some("team".into());
+    a.metadata.uid = Some(format!("uid-{name}"));
     a.metadata.generation = Some(1);
     a
 }
@@ -60,6 +61,7 @@ fn spec() -> GanetiClusterSpec {
         insecure: None,
         sync_interval: None,
         tag_prefix: None,
+        allowed: None,
         defaults: InstanceDefaults {
             disk_template: None,
             os: Some("noop".into()),
@@ -340,17 +342,29 @@ fn only_waiting_or_edited_applications_are_evaluated() {
 }
 
 #[test]
-fn an_edited_failed_application_starts_afresh() {
+fn an_edited_failed_application_starts_afresh_on_a_new_decision() {
     let w = World::new();
     let mut a = approve(app("a", Subject::user("alice")));
-    a.metadata.generation = Some(2);
+    a.status = Some(w.evaluate(&a, &[], false).status);
     a.status = Some(failed_locally(&a, "OpPrereqError", "out of memory".into(), now()));
     a.status.as_mut().unwrap().job_id = Some(7);
+    // Edited: the old approval does not carry over to the new spec.
+    a.metadata.generation = Some(2);
+    a.spec.vcpus = 8;
+    let e = w.evaluate(&a, &[], false);
+    assert!(!e.approved);
+    assert_eq!(condition(&e, DECIDED).reason, "ChangedAfterApproval");
+    assert_eq!(e.status.job_id, None);
+    // An admin decides again (a new reason): now it is tried afresh.
+    a.status = Some(e.status);
+    a.metadata.generation = Some(3);
+    a.spec.decision.as_mut().unwrap().reason = Some("8 vCPUs are fine".into());
     let e = w.evaluate(&a, &[], false);
     assert!(e.approved);
+    assert_eq!(e.status.approved_generation, Some(3));
     assert_eq!(e.status.job_id, None);
     assert_eq!(e.status.ganeti_error, None);
-    assert_eq!(e.status.observed_generation, Some(2));
+    assert_eq!(e.status.observed_generation, Some(3));
     assert!(conditions::get(&e.status.conditions, INSTANCE_CREATED).is_none());
 }
 
@@ -398,7 +412,7 @@ fn the_create_request_carries_defaults_owner_tag_and_keys() {
     assert_eq!(body["pnode"], "node1");
     assert_eq!(
         body["tags"],
-        serde_json::json!(["GANETI_WEB_MANAGER:owner:U:alice"])
+        serde_json::json!(["GANETI_WEB_MANAGER:owner:U:alice", "GANETI_WEB_MANAGER:app:uid-a"])
     );
     // The application's key once, then the profile's other key; not bob's.
     assert_eq!(
@@ -430,24 +444,440 @@ fn the_create_request_carries_defaults_owner_tag_and_keys() {
     assert_eq!(ssh_keys(&g, &members), vec![KEY_A.to_string(), KEY_B.to_string()]);
 }
 
+/// An instance as the application's own create job makes it: owner tag and marker.
+fn made_by(a: &InstanceApplication, name: &str, uuid: &str) -> Instance {
+    let mut i = owned(name, &a.spec.owner);
+    i.uuid = uuid.into();
+    i.tags.push(marker_tag(a, crate::tags::DEFAULT_PREFIX).unwrap());
+    i
+}
+
 #[test]
-fn an_instance_is_ours_only_with_the_owner_tag() {
+fn an_instance_is_ours_only_with_the_marker_and_the_owner_tag() {
+    let p = crate::tags::DEFAULT_PREFIX;
     let a = app("a", Subject::user("alice"));
-    assert!(is_ours(
+    assert_eq!(marker_tag(&a, p).unwrap(), "GANETI_WEB_MANAGER:app:uid-a");
+    assert!(is_ours(&a, &made_by(&a, "renamed.example.org", "u-1"), p));
+    // The owner's tag alone (any VM of alice's) is not enough, nor the marker alone.
+    assert!(!is_ours(&a, &owned("a.example.org", &Subject::user("alice")), p));
+    let mut marker_only = made_by(&a, "a.example.org", "u-1");
+    marker_only.tags.retain(|t| t.contains(":app:"));
+    assert!(!is_ours(&a, &marker_only, p));
+    // Another application of the same owner has another marker.
+    let other = app("other", Subject::user("alice"));
+    assert!(!is_ours(&other, &made_by(&a, "a.example.org", "u-1"), p));
+    assert!(!is_ours(&a, &made_by(&a, "a.example.org", "u-1"), "OTHER"));
+    // Without a UID (never so in the API server) nothing is ours, and nothing is sent.
+    let mut no_uid = app("a", Subject::user("alice"));
+    no_uid.metadata.uid = None;
+    assert!(!is_ours(&no_uid, &made_by(&a, "a.example.org", "u-1"), p));
+    assert!(create_request(&no_uid, &spec(), &catalog(), p, &[]).is_err());
+}
+
+#[test]
+fn the_vm_is_the_one_its_own_job_made_not_the_one_the_hostname_names() {
+    let p = crate::tags::DEFAULT_PREFIX;
+    let w = World::new();
+    let mut a = approve(app("atk", Subject::user("alice")));
+    a.status = Some(w.evaluate(&a, &[], false).status);
+    a.status = Some(submitted(&a, 9, false, now()));
+    // While the job runs alice points the hostname at bob's VM.
+    a.metadata.generation = Some(2);
+    a.spec.hostname = "bobdb.example.org".into();
+    let bobs = {
+        let mut i = owned("bobdb.example.org", &Subject::user("bob"));
+        i.uuid = "u-bob".into();
+        i
+    };
+    let hers = made_by(&a, "atk.example.org", "u-alice");
+    // Only instances with the marker are looked at; bob's is not among them, and
+    // would not count if it were.
+    let s = after_job(
         &a,
-        &owned("a.example.org", &Subject::user("alice")),
-        crate::tags::DEFAULT_PREFIX
-    ));
-    assert!(!is_ours(
+        9,
+        JobOutcome::Succeeded,
+        &[bobs.clone(), hers.clone()],
+        p,
+        now(),
+    );
+    assert_eq!(s.phase, Phase::Created);
+    assert_eq!(s.instance_name.as_deref(), Some("atk.example.org"));
+    assert_eq!(s.instance_uuid.as_deref(), Some("u-alice"));
+    assert_eq!(
+        s.observed_generation,
+        Some(1),
+        "the status describes the approved spec"
+    );
+    let s = after_job(
         &a,
-        &owned("a.example.org", &Subject::user("bob")),
-        crate::tags::DEFAULT_PREFIX
-    ));
-    assert!(!is_ours(
+        9,
+        JobOutcome::Succeeded,
+        std::slice::from_ref(&bobs),
+        p,
+        now(),
+    );
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(s.instance_uuid, None);
+    assert!(s.ganeti_error.unwrap().message.contains("no instance carrying"));
+    // Renamed before the operator looked: found by its tags, recorded under its new name.
+    let renamed = made_by(&a, "renamed.example.org", "u-alice");
+    let s = after_job(
         &a,
-        &owned("a.example.org", &Subject::user("alice")),
-        "OTHER"
-    ));
+        9,
+        JobOutcome::Unknown,
+        std::slice::from_ref(&renamed),
+        p,
+        now(),
+    );
+    assert_eq!(
+        (s.instance_name.as_deref(), s.instance_uuid.as_deref()),
+        (Some("renamed.example.org"), Some("u-alice"))
+    );
+    let s = after_job(&a, 9, JobOutcome::Unknown, &[], p, now());
+    assert_eq!(s.ganeti_error.unwrap().code, None);
+    assert_eq!(
+        conditions::get(&s.conditions, INSTANCE_CREATED).unwrap().reason,
+        "CreateFailed"
+    );
+    // Two instances with its tags (someone copied them): none is taken.
+    let s = after_job(&a, 9, JobOutcome::Succeeded, &[hers.clone(), renamed], p, now());
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(s.instance_uuid, None);
+    // A failed job is a failure whatever exists.
+    let failure = GanetiFailure {
+        error_type: "OpPrereqError".into(),
+        message: "already exists".into(),
+        ecode: None,
+    };
+    let s = after_job(&a, 9, JobOutcome::Failed(&failure), &[hers], p, now());
+    assert_eq!(s.phase, Phase::Failed);
+}
+
+#[test]
+fn a_restart_adopts_only_an_instance_with_the_applications_tags() {
+    let p = crate::tags::DEFAULT_PREFIX;
+    let w = World::new();
+    let mut a = approve(app("a", Subject::user("alice")));
+    a.status = Some(w.evaluate(&a, &[], false).status);
+    assert_eq!(adopt(&a, &[], p, now()), None);
+    let alices_other = owned("a.example.org", &Subject::user("alice"));
+    assert_eq!(adopt(&a, &[alices_other], p, now()), None);
+    let s = adopt(&a, &[made_by(&a, "moved.example.org", "u-7")], p, now()).unwrap();
+    assert_eq!(s.phase, Phase::Created);
+    assert_eq!(s.instance_uuid.as_deref(), Some("u-7"));
+}
+
+#[test]
+fn an_approval_covers_only_the_spec_it_was_given_for() {
+    let taken = owned("small.example.org", &Subject::user("bob"));
+    let mut w = World::new();
+    w.inventory = inventory(vec![taken]);
+    // alice asks for a small VM under a taken name; an admin approves; it waits.
+    let mut a = app("small", Subject::user("alice"));
+    a.spec.vcpus = 1;
+    a.status = Some(w.evaluate(&a, &[], false).status);
+    a = approve(a);
+    a.metadata.generation = Some(2);
+    let e = w.evaluate(&a, &[], false);
+    assert!(!e.approved);
+    assert_eq!(condition(&e, DECIDED).reason, "ApprovalWaiting");
+    assert_eq!(e.status.decided.as_ref().unwrap().generation, 2);
+    // Evaluated again on the same spec: still the same decision, still waiting.
+    a.status = Some(e.status);
+    let e = w.evaluate(&a, &[], false);
+    assert_eq!(e.status.decided.as_ref().unwrap().generation, 2);
+    // alice frees the name and asks for 8 vCPUs: the approval does not carry over.
+    a.status = Some(e.status);
+    a.metadata.generation = Some(3);
+    a.spec.hostname = "big.example.org".into();
+    a.spec.vcpus = 8;
+    let e = w.evaluate(&a, &[], false);
+    assert!(!e.approved);
+    assert_eq!(e.status.phase, Phase::Pending);
+    assert_eq!(e.status.approved_generation, None);
+    let d = condition(&e, DECIDED);
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("False", "ChangedAfterApproval")
+    );
+    assert!(d.message.contains("approved generation 2") && d.message.contains("decide again"));
+    assert!(e.note.as_ref().is_some_and(|n| n.warning));
+    // A holder of clusters.createVm may approve the new spec themselves, within quota.
+    let self_approved = w.evaluate(&a, &[], true);
+    assert!(self_approved.approved);
+    assert_eq!(condition(&self_approved, DECIDED).reason, "AutoApproved");
+    // An admin's new decision approves it, for this generation.
+    a.status = Some(e.status);
+    a.metadata.generation = Some(4);
+    a.spec.decision.as_mut().unwrap().reason = Some("8 vCPUs are fine".into());
+    let e = w.evaluate(&a, &[], false);
+    assert!(e.approved);
+    assert_eq!(e.status.approved_generation, Some(4));
+    assert_eq!(e.status.instance_name.as_deref(), Some("big.example.org"));
+}
+
+#[test]
+fn a_rejection_stands_over_an_edit() {
+    let w = World::new();
+    let mut a = app("a", Subject::user("alice"));
+    a.spec.decision = Some(Decision {
+        verdict: Verdict::Rejected,
+        reason: Some("too big".into()),
+        decided_by: Some("admin".into()),
+    });
+    a.status = Some(w.evaluate(&a, &[], true).status);
+    a.metadata.generation = Some(2);
+    a.spec.vcpus = 1;
+    let e = w.evaluate(&a, &[], true);
+    assert!(!e.approved);
+    assert_eq!(e.status.phase, Phase::Rejected);
+}
+
+#[test]
+fn the_vm_is_created_from_the_approved_generation_only() {
+    let w = World::new();
+    let mut a = approve(app("a", Subject::user("alice")));
+    a.status = Some(w.evaluate(&a, &[], false).status);
+    assert_eq!(a.status.as_ref().unwrap().approved_generation, Some(1));
+    assert!(spec_is_approved(&a));
+    // Changed between the approval and the create call.
+    a.metadata.generation = Some(2);
+    a.spec.hostname = "elsewhere.example.org".into();
+    assert!(!spec_is_approved(&a));
+    assert_eq!(approved_name(&a), "a.example.org");
+    let s = changed_after_approval(&a, now());
+    assert_eq!((s.phase, s.approved_generation), (Phase::Pending, None));
+    assert_eq!(
+        conditions::get(&s.conditions, DECIDED).unwrap().reason,
+        "ChangedAfterApproval"
+    );
+    // Back in Pending the admin's approval is stale: it waits for a new decision.
+    a.status = Some(s);
+    assert!(needs_evaluation(&a));
+    let e = w.evaluate(&a, &[], false);
+    assert!(!e.approved);
+    assert_eq!(condition(&e, DECIDED).reason, "ChangedAfterApproval");
+    // Submitted before the change: the status keeps the approved name, not the spec's.
+    let mut b = approve(app("b", Subject::user("alice")));
+    b.status = Some(w.evaluate(&b, &[], false).status);
+    b.spec.hostname = "bobdb.example.org".into();
+    b.metadata.generation = Some(2);
+    let s = submitted(&b, 5, false, now());
+    assert_eq!(s.instance_name.as_deref(), Some("b.example.org"));
+}
+
+#[test]
+fn reserved_groups_cannot_own_a_vm() {
+    let w = World::new();
+    let a = approve(app("a", Subject::group("system:authenticated")));
+    let e = w.evaluate(&a, &[], true);
+    assert!(!e.approved);
+    let v = condition(&e, VALIDATED);
+    assert_eq!(v.reason, "ReservedGroup");
+    assert!(v.message.contains("system:authenticated"));
+}
+
+fn with_network(name: &str, network: NetworkRequest) -> InstanceApplication {
+    let mut a = app(name, Subject::user("alice"));
+    a.spec.network = Some(network);
+    a
+}
+
+#[test]
+fn applications_choose_only_the_networks_the_cluster_offers() {
+    let mut w = World::new();
+    let refused = |w: &World, a: &InstanceApplication| {
+        let e = w.evaluate(a, &[], true);
+        assert!(!e.approved, "{:?}", a.spec.network);
+        let v = condition(&e, VALIDATED);
+        (v.reason.clone(), v.message.clone())
+    };
+    // Defaults only: the default mode and link may be named, nothing else.
+    let default_named = with_network(
+        "d",
+        NetworkRequest {
+            mode: Some(NicMode::Routed),
+            link: Some("rt".into()),
+            ..Default::default()
+        },
+    );
+    assert!(w.evaluate(&default_named, &[], true).approved);
+    let (reason, message) = refused(
+        &w,
+        &with_network(
+            "v",
+            NetworkRequest {
+                name: Some("dmz".into()),
+                ..Default::default()
+            },
+        ),
+    );
+    assert_eq!(reason, "NetworkNotAllowed");
+    assert!(message.contains("allowed networks: none"), "{message}");
+    let (reason, message) = refused(
+        &w,
+        &with_network(
+            "l",
+            NetworkRequest {
+                link: Some("br-dmz".into()),
+                ..Default::default()
+            },
+        ),
+    );
+    assert_eq!(reason, "NicLinkNotAllowed");
+    assert!(message.contains("allowed links: rt"), "{message}");
+    let (reason, message) = refused(
+        &w,
+        &with_network(
+            "m",
+            NetworkRequest {
+                mode: Some(NicMode::Bridged),
+                ..Default::default()
+            },
+        ),
+    );
+    assert_eq!(reason, "NicModeNotAllowed");
+    assert!(message.contains("allowed modes: routed"), "{message}");
+    // An explicit IP without a Ganeti network needs an offered range; `pool` a network.
+    let (reason, message) = refused(
+        &w,
+        &with_network(
+            "i",
+            NetworkRequest {
+                ip: Some("198.51.100.7".into()),
+                ..Default::default()
+            },
+        ),
+    );
+    assert_eq!(reason, "IpNotAllowed");
+    assert!(message.contains("allowed ranges: none"), "{message}");
+    let (reason, _) = refused(
+        &w,
+        &with_network(
+            "p",
+            NetworkRequest {
+                ip: Some("pool".into()),
+                ..Default::default()
+            },
+        ),
+    );
+    assert_eq!(reason, "IpNotAllowed");
+
+    // The cluster offers more.
+    w.spec.allowed = Some(crate::api::cluster::AllowedChoices {
+        networks: vec!["dmz".into()],
+        nic_modes: vec![NicMode::Bridged],
+        nic_links: vec!["br-dmz".into()],
+        ip_ranges: vec!["198.51.100.0/25".into()],
+    });
+    for ok in [
+        NetworkRequest {
+            name: Some("dmz".into()),
+            ip: Some("pool".into()),
+            ..Default::default()
+        },
+        NetworkRequest {
+            name: Some("dmz".into()),
+            ip: Some("203.0.113.9".into()),
+            ..Default::default()
+        },
+        NetworkRequest {
+            mode: Some(NicMode::Bridged),
+            link: Some("br-dmz".into()),
+            ..Default::default()
+        },
+        NetworkRequest {
+            ip: Some("198.51.100.127".into()),
+            ..Default::default()
+        },
+    ] {
+        assert!(
+            w.evaluate(&with_network("ok", ok.clone()), &[], true).approved,
+            "{ok:?}"
+        );
+    }
+    let (reason, message) = refused(
+        &w,
+        &with_network(
+            "i",
+            NetworkRequest {
+                ip: Some("198.51.100.128".into()),
+                ..Default::default()
+            },
+        ),
+    );
+    assert_eq!(reason, "IpNotAllowed");
+    assert!(
+        message.contains("198.51.100.0/25") && message.contains("dmz"),
+        "{message}"
+    );
+    let (_, message) = refused(
+        &w,
+        &with_network(
+            "n",
+            NetworkRequest {
+                name: Some("core".into()),
+                ..Default::default()
+            },
+        ),
+    );
+    assert!(message.contains("allowed networks: dmz"), "{message}");
+
+    // An offered address someone holds: a VM Ganeti has, or an approved application.
+    let mut holder = owned("web.example.org", &Subject::user("bob"));
+    holder.ips = vec!["198.51.100.10".into()];
+    w.inventory = inventory(vec![holder]);
+    let (reason, message) = refused(
+        &w,
+        &with_network(
+            "i",
+            NetworkRequest {
+                ip: Some("198.51.100.10".into()),
+                ..Default::default()
+            },
+        ),
+    );
+    assert_eq!(reason, "IpTaken");
+    assert!(message.contains("web.example.org"), "{message}");
+    let mut approved = with_network(
+        "first",
+        NetworkRequest {
+            ip: Some("198.51.100.11".into()),
+            ..Default::default()
+        },
+    );
+    approved.status = Some(InstanceApplicationStatus {
+        phase: Phase::Approved,
+        cluster: Some("lab".into()),
+        ..Default::default()
+    });
+    let second = with_network(
+        "second",
+        NetworkRequest {
+            ip: Some("198.51.100.11".into()),
+            ..Default::default()
+        },
+    );
+    let e = w.evaluate(&second, std::slice::from_ref(&approved), true);
+    assert!(!e.approved);
+    assert!(condition(&e, VALIDATED).message.contains("team/first"));
+    // Its own earlier approval does not count against it.
+    assert!(
+        w.evaluate(&approved, std::slice::from_ref(&approved), true)
+            .approved
+    );
+}
+
+#[test]
+fn cidr_ranges() {
+    let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+    assert!(cidr_contains("10.0.0.0/8", ip("10.255.1.2")));
+    assert!(!cidr_contains("10.0.0.0/8", ip("11.0.0.1")));
+    assert!(cidr_contains("0.0.0.0/0", ip("1.2.3.4")));
+    assert!(cidr_contains("192.0.2.7/32", ip("192.0.2.7")));
+    assert!(!cidr_contains("192.0.2.7/32", ip("192.0.2.8")));
+    assert!(!cidr_contains("192.0.2.0/33", ip("192.0.2.1")));
+    assert!(!cidr_contains("192.0.2.0", ip("192.0.2.0")));
 }
 
 #[test]
@@ -501,11 +931,12 @@ fn the_applicant_is_mailed_once_per_phase_and_generation() {
     assert_eq!(mail_due(&a), Some(MailKind::Failed));
     let (subject, body) = mail_text(&a, MailKind::Failed);
     assert!(subject.contains("a.example.org"));
-    assert!(body.contains("broken") && body.contains("Edit the application"));
+    assert!(body.contains("broken") && body.contains("File a new application"));
     a.status = Some(notified(&a, MailKind::Failed, false, "no address".into(), now()));
     assert_eq!(mail_due(&a), None, "an impossible mail is not retried");
     // Edited and approved again: a new generation, a new approval mail.
     a.metadata.generation = Some(2);
+    a.spec.decision.as_mut().unwrap().reason = Some("again".into());
     a.status = Some(World::new().evaluate(&a, &[], false).status);
     assert_eq!(mail_due(&a), Some(MailKind::Approved));
 }
