@@ -259,22 +259,29 @@ EOF
 
 _gnt_init() {
   log "ganeti: initialising cluster $GANETI_CLUSTER_NAME"
-  # The `file` disk template too (sparse files on node1): a diskless instance
-  # cannot be reinstalled, and reinstall is a user action under test.
-  mkdir -p /srv/ganeti/file-storage
-  echo /srv/ganeti/file-storage >/etc/ganeti/file-storage-paths
   timeout 120 nsenter -t "$(_gnt_holder_pid)" --uts --net --mount \
     gnt-cluster init \
     --enabled-hypervisors=fake,kvm \
     -H "kvm:kvm_path=/usr/bin/qemu-system-x86_64,kvm_flag=disabled,vnc_bind_address=0.0.0.0,vhost_net=false,use_chroot=false,kernel_path=" \
-    --enabled-disk-templates=diskless,file \
-    --file-storage-dir=/srv/ganeti/file-storage \
+    --enabled-disk-templates=diskless \
     --master-netdev=lo \
     --nic-parameters=mode=routed,link= \
     --no-ssh-init --no-etc-hosts \
     --candidate-pool-size=1 \
     "$GANETI_CLUSTER_NAME" >"$GANETI_DIR/init.log" 2>&1 ||
     { cat "$GANETI_DIR/init.log" >&2; die "gnt-cluster init failed (log: $GANETI_DIR/init.log)"; }
+}
+
+# The `file` disk template too (sparse files on node1): a diskless instance
+# cannot be reinstalled, and reinstall is a user action under test. Idempotent;
+# without it only the tests that need a disk fail.
+_gnt_file_storage() {
+  mkdir -p /srv/ganeti/file-storage
+  echo /srv/ganeti/file-storage >/etc/ganeti/file-storage-paths
+  timeout 60 nsenter -t "$(_gnt_holder_pid)" --uts --net --mount \
+    gnt-cluster modify --enabled-disk-templates=diskless,file \
+    --ipolicy-disk-templates=diskless,file >"$GANETI_DIR/file-storage.log" 2>&1 ||
+    log "ganeti: enabling the file disk template failed (see $GANETI_DIR/file-storage.log)"
 }
 
 # node2's network namespace, behind node1 (a veth pair between the two
@@ -414,11 +421,13 @@ ganeti_up() {
   if _gnt_node1_ok; then
     _gnt_write_users # same passwords; repairs the file if someone changed it
     _gnt_ensure_node2
+    _gnt_file_storage
     log "ganeti: reusing the running cluster"
     return 0
   fi
   if _gnt_try_restart; then
     _gnt_ensure_node2
+    _gnt_file_storage
     log "ganeti: restarted the daemons of the existing cluster"
     return 0
   fi
@@ -456,6 +465,7 @@ ganeti_up() {
     -verify_return_error -verify_ip "$GANETI_NODE_IP" </dev/null >"$GANETI_DIR/s_client.log" 2>&1 ||
     die "RAPI does not serve the testbed certificate (see $GANETI_DIR/s_client.log)"
   _gnt_ensure_node2
+  _gnt_file_storage
 }
 
 ganeti_down() {
