@@ -826,8 +826,22 @@ async fn every_replica_serves_the_api() {
         );
     }
     let leads = |op: &Operator| op.log().contains("leading: starting the controllers");
-    // One Lease: at least one of the two follows (both, while another test's leads).
-    let follower = ops.iter().position(|op| !leads(op)).expect("two leaders at once");
+    // One Lease: wait until one of the two leads, so the other stays a follower for the
+    // rest of the test (while another test's operator leads, both follow, and either
+    // may take over when that one stops).
+    let started = Instant::now();
+    let leader = loop {
+        if let Some(i) = ops.iter().position(&leads) {
+            break i;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "neither replica ever led"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let follower = 1 - leader;
+    assert!(!leads(&ops[follower]), "two leaders at once");
     let (f, other) = (&http[follower], &http[1 - follower]);
     let fop = &ops[follower];
     let (status, body) = f.get("/instances", Some(&alice)).await;
