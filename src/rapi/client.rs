@@ -268,6 +268,14 @@ impl RapiClient {
             .await
     }
 
+    /// `PUT /2/query/<resource>` with a body of fields and a filter: a query, safe to
+    /// repeat, so retried like a read although it is a PUT.
+    async fn query(&self, op: &'static str, resource: &str, body: &Value) -> Result<QueryAnswer, RapiError> {
+        let url = self.url(&["2", "query", resource], &[]);
+        self.call(op, Kind::Read, Method::PUT, url, Some(body), self.request_timeout)
+            .await
+    }
+
     /// A write: carries `reason` (which Kubernetes object and user caused it) into
     /// Ganeti's reason trail, and is sent once.
     async fn write(
@@ -382,18 +390,7 @@ impl RapiClient {
     /// instances are called now.
     pub async fn instances_tagged(&self, tag: &str) -> Result<Vec<String>, RapiError> {
         let body = json!({"fields": ["name"], "qfilter": ["=[]", "tags", tag]});
-        let url = self.url(&["2", "query", "instance"], &[]);
-        // A query: safe to repeat, so retried like a read although it is a PUT.
-        let answer: QueryAnswer = self
-            .call(
-                "instances_tagged_query",
-                Kind::Read,
-                Method::PUT,
-                url,
-                Some(&body),
-                self.request_timeout,
-            )
-            .await?;
+        let answer = self.query("instances_tagged_query", "instance", &body).await?;
         answer.names()
     }
 
@@ -469,18 +466,7 @@ impl RapiClient {
         let mut filter = vec![json!("|")];
         filter.extend(unfinished.iter().map(|s| json!(["=", "status", s.as_str()])));
         let body = json!({"fields": ["id", "status", "summary"], "qfilter": filter});
-        let url = self.url(&["2", "query", "job"], &[]);
-        // A query: safe to repeat, so retried like a read although it is a PUT.
-        let answer: QueryAnswer = self
-            .call(
-                "jobs_query",
-                Kind::Read,
-                Method::PUT,
-                url,
-                Some(&body),
-                self.request_timeout,
-            )
-            .await?;
+        let answer = self.query("jobs_query", "job", &body).await?;
         answer.job_summaries()
     }
 
@@ -494,18 +480,7 @@ impl RapiClient {
         let mut filter = vec![json!("|")];
         filter.extend(ids.iter().map(|id| json!(["=", "id", id])));
         let body = json!({"fields": ["id", "status", "received_ts"], "qfilter": filter});
-        let url = self.url(&["2", "query", "job"], &[]);
-        // A query: safe to repeat, so retried like a read although it is a PUT.
-        let answer: QueryAnswer = self
-            .call(
-                "jobs_progress_query",
-                Kind::Read,
-                Method::PUT,
-                url,
-                Some(&body),
-                self.request_timeout,
-            )
-            .await?;
+        let answer = self.query("jobs_progress_query", "job", &body).await?;
         answer.job_progress()
     }
 
