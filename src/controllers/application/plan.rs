@@ -110,6 +110,20 @@ pub struct Evaluation {
     pub note: Option<Note>,
 }
 
+/// A warning about the decision, said once per change of its message, not on every
+/// resync.
+fn decided_warning_once(app: &InstanceApplication, reason: &'static str, message: String) -> Option<Note> {
+    let previous = app
+        .status
+        .as_ref()
+        .and_then(|s| conditions::get(&s.conditions, DECIDED));
+    previous.is_none_or(|c| c.message != message).then_some(Note {
+        warning: true,
+        reason,
+        message,
+    })
+}
+
 pub fn phase(app: &InstanceApplication) -> Phase {
     app.status.as_ref().map(|s| s.phase).unwrap_or_default()
 }
@@ -342,18 +356,7 @@ pub fn evaluate(p: &Pending<'_>) -> Evaluation {
             "ApprovalWaiting"
         };
         set(&mut status, DECIDED, Status::False, reason, message.clone());
-        let previous = app
-            .status
-            .as_ref()
-            .and_then(|s| conditions::get(&s.conditions, DECIDED));
-        // Said once per change, not on every resync.
-        if previous.is_none_or(|c| c.message != message) {
-            note = Some(Note {
-                warning: true,
-                reason,
-                message,
-            });
-        }
+        note = decided_warning_once(app, reason, message).or(note);
     } else if let Some(message) = stale_approval {
         set(
             &mut status,
@@ -362,17 +365,7 @@ pub fn evaluate(p: &Pending<'_>) -> Evaluation {
             "ChangedAfterApproval",
             message.clone(),
         );
-        let previous = app
-            .status
-            .as_ref()
-            .and_then(|s| conditions::get(&s.conditions, DECIDED));
-        if previous.is_none_or(|c| c.message != message) {
-            note = Some(Note {
-                warning: true,
-                reason: "ChangedAfterApproval",
-                message,
-            });
-        }
+        note = decided_warning_once(app, "ChangedAfterApproval", message).or(note);
     } else {
         let message = match (&validation, fits) {
             (Err(_), _) => {
