@@ -55,6 +55,7 @@ pub(super) async fn list_events(
             Ok(list.items)
         },
     )?;
+    state.rules_loaded().await?;
     let index = state.rules.index(&state.ctx.inventory);
     let p = caller.principal();
     let may_view = |cluster: &str, instance: &str| {

@@ -264,6 +264,18 @@ impl ApiState {
         }
     }
 
+    /// 503 until the watches have listed the roles and bindings once (before that an
+    /// empty list means "unknown", not "none").
+    pub(super) async fn rules_loaded(&self) -> Result<(), ApiError> {
+        if self.rules.ready().await {
+            Ok(())
+        } else {
+            Err(ApiError::unavailable(
+                "roles and bindings are not loaded yet on this replica; try again",
+            ))
+        }
+    }
+
     pub(super) fn client(&self, cluster: &str) -> Result<Arc<RapiClient>, ApiError> {
         self.ctx
             .clusters
@@ -293,11 +305,7 @@ impl ApiState {
         };
         let inv = self.known_cluster(vm.cluster).map_err(refuse)?;
         let client = self.client(vm.cluster).map_err(refuse)?;
-        if !self.rules.ready().await {
-            return Err(refuse(ApiError::unavailable(
-                "roles and bindings are not loaded yet on this replica; try again",
-            )));
-        }
+        self.rules_loaded().await.map_err(refuse)?;
         let fresh = access::read_exact(&client, vm.name)
             .await
             .map_err(|e| refuse(rapi_error(&e)))?;

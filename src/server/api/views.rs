@@ -79,12 +79,7 @@ async fn ready(state: &ApiState) -> Result<(), ApiError> {
     if state.ctx.inventory.all().is_empty() {
         return Err(ApiError::unavailable(NO_INVENTORY_YET));
     }
-    if !state.rules.ready().await {
-        return Err(ApiError::unavailable(
-            "roles and bindings are not loaded yet on this replica; try again",
-        ));
-    }
-    Ok(())
+    state.rules_loaded().await
 }
 
 /// Every VM the caller may view.
