@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod notification;
 pub mod profile;
 pub mod tags;
+pub mod written;
 
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;

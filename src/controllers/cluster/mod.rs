@@ -30,6 +30,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use plan::{FailureReason, SyncOutcome};
+use super::written::LastWritten;
+use crate::api::cluster::GanetiClusterStatus;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,6 +54,8 @@ pub struct ClusterState {
     last_sync: Mutex<HashMap<String, SyncMark>>,
     /// Per cluster: the RAPI client and the inputs it was built from.
     clients: Mutex<HashMap<String, (ClientKey, Arc<RapiClient>)>>,
+    /// The status last written per cluster, for reconciles on a not-yet-updated copy.
+    written: LastWritten<GanetiClusterStatus>,
 }
 
 impl ClusterState {
@@ -323,6 +327,7 @@ fn forget(ctx: &Context, name: &str) {
     ctx.inventory.remove(name);
     ctx.clusters.last_sync.lock().expect("lock").remove(name);
     ctx.clusters.clients.lock().expect("lock").remove(name);
+    ctx.clusters.written.forget(name);
 }
 
 type SecretResult = Result<(ClientKey, Secret), (FailureReason, String)>;
@@ -459,6 +464,20 @@ async fn write_status(
     ctx: &Context,
     outcome: &SyncOutcome<'_>,
 ) -> Result<(), Error> {
+    let name = cluster.name_any();
+    let planned_from = cluster.resource_version().unwrap_or_default();
+    // A copy that predates our last write is planned against what we wrote.
+    let caught_up;
+    let cluster = match ctx.clusters.written.newer_than_cache(&name, &planned_from) {
+        Some(ours) if cluster.status.as_ref() != Some(&ours) => {
+            caught_up = GanetiCluster {
+                status: Some(ours),
+                ..cluster.clone()
+            };
+            &caught_up
+        }
+        _ => cluster,
+    };
     let Some(status) = plan::plan_status(cluster, outcome, Timestamp::now(), HEARTBEAT) else {
         return Ok(());
     };
@@ -475,6 +494,7 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await?;
+    ctx.clusters.written.record(&name, &planned_from, status);
     ctx.metrics.status_writes.with_label_values(&[CONTROLLER]).inc();
     Ok(())
 }
