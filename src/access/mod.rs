@@ -21,7 +21,7 @@ pub mod rules;
 
 pub use action::{Action, Plan};
 
-use crate::api::role::VmRight;
+use crate::api::role::{ClusterRight, VmRight};
 use crate::api::{Role, RoleBinding, Subject};
 use crate::authz::{AuthzIndex, Principal, Request};
 use crate::inventory::Instance;
@@ -144,6 +144,23 @@ pub fn authorize(
             index.describe(&decision)
         )));
     }
+    if let Some(cluster_right) = cluster_right_for(right) {
+        let decision = index.decide(
+            principal,
+            &Request::Cluster {
+                cluster: vm.cluster,
+                right: cluster_right,
+            },
+        );
+        if !decision.allowed {
+            return Err(Refusal::Forbidden(format!(
+                "missing right clusters.{cluster_right} on cluster {} (moving or copying a VM's data \
+                 across nodes needs it besides vms.{right}): {}",
+                vm.cluster,
+                index.describe(&decision)
+            )));
+        }
+    }
     let owner = index.owners(vm.cluster, vm.name).next().cloned();
     Ok(Pinned {
         cluster: vm.cluster.to_string(),
@@ -152,6 +169,21 @@ pub fn authorize(
         owner,
         instance: instance.clone(),
     })
+}
+
+/// The cluster right a VM action needs besides the VM right of the same name. These
+/// actions move or copy a VM's data across the cluster's nodes (capacity, disks and
+/// network that the cluster's operators answer for), so, unlike Ganeti Web Manager
+/// (where either grant suffices), both are required: the VM right says "this VM" (with
+/// its scope, narrowing and admin lock), the cluster right says "this cluster lets
+/// you". A cluster `admin` holds both on the VMs its binding reaches.
+pub fn cluster_right_for(right: VmRight) -> Option<ClusterRight> {
+    match right {
+        VmRight::Migrate => Some(ClusterRight::Migrate),
+        VmRight::Export => Some(ClusterRight::Export),
+        VmRight::ReplaceDisks => Some(ClusterRight::ReplaceDisks),
+        _ => None,
+    }
 }
 
 /// Whether renaming `current` to `new_name` is allowed among `others` (every

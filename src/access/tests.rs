@@ -135,6 +135,74 @@ fn fresh_tags_decide_not_the_last_sync() {
 }
 
 #[test]
+fn moving_a_vm_needs_the_cluster_right_besides_the_vm_right() {
+    use crate::api::role::{ClusterRights, Permission, RoleSpec, Scope, ScopeKind, VmRights};
+    let role = |name: &str, vm: Option<VmRight>, cl: Option<ClusterRight>| {
+        let mut vms = VmRights::default();
+        let mut clusters = ClusterRights::default();
+        vms.set(VmRight::View, Some(Permission::Allowed));
+        if let Some(vm) = vm {
+            vms.set(vm, Some(Permission::Allowed));
+        }
+        if let Some(cl) = cl {
+            clusters.set(cl, Some(Permission::Allowed));
+        }
+        Arc::new(Role::new(
+            name,
+            RoleSpec {
+                description: None,
+                vms: Some(vms),
+                clusters: Some(clusters),
+                system: None,
+                scope: Scope {
+                    kind: ScopeKind::Own,
+                    ..Default::default()
+                },
+            },
+        ))
+    };
+    let roles = vec![
+        role("vm-migrator", Some(VmRight::Migrate), None),
+        role("cluster-migrator", None, Some(ClusterRight::Migrate)),
+    ];
+    let db = vm("db.lab", "u-1", &[owner("alice")]);
+    let ask = |bindings: Vec<Arc<RoleBinding>>, right| {
+        let rules = RuleSet {
+            roles: &roles,
+            bindings: &bindings,
+        };
+        authorize(
+            &rules,
+            &Principal::new("alice", &[]),
+            &VmRef {
+                cluster: "lab",
+                name: "db.lab",
+                uuid: None,
+            },
+            Some(&db),
+            P,
+            right,
+        )
+    };
+    let vm_only = vec![binding("a1", "vm-migrator", vec![Subject::user("alice")])];
+    let e = ask(vm_only.clone(), VmRight::Migrate).unwrap_err();
+    assert!(
+        matches!(e, Refusal::Forbidden(ref why) if why.contains("clusters.migrate on cluster lab")),
+        "{e:?}"
+    );
+    let cluster_only = vec![binding("a2", "cluster-migrator", vec![Subject::user("alice")])];
+    let e = ask(cluster_only.clone(), VmRight::Migrate).unwrap_err();
+    assert!(
+        matches!(e, Refusal::Forbidden(ref why) if why.contains("vms.migrate")),
+        "{e:?}"
+    );
+    let both = [vm_only, cluster_only].concat();
+    assert!(ask(both.clone(), VmRight::Migrate).is_ok());
+    // The cluster right of another name does not stand in.
+    assert!(ask(both, VmRight::Export).is_err());
+}
+
+#[test]
 fn renames_that_would_shadow_another_name_are_refused() {
     let names = ["db.example.org", "web.example.org", "web"];
     let others = || names.iter().copied();
@@ -247,7 +315,8 @@ fn oracle(instance: &Instance, user: &str, right: VmRight) -> bool {
                 .tags
                 .contains(&format_grant(P, *p, &Subject::user(user)).unwrap())
     });
-    let granted = (owned && own_rights.contains(&right)) || tagged;
+    // Nobody here holds a cluster right: actions that need one are never allowed.
+    let granted = ((owned && own_rights.contains(&right)) || tagged) && cluster_right_for(right).is_none();
     let locked = instance.tags.iter().any(|t| t == "ganetimgr:adminlock");
     let exempt = [VmRight::View, VmRight::Lock, VmRight::Isolate];
     granted && (!locked || exempt.contains(&right))
