@@ -8,6 +8,7 @@
 //! The credentials are read as the operator reads them ([`crate::clusters`]): only from a
 //! Secret labelled as RAPI credentials, and `insecure` only with `--allow-insecure-rapi`.
 
+use crate::api::profile::UserProfile;
 use crate::api::role::{ClusterRight, SystemRight, VmRight};
 use crate::api::{GanetiCluster, Role, RoleBinding};
 use crate::authz::{AuthzIndex, Principal, Request, Right};
@@ -170,11 +171,54 @@ pub async fn explain(
             }
         }
     }
+    // A user's profile groups count as theirs, as everywhere in the service.
+    let profiles = Api::<UserProfile>::all(client.clone())
+        .list(&lp)
+        .await
+        .context("listing UserProfiles")?
+        .items;
+    let mut all_groups = groups.to_vec();
+    for g in profiles
+        .iter()
+        .filter(|p| p.spec.username == user)
+        .flat_map(|p| &p.spec.groups)
+    {
+        if !all_groups.contains(g) {
+            let _ = writeln!(out, "group {g} from {user}'s UserProfile");
+            all_groups.push(g.clone());
+        }
+    }
     let index = builder.build();
-    let p = Principal::new(user, groups);
+    let p = Principal::new(user, &all_groups);
     let request = question.request();
     out.push_str(&index.explain(&p, &request));
-    Ok((index.decide(&p, &request).allowed, out))
+    let mut allowed = index.decide(&p, &request).allowed;
+    if let (Right::Vm(vm_right), Some(cluster)) = (question.right, &question.cluster)
+        && let Some(cluster_right) = crate::access::cluster_right_for(vm_right)
+    {
+        let request = Request::Cluster {
+            cluster,
+            right: cluster_right,
+        };
+        let _ = writeln!(
+            out,
+            "\nvms.{vm_right} also needs clusters.{cluster_right} on {cluster}:"
+        );
+        out.push_str(&index.explain(&p, &request));
+        allowed &= index.decide(&p, &request).allowed;
+    }
+    if let Right::System(right) = question.right
+        && crate::authz::holders::ADMISSION_RIGHTS.contains(&right)
+        && !crate::authz::has_administrator_binding(&bindings)
+    {
+        let _ = writeln!(
+            out,
+            "\nnote: no un-narrowed binding to administrator exists yet, so members of the \
+             installation's admin groups (and system:masters) also hold system.{right} at admission, \
+             unless a role forbids it"
+        );
+    }
+    Ok((allowed, out))
 }
 
 #[cfg(test)]

@@ -367,6 +367,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     ctx.clone(),
                     shutdown.clone().cancelled_owned(),
                 )),
+                tokio::spawn(controllers::system_rights::run(ctx.clone(), shutdown.clone())),
             ];
             let lost = leadership.lost(&stop).await;
             if lost {

@@ -161,13 +161,13 @@ async fn only_admins_decide_and_the_decider_is_recorded() {
             .patch("decide-me", &PatchParams::default(), &Patch::Merge(&approve))
             .await,
     );
-    assert!(msg.contains("only admins decide applications"), "{msg}");
+    assert!(msg.contains("do not hold the system right applications"), "{msg}");
 
     // Nor may she file one pre-approved.
     let mut pre = app("pre-approved", json!({"kind": "User", "name": "alice"}), None);
     pre.spec.decision = Some(serde_json::from_value(json!({"verdict": "Approved"})).unwrap());
     let msg = refused(file_fresh(&alice, pre).await);
-    assert!(msg.contains("only admins decide"), "{msg}");
+    assert!(msg.contains("do not hold the system right applications"), "{msg}");
 
     // An admin decides; admission records who, whatever the request claimed.
     let admin = api_as("admin", "adm-alice").await;
@@ -186,7 +186,7 @@ async fn only_admins_decide_and_the_decider_is_recorded() {
             .patch("decide-me", &PatchParams::default(), &Patch::Merge(&forge))
             .await,
     );
-    assert!(msg.contains("only admins decide"), "{msg}");
+    assert!(msg.contains("do not hold the system right applications"), "{msg}");
 
     // A rejection needs a reason (CRD rule), even from an admin.
     let reject = json!({"spec": {"decision": {"verdict": "Rejected", "reason": null}}});

@@ -209,7 +209,10 @@ async fn alice_applies_admin_approves_and_the_vm_is_created() {
 
     // Nobody approves their own application.
     let refused = refusal(decide("alice", "apps-alice", "alice-vm", "Approved").await);
-    assert!(refused.contains("only admins decide"), "{refused}");
+    assert!(
+        refused.contains("do not hold the system right applications"),
+        "{refused}"
+    );
 
     decide("admin", "apps-alice", "alice-vm", "Approved")
         .await

@@ -728,7 +728,7 @@ async fn only_admins_and_holders_of_the_right_send() {
         let senders_cm = senders_cm.clone();
         async move {
             for _ in 0..100 {
-                let cm = senders_cm.get("notification-senders").await.unwrap();
+                let cm = senders_cm.get("ganeti-system-rights").await.unwrap();
                 let has = cm
                     .data
                     .as_ref()
@@ -739,10 +739,10 @@ async fn only_admins_and_holders_of_the_right_send() {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            panic!("notification-senders never had {key} {name} = {present}");
+            panic!("ganeti-system-rights never had {key} {name} = {present}");
         }
     };
-    wait_cm("allowedGroups", "team-a", false).await;
+    wait_cm("notifications.allowedGroups", "team-a", false).await;
     // Whether carol comes to be allowed (`may`) or refused within 10 s: admission reads
     // the ConfigMap through an informer, which takes a moment.
     let carol_may_send = async |may: bool| {
@@ -792,7 +792,7 @@ async fn only_admins_and_holders_of_the_right_send() {
                 "spec": {"roleRef": "notif-sender", "subjects": [{"kind": "Group", "name": "team-a"}]}}),
     )
     .await;
-    wait_cm("allowedGroups", "team-a", true).await;
+    wait_cm("notifications.allowedGroups", "team-a", true).await;
     assert!(
         carol_may_send(true).await,
         "a holder of system.notifications may send\n{}",
@@ -807,7 +807,7 @@ async fn only_admins_and_holders_of_the_right_send() {
                 "spec": {"roleRef": "notif-no-mail", "subjects": [{"kind": "User", "name": "carol"}]}}),
     )
     .await;
-    wait_cm("forbiddenUsers", "carol", true).await;
+    wait_cm("notifications.forbiddenUsers", "carol", true).await;
     assert!(carol_may_send(false).await, "forbidden beats allowed");
 
     for b in ["notif-senders-team-a", "notif-no-mail-carol"] {
@@ -816,5 +816,5 @@ async fn only_admins_and_holders_of_the_right_send() {
     for r in ["notif-sender", "notif-no-mail"] {
         let _ = roles.delete(r, &DeleteParams::default()).await;
     }
-    wait_cm("allowedGroups", "team-a", false).await;
+    wait_cm("notifications.allowedGroups", "team-a", false).await;
 }

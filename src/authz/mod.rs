@@ -48,6 +48,7 @@
 
 mod escalation;
 mod explain;
+pub mod holders;
 mod index;
 mod listed;
 mod preconfigured;

@@ -4,6 +4,7 @@ pub mod application;
 pub mod cluster;
 pub mod notification;
 pub mod profile;
+pub mod system_rights;
 pub mod tags;
 pub mod written;
 

@@ -1,8 +1,9 @@
 //! The validating admission webhook: escalation prevention for Roles and RoleBindings,
 //! as Kubernetes RBAC does it. Creating or changing a RoleBinding or Role is refused
 //! unless the requester already holds every right it grants, over at least the objects
-//! it reaches ([`AuthzIndex::may_grant`]); members of the admin groups, and holders of an
-//! un-narrowed `administrator` binding, are exempt. Deletions and changes that leave the
+//! it reaches ([`AuthzIndex::may_grant`]); `system:masters`, members of the admin groups
+//! until an administrator binding exists, and holders of an un-narrowed `administrator`
+//! binding are exempt. A user's profile groups count as theirs. Deletions and changes that leave the
 //! spec alone (labels, annotations, finalizers) grant nothing and pass.
 //!
 //! Served over TLS on its own listener (the API server only calls webhooks over HTTPS),
@@ -13,6 +14,7 @@
 //! in a cache: a binding removed a moment ago must no longer count as a right held, and
 //! these requests are rare. If they cannot be read, the request is refused (fail closed).
 
+use crate::api::profile::UserProfile;
 use crate::api::{Role, RoleBinding};
 use crate::authz::{AuthzIndex, Principal, Right};
 use axum::{Json, Router, extract::State, routing::get, routing::post};
@@ -29,6 +31,8 @@ use std::time::{Duration, SystemTime};
 pub const VALIDATE_PATH: &str = "/validate/rbac";
 /// Groups exempt from the check when none are configured.
 pub const DEFAULT_ADMIN_GROUPS: &[&str] = &["ganeti-admins", "system:masters"];
+/// The group that always passes (Kubernetes' own superusers).
+pub const BREAK_GLASS_GROUP: &str = "system:masters";
 /// How often the certificate files are checked for changes.
 const CERT_RELOAD: Duration = Duration::from_secs(60);
 
@@ -83,7 +87,12 @@ pub fn check(
     if !matches!(review.operation, Operation::Create | Operation::Update) {
         return Ok(());
     }
-    if review.groups.iter().any(|g| admin_groups.contains(g)) {
+    // system:masters bypasses Kubernetes authorization anyway; the admin groups count
+    // until an administrator binding exists (the bootstrap the admission policies share).
+    let bootstrap = !crate::authz::has_administrator_binding(bindings);
+    if review.groups.iter().any(|g| g == BREAK_GLASS_GROUP)
+        || (bootstrap && review.groups.iter().any(|g| admin_groups.contains(g)))
+    {
         return Ok(());
     }
     let object = review.object.ok_or("the request carries no object")?;
@@ -149,23 +158,29 @@ async fn validate(
         }
     };
     let user = request.user_info.username.clone().unwrap_or_default();
-    let groups = request.user_info.groups.clone().unwrap_or_default();
+    let mut groups = request.user_info.groups.clone().unwrap_or_default();
     let object = request.object.as_ref().map(serde_json::to_value).transpose();
     let old_object = request.old_object.as_ref().map(serde_json::to_value).transpose();
     let verdict = match (object, old_object, load(&state.client).await) {
-        (Ok(object), Ok(old_object), Ok((roles, bindings))) => check(
-            &Review {
-                operation: &request.operation,
-                kind: &request.kind.kind,
-                user: &user,
-                groups: &groups,
-                object: object.as_ref(),
-                old_object: old_object.as_ref(),
-            },
-            &roles,
-            &bindings,
-            &state.admin_groups,
-        ),
+        (Ok(object), Ok(old_object), Ok((roles, bindings, profiles))) => {
+            // A user's profile groups count as theirs here as everywhere.
+            for p in profiles.iter().filter(|p| p.spec.username == user) {
+                groups.extend(p.spec.groups.iter().cloned());
+            }
+            check(
+                &Review {
+                    operation: &request.operation,
+                    kind: &request.kind.kind,
+                    user: &user,
+                    groups: &groups,
+                    object: object.as_ref(),
+                    old_object: old_object.as_ref(),
+                },
+                &roles,
+                &bindings,
+                &state.admin_groups,
+            )
+        }
         (Err(e), _, _) | (_, Err(e), _) => Err(format!("the object could not be read: {e}")),
         (_, _, Err(e)) => Err(format!(
             "the operator could not read Roles and RoleBindings to check this request ({e}); try again"
@@ -193,14 +208,17 @@ async fn validate(
     Json(response.into_review())
 }
 
-async fn load(client: &kube::Client) -> Result<(Vec<Role>, Vec<RoleBinding>), kube::Error> {
+type Loaded = (Vec<Role>, Vec<RoleBinding>, Vec<UserProfile>);
+
+async fn load(client: &kube::Client) -> Result<Loaded, kube::Error> {
     let lp = ListParams::default();
-    let (roles, bindings) = (
+    let (roles, bindings, profiles) = (
         Api::<Role>::all(client.clone()),
         Api::<RoleBinding>::all(client.clone()),
+        Api::<UserProfile>::all(client.clone()),
     );
-    let (roles, bindings) = tokio::join!(roles.list(&lp), bindings.list(&lp));
-    Ok((roles?.items, bindings?.items))
+    let (roles, bindings, profiles) = tokio::join!(roles.list(&lp), bindings.list(&lp), profiles.list(&lp));
+    Ok((roles?.items, bindings?.items, profiles?.items))
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {

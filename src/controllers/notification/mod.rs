@@ -39,21 +39,18 @@
 pub mod plan;
 pub mod recipients;
 pub mod render;
-pub mod senders;
 
 use super::{Context, Error, FIELD_MANAGER, observe};
 use crate::api::cluster::GanetiCluster;
 use crate::api::notification::{DeliveryResult, Notification, NotificationStatus};
 use crate::api::profile::UserProfile;
-use crate::api::{Role, RoleBinding};
 use crate::fault;
 use crate::mail::{CommitError, Mail, MailError, Mailer};
-use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::ConfigMap;
+use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use plan::Next;
 use recipients::{Directory, parse_instance_label};
@@ -80,7 +77,7 @@ struct State {
     stop: CancellationToken,
 }
 
-/// Runs the controller (and the writer of the senders ConfigMap) until `shutdown`.
+/// Runs the controller until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let stop = CancellationToken::new();
     let trigger = stop.clone();
@@ -88,7 +85,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         shutdown.await;
         trigger.cancel();
     });
-    tokio::spawn(write_senders(ctx.clone(), stop.clone()));
     let state = Arc::new(State {
         ctx: ctx.clone(),
         stop: stop.clone(),
@@ -557,69 +553,4 @@ async fn send_one(
     Ok(Sent::Next(Box::new(
         write_result(api, &n, &status, i, ctx).await?,
     )))
-}
-
-/// Keeps the ConfigMap that admission reads (see [`senders`]) in step with the Roles
-/// and RoleBindings.
-async fn write_senders(ctx: Arc<Context>, stop: CancellationToken) {
-    let (roles, roles_writer) = reflector::store::<Role>();
-    let (bindings, bindings_writer) = reflector::store::<RoleBinding>();
-    // Every watch event (including deletions and the end of the first list) asks for
-    // a recomputation; the result is written only when it changed.
-    let role_events = reflector::reflector(
-        roles_writer,
-        watcher::watcher(Api::<Role>::all(ctx.client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .map(|_| ());
-    let binding_events = reflector::reflector(
-        bindings_writer,
-        watcher::watcher(
-            Api::<RoleBinding>::all(ctx.client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .map(|_| ());
-    let mut events = std::pin::pin!(futures::stream::select(role_events, binding_events));
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.config.secrets_namespace);
-    let mut last = None;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            event = events.next() => if event.is_none() { return },
-        }
-        // Until both first lists are in, an empty store means "not known yet", and
-        // writing it would lock out every holder for a moment.
-        let ready = roles.wait_until_ready().now_or_never().is_some()
-            && bindings.wait_until_ready().now_or_never().is_some();
-        if !ready {
-            continue;
-        }
-        let role_list: Vec<Role> = roles.state().iter().map(|x| (**x).clone()).collect();
-        let binding_list: Vec<RoleBinding> = bindings.state().iter().map(|x| (**x).clone()).collect();
-        let data = senders::config_map_data(&senders::senders(&role_list, &binding_list));
-        if last.as_ref() == Some(&data) {
-            continue;
-        }
-        let cm = serde_json::json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": senders::CONFIG_MAP, "namespace": ctx.config.secrets_namespace},
-            "data": data,
-        });
-        match api
-            .patch(
-                senders::CONFIG_MAP,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&cm),
-            )
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(senders = ?data, "notification senders for admission updated");
-                last = Some(data);
-            }
-            Err(e) => tracing::warn!(error = %e, "writing the notification senders ConfigMap failed"),
-        }
-    }
 }

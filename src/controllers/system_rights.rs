@@ -1,0 +1,147 @@
+//! Keeps the ConfigMap that the admission policies read ([`crate::authz::holders`]) in
+//! step with the Roles, RoleBindings and UserProfiles. Leader only: followers would
+//! write the same thing.
+
+use super::{Context, FIELD_MANAGER};
+use crate::api::profile::UserProfile;
+use crate::api::role::SystemRight;
+use crate::api::{Role, RoleBinding};
+use crate::authz::holders::{self, ProfileGroups, Published};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Runs until `stop`: every watch event (deletions and the end of each first list too)
+/// asks for a recomputation; the result is written only when it changed.
+pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
+    let (roles, roles_writer) = reflector::store::<Role>();
+    let (bindings, bindings_writer) = reflector::store::<RoleBinding>();
+    let (profiles, profiles_writer) = reflector::store::<UserProfile>();
+    let all = || watcher::Config::default();
+    let role_events = reflector::reflector(
+        roles_writer,
+        watcher::watcher(Api::all(ctx.client.clone()), all()),
+    )
+    .default_backoff()
+    .map(|_| ());
+    let binding_events = reflector::reflector(
+        bindings_writer,
+        watcher::watcher(Api::all(ctx.client.clone()), all()),
+    )
+    .default_backoff()
+    .map(|_| ());
+    let profile_events = reflector::reflector(
+        profiles_writer,
+        watcher::watcher(Api::all(ctx.client.clone()), all()),
+    )
+    .default_backoff()
+    .map(|_| ());
+    let mut events = std::pin::pin!(futures::stream::select(
+        futures::stream::select(role_events, binding_events),
+        profile_events
+    ));
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.config.secrets_namespace);
+    let bindings_api: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            event = events.next() => if event.is_none() { return },
+        }
+        // Until every first list is in, an empty store means "not known yet", and
+        // writing it would lock out every holder (or end the bootstrap) for a moment.
+        let ready = roles.wait_until_ready().now_or_never().is_some()
+            && bindings.wait_until_ready().now_or_never().is_some()
+            && profiles.wait_until_ready().now_or_never().is_some();
+        if !ready {
+            continue;
+        }
+        let (role_list, binding_list, profile_list) = (roles.state(), bindings.state(), profiles.state());
+        let binding_refs: Vec<&RoleBinding> = binding_list.iter().map(|b| &**b).collect();
+        let groups: Vec<ProfileGroups<'_>> = profile_list
+            .iter()
+            .map(|p| ProfileGroups {
+                user: &p.spec.username,
+                groups: &p.spec.groups,
+            })
+            .collect();
+        let published = holders::publish(role_list.iter().map(|r| &**r), &binding_refs, &groups);
+        let data = holders::config_map_data(&published);
+        let subjects = rbac_subjects(&published);
+        if last.as_ref() == Some(&(data.clone(), subjects.clone())) {
+            continue;
+        }
+        let mut written = true;
+        for (binding, subjects) in &subjects {
+            let patch = serde_json::json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": binding},
+                "subjects": subjects,
+            });
+            if let Err(e) = bindings_api
+                .patch(
+                    binding,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await
+            {
+                tracing::warn!(error = %e, binding, "writing the holders of a system right into RBAC failed");
+                written = false;
+            }
+        }
+        let cm = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": holders::CONFIG_MAP, "namespace": ctx.config.secrets_namespace},
+            "data": data,
+        });
+        match api
+            .patch(
+                holders::CONFIG_MAP,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&cm),
+            )
+            .await
+        {
+            Ok(_) if written => {
+                tracing::info!(
+                    admin_groups_active = published.admin_groups_active,
+                    "system rights for admission updated"
+                );
+                last = Some((data, subjects));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "writing the system rights ConfigMap failed"),
+        }
+    }
+}
+
+/// The Kubernetes RBAC binding that lets holders of a system right reach the kinds it
+/// covers (manifests/access.yaml); `None`: every user may already reach them.
+fn rbac_binding(right: SystemRight) -> Option<&'static str> {
+    match right {
+        SystemRight::Applications => Some("ganeti.dev:system-applications"),
+        SystemRight::Quotas => Some("ganeti.dev:system-quotas"),
+        SystemRight::Roles => Some("ganeti.dev:system-roles"),
+        _ => None,
+    }
+}
+
+/// Each RBAC binding's subjects: the users and groups allowed the right. Forbidden
+/// ones cannot be expressed in RBAC; admission refuses their writes.
+fn rbac_subjects(p: &Published) -> BTreeMap<&'static str, Vec<serde_json::Value>> {
+    let subject = |kind: &str, name: &str| serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name});
+    p.rights
+        .iter()
+        .filter_map(|(right, h)| {
+            let users = h.allowed_users.iter().map(|u| subject("User", u));
+            let groups = h.allowed_groups.iter().map(|g| subject("Group", g));
+            Some((rbac_binding(*right)?, users.chain(groups).collect()))
+        })
+        .collect()
+}
