@@ -3,6 +3,7 @@
 //! listed from the API server per request.
 
 use super::RuleSet;
+use crate::api::profile::UserProfile;
 use crate::api::{Role, RoleBinding};
 use crate::authz::AuthzIndex;
 use crate::inventory::{ClusterInventory, Inventory};
@@ -42,6 +43,8 @@ type Cached = (Built, Arc<AuthzIndex>);
 pub struct Rules {
     roles: Store<Role>,
     bindings: Store<RoleBinding>,
+    /// For the groups a profile adds to a user's authenticated ones.
+    profiles: Store<UserProfile>,
     cache: Arc<Mutex<Option<Cached>>>,
 }
 
@@ -57,26 +60,56 @@ impl Rules {
         .default_backoff();
         let binding_events = reflector::reflector(
             bindings_writer,
-            watcher::watcher(Api::<RoleBinding>::all(client), watcher::Config::default()),
+            watcher::watcher(
+                Api::<RoleBinding>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff();
+        let (profiles, profiles_writer) = reflector::store::<UserProfile>();
+        let profile_events = reflector::reflector(
+            profiles_writer,
+            watcher::watcher(Api::<UserProfile>::all(client), watcher::Config::default()),
         )
         .default_backoff();
         tokio::spawn(role_events.for_each(|_| async {}));
         tokio::spawn(binding_events.for_each(|_| async {}));
+        tokio::spawn(profile_events.for_each(|_| async {}));
         Self {
             roles,
             bindings,
+            profiles,
             cache: Default::default(),
         }
     }
 
-    /// Whether both first lists are in (before that an empty store means "unknown").
+    /// Whether every first list is in (before that an empty store means "unknown").
     pub async fn ready(&self) -> bool {
         let wait = async {
-            self.roles.wait_until_ready().await.is_ok() && self.bindings.wait_until_ready().await.is_ok()
+            self.roles.wait_until_ready().await.is_ok()
+                && self.bindings.wait_until_ready().await.is_ok()
+                && self.profiles.wait_until_ready().await.is_ok()
         };
         tokio::time::timeout(std::time::Duration::from_secs(10), wait)
             .await
             .unwrap_or(false)
+    }
+
+    /// A user's groups as the service counts them everywhere: those Kubernetes
+    /// authenticated plus those the user's `UserProfile` lists (set only by holders of
+    /// `system.users`), without repeats.
+    pub fn effective_groups(&self, user: &str, authenticated: &[String]) -> Vec<String> {
+        let mut groups = authenticated.to_vec();
+        for profile in self.profiles.state() {
+            if profile.spec.username == user {
+                for g in &profile.spec.groups {
+                    if !groups.contains(g) {
+                        groups.push(g.clone());
+                    }
+                }
+            }
+        }
+        groups
     }
 
     /// The current roles and bindings, for one decision.

@@ -321,13 +321,14 @@ async fn open(
         _ => None,
     };
     let ticket = accept(&state.api.ticket_key, &q.ticket, vm, signed::now_secs())?;
-    let caller = Caller {
-        identity: Identity {
+    let caller = Caller::new(
+        Identity {
             user: ticket.user.clone(),
             groups: ticket.groups.clone(),
         },
         source,
-    };
+        &state.api.rules,
+    );
     let attempt = Attempt {
         action: "console",
         cluster: &ticket.cluster,

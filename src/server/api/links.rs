@@ -101,17 +101,18 @@ pub(super) async fn confirm_action(
     };
     // The groups are those the API server authenticated when the action was asked
     // for, at most CONFIRM_TTL_SECS ago: Kubernetes tells a user's groups only to
-    // the holder of a credential, which a followed link is not. Roles, bindings, tags
-    // and the VM itself are read anew below.
-    let caller = Caller {
-        identity: Identity {
+    // the holder of a credential, which a followed link is not. Profile groups, roles,
+    // bindings, tags and the VM itself are read anew.
+    let caller = Caller::new(
+        Identity {
             user: claims.user.clone(),
             groups: claims.groups.clone(),
         },
-        source: connect
+        connect
             .map(|c| c.0.0.ip().to_string())
             .unwrap_or_else(|| "unknown".into()),
-    };
+        &state.rules,
+    );
     let Some(action) = Action::parse(&claims.action).filter(|a| a.is_fatal()) else {
         return link_refused(&LinkError::Malformed);
     };

@@ -207,13 +207,25 @@ pub(super) fn rapi_error(e: &RapiError) -> ApiError {
 
 /// The authenticated caller and where the request came from.
 pub struct Caller {
+    /// Who Kubernetes says the caller is (what tickets and links carry).
     pub identity: Identity,
+    /// The authenticated groups plus the caller's profile groups: what decides.
+    pub groups: Vec<String>,
     pub source: String,
 }
 
 impl Caller {
+    pub fn new(identity: Identity, source: String, rules: &crate::access::rules::Rules) -> Self {
+        let groups = rules.effective_groups(&identity.user, &identity.groups);
+        Self {
+            identity,
+            groups,
+            source,
+        }
+    }
+
     pub(super) fn principal(&self) -> Principal<'_> {
-        Principal::new(&self.identity.user, &self.identity.groups)
+        Principal::new(&self.identity.user, &self.groups)
     }
 }
 
@@ -237,7 +249,7 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             ));
         };
         match state.auth.authenticate(token).await? {
-            Some(identity) => Ok(Caller { identity, source }),
+            Some(identity) => Ok(Caller::new(identity, source, &state.rules)),
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "the Kubernetes API server does not accept this token for this service",
@@ -365,7 +377,7 @@ impl ApiState {
         tracing::info!(
             target: "audit",
             user = %caller.identity.user,
-            groups = ?caller.identity.groups,
+            groups = ?caller.groups,
             source = %caller.source,
             action = attempt.action,
             cluster = attempt.cluster,
@@ -429,7 +441,7 @@ impl ApiState {
             "{user} (groups: {groups}) from {source} tried to {action} {vm} on cluster {cluster}, \
              a VM they do not own, and was refused:\n\n{why}\n\n(Further attempts by {user} on this VM \
              within the hour are not mailed; the audit log has them all.)\n",
-            groups = caller.identity.groups.join(", "),
+            groups = caller.groups.join(", "),
             source = caller.source,
             cluster = attempt.cluster,
         );
