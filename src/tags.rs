@@ -318,6 +318,25 @@ fn format_gwm(prefix: &str, perm: &str, subject: &Subject) -> Result<String, Tag
     checked(format!("{prefix}:{perm}:{}:{encoded}", kind_letter(subject.kind)))
 }
 
+/// Whether a user may set or remove `tag` on their VM themselves (right `vms.tags`):
+/// a valid Ganeti tag outside every namespace the service or ganetimgr reads (the
+/// cluster's tag prefix, the GWM default prefix, `ganetimgr`), compared
+/// case-insensitively, so no user can write a grant, an owner, a lock or a marker.
+pub fn check_user_tag(tag: &str, prefix: &str) -> Result<(), String> {
+    validate(tag).map_err(|e| format!("{tag:?} is not a valid Ganeti tag: {e}"))?;
+    let lower = tag.to_ascii_lowercase();
+    for reserved in [prefix, DEFAULT_PREFIX, GANETIMGR_PREFIX] {
+        let reserved = reserved.to_ascii_lowercase();
+        if lower == reserved || lower.starts_with(&format!("{reserved}:")) {
+            return Err(format!(
+                "{tag:?} is in the {reserved}: namespace, which holds permissions, owners and locks: \
+                 choose a tag without that prefix"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `<prefix>:<perm>:<U|G>:<subject>`.
 pub fn format_grant(prefix: &str, perm: GwmPerm, subject: &Subject) -> Result<String, TagError> {
     format_gwm(prefix, perm.as_str(), subject)
@@ -354,6 +373,24 @@ impl ParsedTag {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn users_keep_out_of_the_reserved_namespaces() {
+        assert!(check_user_tag("web", "acme").is_ok());
+        assert!(check_user_tag("team:web", "acme").is_ok());
+        for reserved in [
+            "acme:owner:U:bob",
+            "ACME:admin:U:bob",
+            "GANETI_WEB_MANAGER:admin:U:bob",
+            "ganetimgr:adminlock",
+            "Ganetimgr:isolate",
+            "acme",
+        ] {
+            let e = check_user_tag(reserved, "acme").unwrap_err();
+            assert!(e.contains("namespace"), "{reserved}: {e}");
+        }
+        assert!(check_user_tag("has space", "acme").is_err());
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -20,10 +20,12 @@ pub enum Action {
     Rename,
     Reinstall,
     Destroy,
+    Resize,
+    Tags,
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 11] = [
         Self::Startup,
         Self::Shutdown,
         Self::Reboot,
@@ -33,6 +35,8 @@ impl Action {
         Self::Rename,
         Self::Reinstall,
         Self::Destroy,
+        Self::Resize,
+        Self::Tags,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -50,6 +54,8 @@ impl Action {
             Self::Rename => "rename",
             Self::Reinstall => "reinstall",
             Self::Destroy => "destroy",
+            Self::Resize => "resize",
+            Self::Tags => "tags",
         }
     }
 
@@ -64,6 +70,8 @@ impl Action {
             Self::Rename => VmRight::Rename,
             Self::Reinstall => VmRight::Reinstall,
             Self::Destroy => VmRight::Destroy,
+            Self::Resize => VmRight::Modify,
+            Self::Tags => VmRight::Tags,
         }
     }
 
@@ -83,6 +91,8 @@ impl Action {
             Self::Export => &["targetNode", "mode", "shutdown", "removeInstance"],
             Self::Rename => &["newName"],
             Self::Reinstall => &["os"],
+            Self::Resize => &["vcpus", "memory", "growDisk"],
+            Self::Tags => &["add", "remove"],
         }
     }
 }
@@ -131,7 +141,57 @@ pub struct ActionParams {
     /// export: must not be true here (removing the VM is destroy, confirmed by mail).
     #[serde(default)]
     pub remove_instance: Option<bool>,
+    /// resize: the new number of vCPUs.
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// resize: the new memory, as a Kubernetes quantity (`2Gi`).
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// resize: grow one disk (a request of its own: Ganeti runs it as another job).
+    #[serde(default)]
+    pub grow_disk: Option<GrowDisk>,
+    /// tags: free-form tags to add...
+    #[serde(default)]
+    pub add: Option<Vec<String>>,
+    /// ...or to remove (one or the other per request: each is one Ganeti job).
+    #[serde(default)]
+    pub remove: Option<Vec<String>>,
 }
+
+/// resize: which disk grows, by how much (a Kubernetes quantity).
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrowDisk {
+    pub index: u8,
+    pub by: String,
+}
+
+/// What a resize changes: backend parameters, or one disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResizePlan {
+    Parameters {
+        vcpus: Option<u32>,
+        memory_mib: Option<u64>,
+    },
+    GrowDisk {
+        index: u8,
+        by_mib: u64,
+    },
+}
+
+/// Tags to add or remove (checked against the cluster's reserved prefixes later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagsPlan {
+    Add(Vec<String>),
+    Remove(Vec<String>),
+}
+
+/// At most this many tags per request.
+pub const MAX_TAGS_PER_REQUEST: usize = 32;
+/// vCPUs a resize may ask for (Ganeti's own upper bound is the hypervisor's).
+pub const MAX_VCPUS: u32 = 256;
+/// The smallest memory Ganeti's default instance policy allows.
+pub const MIN_MEMORY_MIB: u64 = 128;
 
 /// What to run, with its parameters checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +205,8 @@ pub enum Plan {
     Rename(String),
     Reinstall(Option<String>),
     Destroy,
+    Resize(ResizePlan),
+    Tags(TagsPlan),
 }
 
 /// Checks an action's parameters (400 material). Pure.
@@ -226,7 +288,63 @@ pub fn plan(action: Action, body: &[u8]) -> Result<Plan, String> {
             Plan::Reinstall(params.os)
         }
         Action::Destroy => Plan::Destroy,
+        Action::Resize => plan_resize(params)?,
+        Action::Tags => Plan::Tags(match (params.add, params.remove) {
+            (Some(_), Some(_)) => return Err("give add or remove, not both (each is one Ganeti job)".into()),
+            (None, None) => return Err("tags needs add or remove: a list of tags".into()),
+            (Some(t), None) | (None, Some(t)) if t.is_empty() || t.len() > MAX_TAGS_PER_REQUEST => {
+                return Err(format!("give 1 to {MAX_TAGS_PER_REQUEST} tags"));
+            }
+            (Some(t), None) => TagsPlan::Add(t),
+            (None, Some(t)) => TagsPlan::Remove(t),
+        }),
     })
+}
+
+fn plan_resize(params: ActionParams) -> Result<Plan, String> {
+    const MIB: u64 = 1 << 20;
+    let mib = |field: &str, q: &str| {
+        let bytes = crate::api::quantity::parse_bytes(q).map_err(|e| format!("{field} {q:?}: {e}"))?;
+        if bytes.0 % MIB != 0 {
+            return Err(format!("{field} {q:?} is not a whole number of MiB"));
+        }
+        Ok(bytes.0 / MIB)
+    };
+    let parameters = params.vcpus.is_some() || params.memory.is_some();
+    match (parameters, params.grow_disk) {
+        (true, Some(_)) => {
+            Err("give vcpus and memory, or growDisk, not both: Ganeti runs them as separate jobs".into())
+        }
+        (false, None) => Err("resize needs vcpus, memory or growDisk".into()),
+        (false, Some(grow)) => {
+            if grow.index >= 16 {
+                return Err(format!("disk index {} is out of range (0 to 15)", grow.index));
+            }
+            let by_mib = mib("growDisk.by", &grow.by)?;
+            if by_mib == 0 {
+                return Err("growDisk.by must be more than 0".into());
+            }
+            Ok(Plan::Resize(ResizePlan::GrowDisk {
+                index: grow.index,
+                by_mib,
+            }))
+        }
+        (true, None) => {
+            if let Some(v) = params.vcpus.filter(|v| *v == 0 || *v > MAX_VCPUS) {
+                return Err(format!("vcpus {v} is not between 1 and {MAX_VCPUS}"));
+            }
+            let memory_mib = params.memory.as_deref().map(|m| mib("memory", m)).transpose()?;
+            if let Some(m) = memory_mib.filter(|m| *m < MIN_MEMORY_MIB) {
+                return Err(format!(
+                    "memory {m} MiB is below the minimum of {MIN_MEMORY_MIB} MiB"
+                ));
+            }
+            Ok(Plan::Resize(ResizePlan::Parameters {
+                vcpus: params.vcpus,
+                memory_mib,
+            }))
+        }
+    }
 }
 
 /// replace-disks: Ganeti's own argument checks (LUInstanceReplaceDisks), so a mistake is
@@ -335,6 +453,45 @@ mod tests {
             Some(VmRight::ReplaceDisks)
         );
         assert!(!Action::Export.is_fatal() && !Action::Migrate.is_fatal());
+    }
+
+    #[test]
+    fn resize_and_tags_are_checked() {
+        assert_eq!(Action::Resize.right(), VmRight::Modify);
+        assert_eq!(Action::Tags.right(), VmRight::Tags);
+        assert_eq!(
+            plan(Action::Resize, br#"{"vcpus":2,"memory":"1Gi"}"#),
+            Ok(Plan::Resize(ResizePlan::Parameters {
+                vcpus: Some(2),
+                memory_mib: Some(1024)
+            }))
+        );
+        assert_eq!(
+            plan(Action::Resize, br#"{"growDisk":{"index":0,"by":"512Mi"}}"#),
+            Ok(Plan::Resize(ResizePlan::GrowDisk {
+                index: 0,
+                by_mib: 512
+            }))
+        );
+        for (body, says) in [
+            (&br#"{}"#[..], "needs vcpus"),
+            (br#"{"vcpus":0}"#, "between 1"),
+            (br#"{"memory":"64Mi"}"#, "minimum"),
+            (br#"{"memory":"1.5Ki"}"#, "MiB"),
+            (br#"{"vcpus":2,"growDisk":{"index":0,"by":"1Gi"}}"#, "not both"),
+            (br#"{"growDisk":{"index":16,"by":"1Gi"}}"#, "out of range"),
+            (br#"{"growDisk":{"index":0,"by":"0"}}"#, "more than 0"),
+        ] {
+            let e = plan(Action::Resize, body).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+        assert_eq!(
+            plan(Action::Tags, br#"{"add":["web"]}"#),
+            Ok(Plan::Tags(TagsPlan::Add(vec!["web".into()])))
+        );
+        assert!(plan(Action::Tags, br#"{"add":["a"],"remove":["b"]}"#).is_err());
+        assert!(plan(Action::Tags, br#"{"add":[]}"#).is_err());
+        assert!(plan(Action::Tags, br#"{}"#).is_err());
     }
 
     #[test]

@@ -168,3 +168,35 @@ pub fn check_application(
         .unwrap_or_default();
     Ok(check(&limits, &used, &request))
 }
+
+/// A VM's new size, for [`check_resize`].
+#[derive(Debug, Clone, Copy)]
+pub struct Resize<'a> {
+    /// Whose quota the VM counts against.
+    pub owner: &'a Subject,
+    /// The VM, by its Ganeti UUID.
+    pub instance_uuid: &'a str,
+    pub new_size: Request,
+}
+
+/// Checks a resize against the owner's quota on `cluster`: the owner's usage without
+/// that VM, plus the VM at its new size. Pure.
+pub fn check_resize(
+    quotas: &[ClusterQuota],
+    cluster: &str,
+    instances: &[Instance],
+    applications: &[InstanceApplication],
+    resize: &Resize<'_>,
+    owner_of: impl Fn(&Instance) -> Option<Subject>,
+) -> Result<Verdict, QuotaError> {
+    let limits = effective_limits(quotas, cluster, resize.owner)?;
+    let others: Vec<Instance> = instances
+        .iter()
+        .filter(|i| i.uuid != resize.instance_uuid)
+        .cloned()
+        .collect();
+    let used = tally(cluster, &others, applications, owner_of)
+        .remove(resize.owner)
+        .unwrap_or_default();
+    Ok(check(&limits, &used, &resize.new_size))
+}

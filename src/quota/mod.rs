@@ -40,7 +40,7 @@ mod check;
 mod limits;
 mod usage;
 
-pub use check::{Exceeded, Request, Verdict, check, check_application};
+pub use check::{Exceeded, Request, Resize, Verdict, check, check_application, check_resize};
 pub use limits::{EffectiveLimits, Limit, LimitKind, Source, effective_limits};
 pub use usage::{MAX_STATUS_SUBJECTS, StatusUsage, Usage, status_usage, usage, usage_by_subject};
 

@@ -773,6 +773,49 @@ impl RapiClient {
         .await
     }
 
+    /// `PUT /2/instances/<n>/modify` with new backend parameters.
+    pub async fn resize_instance<'a>(
+        &self,
+        target: impl Into<Target<'a>>,
+        req: &InstanceResize,
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        let target = target.into();
+        let body = serde_json::to_value(req).map_err(|e| RapiError::Config {
+            detail: e.to_string(),
+        })?;
+        self.write(
+            "instance_modify",
+            Method::PUT,
+            &["2", "instances", target.name, "modify"],
+            &[],
+            Some(&target.pin(body)),
+            reason,
+        )
+        .await
+    }
+
+    /// `POST /2/instances/<n>/disk/<i>/grow`: grows disk `disk` by `amount_mib`.
+    pub async fn grow_instance_disk<'a>(
+        &self,
+        target: impl Into<Target<'a>>,
+        disk: u8,
+        amount_mib: u64,
+        reason: &str,
+    ) -> Result<JobId, RapiError> {
+        let target = target.into();
+        let index = disk.to_string();
+        self.write(
+            "instance_disk_grow",
+            Method::POST,
+            &["2", "instances", target.name, "disk", &index, "grow"],
+            &[],
+            Some(&target.pin(serde_json::json!({ "amount": amount_mib }))),
+            reason,
+        )
+        .await
+    }
+
     /// `POST /2/instances/<n>/replace-disks` with a body.
     pub async fn replace_instance_disks<'a>(
         &self,

@@ -1043,6 +1043,25 @@ pub struct InstanceMigrate {
     pub target_node: Option<String>,
 }
 
+/// Body of `PUT /2/instances/<n>/modify` for a resize (opcode `OpInstanceSetParams`):
+/// backend parameters only.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct InstanceResize {
+    pub beparams: ResizeBeparams,
+}
+
+/// The backend parameters a resize sets. Memory is set as both `maxmem` and `minmem`,
+/// as the operator creates VMs (no ballooning range).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ResizeBeparams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maxmem: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minmem: Option<u64>,
+}
+
 /// Ganeti's `replace-disks` modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -3,10 +3,13 @@
 //! Fatal actions mail a confirmation link instead (see [`super::links`]).
 
 use super::{ApiError, ApiState, Attempt, Caller, Outcome, PREFIX, rapi_error};
-use crate::access::action::{self, Action, Plan};
+use crate::access::action::{self, Action, Plan, ResizePlan, TagsPlan};
 use crate::access::{Pinned, VmRef};
-use crate::api::UserProfile;
-use crate::rapi::{InstanceReinstall, JobId, RapiClient, RapiError, Target};
+use crate::api::quantity::Bytes as Size;
+use crate::api::{ClusterQuota, InstanceApplication, UserProfile};
+use crate::inventory::Instance;
+use crate::quota::{Request, Resize};
+use crate::rapi::{InstanceReinstall, InstanceResize, JobId, RapiClient, RapiError, ResizeBeparams, Target};
 use crate::server::confirm::{self, Claims};
 use crate::signed::now_secs;
 use axum::Json;
@@ -48,7 +51,119 @@ pub(super) async fn submit(
             client.reinstall_instance(target, &req, &why).await
         }
         Plan::Destroy => client.remove_instance(target, &why).await,
+        Plan::Resize(ResizePlan::Parameters { vcpus, memory_mib }) => {
+            let req = InstanceResize {
+                beparams: ResizeBeparams {
+                    vcpus: *vcpus,
+                    maxmem: *memory_mib,
+                    minmem: *memory_mib,
+                },
+            };
+            client.resize_instance(target, &req, &why).await
+        }
+        Plan::Resize(ResizePlan::GrowDisk { index, by_mib }) => {
+            client.grow_instance_disk(target, *index, *by_mib, &why).await
+        }
+        // RAPI's tag calls take a name only: the exact read of the decision, just
+        // before, is what pins them.
+        Plan::Tags(TagsPlan::Add(tags)) => {
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            client.add_instance_tags(&pinned.name, &tags, &why).await
+        }
+        Plan::Tags(TagsPlan::Remove(tags)) => {
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            client.remove_instance_tags(&pinned.name, &tags, &why).await
+        }
     }
+}
+
+/// Checks that need the VM and the cluster: a resize fits the owner's quota, tags stay
+/// out of the reserved namespaces. `Ok` carries what the answer adds (a resize says
+/// whether the VM must reboot for it to take effect).
+async fn check_with_vm(
+    state: &ApiState,
+    pinned: &Pinned,
+    plan: &Plan,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let mut extra = serde_json::Map::new();
+    match plan {
+        Plan::Tags(TagsPlan::Add(tags) | TagsPlan::Remove(tags)) => {
+            let inventory = state.known_cluster(&pinned.cluster)?;
+            for tag in tags {
+                crate::tags::check_user_tag(tag, &inventory.tag_prefix)
+                    .map_err(|why| ApiError::new(StatusCode::FORBIDDEN, why))?;
+            }
+        }
+        Plan::Resize(resize) => {
+            let current = &pinned.instance;
+            const MIB: u64 = 1 << 20;
+            let new_size = match resize {
+                ResizePlan::Parameters { vcpus, memory_mib } => {
+                    let changes = vcpus.is_some_and(|v| v != current.vcpus)
+                        || memory_mib.is_some_and(|m| m != current.memory_mib);
+                    // Ganeti applies new backend parameters at the next start.
+                    extra.insert("needsReboot".into(), json!(changes && current.running));
+                    Request {
+                        vcpus: u64::from(vcpus.unwrap_or(current.vcpus)),
+                        memory: Size(memory_mib.unwrap_or(current.memory_mib) * MIB),
+                        disk: Size(current.disk_mib * MIB),
+                    }
+                }
+                ResizePlan::GrowDisk { by_mib, .. } => {
+                    extra.insert("needsReboot".into(), json!(false));
+                    Request {
+                        vcpus: u64::from(current.vcpus),
+                        memory: Size(current.memory_mib * MIB),
+                        disk: Size((current.disk_mib + by_mib) * MIB),
+                    }
+                }
+            };
+            let Some(owner) = &pinned.owner else {
+                // No owner, no quota to count against: only admins and explicit grants
+                // reach an unowned VM.
+                extra.insert("quota".into(), json!("the VM has no owner: no quota applies"));
+                return Ok(extra);
+            };
+            let inventory = state.known_cluster(&pinned.cluster)?;
+            let client = state.ctx.client.clone();
+            let lp = ListParams::default();
+            let (quota_api, application_api) = (
+                Api::<ClusterQuota>::all(client.clone()),
+                Api::<InstanceApplication>::all(client),
+            );
+            let (quotas, applications) = tokio::try_join!(quota_api.list(&lp), application_api.list(&lp))?;
+            // The VM as read just now, in place of the last sync's copy.
+            let mut instances: Vec<Instance> = inventory
+                .instances
+                .iter()
+                .filter(|i| i.uuid != current.uuid)
+                .cloned()
+                .collect();
+            instances.push(current.clone());
+            let verdict = crate::quota::check_resize(
+                &quotas.items,
+                &pinned.cluster,
+                &instances,
+                &applications.items,
+                &Resize {
+                    owner,
+                    instance_uuid: &current.uuid,
+                    new_size,
+                },
+                |i| inventory.owner_of(i),
+            )
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("the quota cannot be checked: {e}")))?;
+            if !verdict.fits {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("over quota: {}", verdict.message),
+                ));
+            }
+            extra.insert("quota".into(), json!(verdict.message));
+        }
+        _ => {}
+    }
+    Ok(extra)
 }
 
 /// A rename must not take a name that shadows another VM's (see
@@ -104,14 +219,24 @@ pub(super) async fn act(
     if action.is_fatal() {
         return request_confirmation(&state, &caller, &attempt, &pinned, action, plan).await;
     }
+    let extra = match check_with_vm(&state, &pinned, &plan).await {
+        Ok(extra) => extra,
+        Err(e) => {
+            state.audit(&caller, &attempt, &Outcome::Refused(e.1.clone()));
+            return Err(e);
+        }
+    };
     match submit(&client, &pinned, &caller.identity.user, action, &plan).await {
         Ok(job) => {
             state.audit(&caller, &attempt, &Outcome::Done { job: job.0 });
-            Ok(Json(json!({
+            let mut answer = json!({
                 "job": job.0, "cluster": cluster, "instance": name, "uuid": pinned.uuid,
                 "action": action.as_str(),
-            }))
-            .into_response())
+            });
+            if let Some(object) = answer.as_object_mut() {
+                object.extend(extra);
+            }
+            Ok(Json(answer).into_response())
         }
         Err(e) => {
             state.audit(&caller, &attempt, &Outcome::Refused(format!("Ganeti: {e}")));
