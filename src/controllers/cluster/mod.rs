@@ -16,8 +16,10 @@
 
 pub mod plan;
 
+use super::written::LastWritten;
 use super::{Context, Error, FIELD_MANAGER, observe};
 use crate::api::GanetiCluster;
+use crate::api::cluster::GanetiClusterStatus;
 use crate::clusters::{self, CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE, ConnectError};
 use crate::inventory::ClusterInventory;
 use crate::rapi::{self, RapiClient, RapiError, RapiObserver};
@@ -30,8 +32,6 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use plan::{FailureReason, SyncOutcome};
-use super::written::LastWritten;
-use crate::api::cluster::GanetiClusterStatus;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
