@@ -162,6 +162,9 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// How long stopping controllers may take to finish their reconciles.
+const CONTROLLERS_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -375,8 +378,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             shutdown.cancel();
             stop.cancel();
-            for task in tasks {
-                task.await?;
+            // In-flight reconciles finish, within a bound: the lease is released (and a
+            // follower takes over) well inside Kubernetes' default 30 s grace period.
+            let names = ["cluster", "application", "tags", "notification", "profile", "system-rights"];
+            let stopping = async {
+                for (name, task) in names.into_iter().zip(tasks) {
+                    task.await?;
+                    tracing::debug!(controller = name, "controller stopped");
+                }
+                Ok::<(), tokio::task::JoinError>(())
+            };
+            match tokio::time::timeout(CONTROLLERS_STOP_GRACE, stopping).await {
+                Ok(stopped) => stopped?,
+                Err(_) => tracing::warn!(
+                    grace = ?CONTROLLERS_STOP_GRACE,
+                    "controllers still busy after the grace period: leaving them unfinished"
+                ),
             }
             leadership.release().await;
             if lost {

@@ -141,6 +141,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let apps: Api<InstanceApplication> = Api::all(ctx.client.clone());
     let controller = Controller::new(apps, watcher::Config::default());
     let store = controller.store();
+    let shutdown = super::once_listed(store.clone(), shutdown);
     let state = Arc::new(State {
         recorder: Recorder::new(ctx.client.clone(), Reporter::from(FIELD_MANAGER.to_string())),
         ctx: ctx.clone(),
@@ -728,13 +729,18 @@ async fn mail_applicant(
         write_status(app, state, status).await?;
         return Ok(None);
     };
-    let profile = Api::<UserProfile>::all(state.ctx.client.clone())
+    // A user may have several profiles (holders of system.users keep anyone's): the
+    // first that yields an address wins, as for confirmation links.
+    let profiles = Api::<UserProfile>::all(state.ctx.client.clone())
         .list(&ListParams::default())
         .await?
-        .items
-        .into_iter()
-        .find(|p| p.spec.username == applicant);
-    let Some(to) = address_for(&applicant, profile.as_ref(), config.mail_unverified) else {
+        .items;
+    let address = profiles
+        .iter()
+        .filter(|p| p.spec.username == applicant)
+        .find_map(|p| address_for(&applicant, Some(p), config.mail_unverified))
+        .or_else(|| address_for(&applicant, None, config.mail_unverified));
+    let Some(to) = address else {
         let message = format!("no verified address for {applicant}: add an email to their UserProfile");
         let status = plan::notified(app, kind, false, message, now);
         write_status(app, state, status).await?;

@@ -136,6 +136,7 @@ async fn run_as(
     let credentials =
         watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}={CREDENTIALS_LABEL_VALUE}"));
     let store = controller.store();
+    let shutdown = super::once_listed(store.clone(), shutdown);
     // A deleted GanetiCluster gets no reconcile (the operator keeps nothing in Ganeti for
     // it, so it needs no finalizer): prune its inventory, RAPI client and metrics by
     // comparing with a cheap metadata-only list.

@@ -90,8 +90,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         stop: stop.clone(),
     });
     let api: Api<Notification> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default())
-        .graceful_shutdown_on(stop.cancelled_owned())
+    let controller = Controller::new(api, watcher::Config::default());
+    let shutdown = super::once_listed(controller.store(), stop.clone().cancelled_owned());
+    controller
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
