@@ -81,6 +81,8 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
             let patch = serde_json::json!({
                 "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                 "metadata": {"name": binding},
+                // Unchanged (a binding's role is fixed); required when the apply creates it.
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": binding},
                 "subjects": subjects,
             });
             if let Err(e) = bindings_api
