@@ -52,12 +52,13 @@ async fn setup() {
         &json!({
             "apiVersion": "ganeti.dev/v1alpha1", "kind": "Role", "metadata": {"name": "console-operations"},
             "spec": {"scope": {"kind": "Own"},
-                     "vms": {"migrate": "allowed", "export": "allowed", "replaceDisks": "allowed"}},
+                     "vms": {"migrate": "allowed", "export": "allowed", "replaceDisks": "allowed"},
+                     "clusters": {"migrate": "allowed", "export": "allowed", "replaceDisks": "allowed"}},
         }),
     )
     .await;
     // alice and bob are plain users; alice may also migrate, export and replace the
-    // disks of her own VMs.
+    // disks of her own VMs (the VM rights and the cluster rights of the same names).
     let bindings: Api<ganeti_operator::api::RoleBinding> = Api::all(root.clone());
     for (name, role, users) in [
         ("console-users", "user", &["alice", "bob"][..]),
@@ -74,7 +75,6 @@ async fn setup() {
         )
         .await;
     }
-    // Other tests keep profiles of alice too; the endpoint mails the first verified one.
     // Other tests keep profiles of alice too; the endpoint mails the first verified one.
     maildir::apply_verified_profile(&root, "console-alice", "alice", ALICE_MAIL).await;
 }
