@@ -380,7 +380,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             stop.cancel();
             // In-flight reconciles finish, within a bound: the lease is released (and a
             // follower takes over) well inside Kubernetes' default 30 s grace period.
-            let names = ["cluster", "application", "tags", "notification", "profile", "system-rights"];
+            let names = [
+                "cluster",
+                "application",
+                "tags",
+                "notification",
+                "profile",
+                "system-rights",
+            ];
             let stopping = async {
                 for (name, task) in names.into_iter().zip(tasks) {
                     task.await?;

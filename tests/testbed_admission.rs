@@ -237,7 +237,8 @@ async fn users_keep_only_their_own_profile_and_admins_set_groups() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("only holders of the system right users set group memberships"),
+        err.to_string()
+            .contains("only holders of the system right users set group memberships"),
         "{err}"
     );
 

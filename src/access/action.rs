@@ -22,10 +22,14 @@ pub enum Action {
     Destroy,
     Resize,
     Tags,
+    Lock,
+    Unlock,
+    Isolate,
+    Unisolate,
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 15] = [
         Self::Startup,
         Self::Shutdown,
         Self::Reboot,
@@ -37,6 +41,10 @@ impl Action {
         Self::Destroy,
         Self::Resize,
         Self::Tags,
+        Self::Lock,
+        Self::Unlock,
+        Self::Isolate,
+        Self::Unisolate,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -56,6 +64,10 @@ impl Action {
             Self::Destroy => "destroy",
             Self::Resize => "resize",
             Self::Tags => "tags",
+            Self::Lock => "lock",
+            Self::Unlock => "unlock",
+            Self::Isolate => "isolate",
+            Self::Unisolate => "unisolate",
         }
     }
 
@@ -72,6 +84,8 @@ impl Action {
             Self::Destroy => VmRight::Destroy,
             Self::Resize => VmRight::Modify,
             Self::Tags => VmRight::Tags,
+            Self::Lock | Self::Unlock => VmRight::Lock,
+            Self::Isolate | Self::Unisolate => VmRight::Isolate,
         }
     }
 
@@ -83,7 +97,9 @@ impl Action {
     /// The body fields the action takes (camelCase, as in [`ActionParams`]).
     pub fn fields(self) -> &'static [&'static str] {
         match self {
-            Self::Startup | Self::Destroy => &[],
+            Self::Startup | Self::Destroy | Self::Lock | Self::Unlock | Self::Isolate | Self::Unisolate => {
+                &[]
+            }
             Self::Shutdown => &["timeoutSeconds"],
             Self::Reboot => &["type"],
             Self::Migrate => &["mode", "cleanup", "targetNode"],
@@ -207,7 +223,18 @@ pub enum Plan {
     Destroy,
     Resize(ResizePlan),
     Tags(TagsPlan),
+    /// Set (`on`) or clear one of ganetimgr's flag tags (`ganetimgr:adminlock`,
+    /// `ganetimgr:isolate`), which the reserved-prefix rule keeps from `tags`.
+    Flag {
+        tag: &'static str,
+        on: bool,
+    },
 }
+
+/// ganetimgr's admin lock: owners' actions are refused while it is set.
+pub const ADMINLOCK_TAG: &str = "ganetimgr:adminlock";
+/// ganetimgr's isolation: the nodes' network hooks cut the VM off while it is set.
+pub const ISOLATE_TAG: &str = "ganetimgr:isolate";
 
 /// Checks an action's parameters (400 material). Pure.
 pub fn plan(action: Action, body: &[u8]) -> Result<Plan, String> {
@@ -289,6 +316,22 @@ pub fn plan(action: Action, body: &[u8]) -> Result<Plan, String> {
         }
         Action::Destroy => Plan::Destroy,
         Action::Resize => plan_resize(params)?,
+        Action::Lock => Plan::Flag {
+            tag: ADMINLOCK_TAG,
+            on: true,
+        },
+        Action::Unlock => Plan::Flag {
+            tag: ADMINLOCK_TAG,
+            on: false,
+        },
+        Action::Isolate => Plan::Flag {
+            tag: ISOLATE_TAG,
+            on: true,
+        },
+        Action::Unisolate => Plan::Flag {
+            tag: ISOLATE_TAG,
+            on: false,
+        },
         Action::Tags => Plan::Tags(match (params.add, params.remove) {
             (Some(_), Some(_)) => return Err("give add or remove, not both (each is one Ganeti job)".into()),
             (None, None) => return Err("tags needs add or remove: a list of tags".into()),
@@ -423,16 +466,27 @@ pub fn is_hostname(s: &str) -> bool {
 
 /// The `reason` Ganeti records with the job.
 pub fn reason(user: &str, action: Action) -> String {
-    format!("ganeti-operator console endpoint: {} by {user}", action.as_str())
+    reason_for(user, action.as_str())
 }
+
+/// The `reason` of a job for `action`, named as in the URL (VM actions, and
+/// [`CLUSTER_ACTIONS`]).
+pub fn reason_for(user: &str, action: &str) -> String {
+    format!("ganeti-operator console endpoint: {action} by {user}")
+}
+
+/// Actions on a cluster itself, whose jobs name the user too.
+pub const CLUSTER_ACTIONS: &[&str] = &["cluster-tags"];
 
 /// Whether `user` submitted the job through this API (through any replica): the
 /// `reason=` we submit with names the user, and Ganeti keeps it in the job. Exact
 /// matches only: an action name has no space, so `<action> by <user>` cannot be
 /// forged by another user's name.
 pub fn submitted_by(job: &Job, user: &str) -> bool {
-    job.user_reasons()
-        .any(|r| Action::ALL.iter().any(|a| r == reason(user, *a)))
+    job.user_reasons().any(|r| {
+        Action::ALL.iter().any(|a| r == reason(user, *a))
+            || CLUSTER_ACTIONS.iter().any(|a| r == reason_for(user, a))
+    })
 }
 
 #[cfg(test)]
@@ -492,6 +546,19 @@ mod tests {
         assert!(plan(Action::Tags, br#"{"add":["a"],"remove":["b"]}"#).is_err());
         assert!(plan(Action::Tags, br#"{"add":[]}"#).is_err());
         assert!(plan(Action::Tags, br#"{}"#).is_err());
+        assert_eq!(Action::Unlock.right(), VmRight::Lock);
+        assert_eq!(
+            plan(Action::Isolate, b""),
+            Ok(Plan::Flag {
+                tag: "ganetimgr:isolate",
+                on: true
+            })
+        );
+        assert!(
+            plan(Action::Lock, br#"{"x":1}"#)
+                .unwrap_err()
+                .contains("takes no x")
+        );
     }
 
     #[test]

@@ -88,7 +88,7 @@ rights! {
     struct VmRights;
     /// A right on a virtual machine.
     enum VmRight;
-    /// See the VM and its status.
+    /// See the VM and its status (API listing, timeline); without it the VM does not exist for the user.
     view = "view" => View,
     /// Start the VM.
     start = "start" => Start,
@@ -102,21 +102,21 @@ rights! {
     rename = "rename" => Rename,
     /// Reinstall the VM's OS (confirmed by email).
     reinstall = "reinstall" => Reinstall,
-    /// Change the VM's resources and parameters.
+    /// Resize the VM: vCPUs and memory, or grow a disk, within the owner's quota.
     modify = "modify" => Modify,
     /// Destroy the VM (confirmed by email).
     destroy = "destroy" => Destroy,
-    /// Edit the VM's Ganeti tags.
+    /// Add and remove the VM's free-form Ganeti tags (never permission, owner, marker or ganetimgr tags).
     tags = "tags" => Tags,
-    /// Migrate or fail over the VM.
+    /// Migrate the VM (also needs the cluster right migrate).
     migrate = "migrate" => Migrate,
-    /// Export the VM.
+    /// Export the VM (also needs the cluster right export).
     export = "export" => Export,
-    /// Replace the VM's disks.
+    /// Replace the VM's disks (also needs the cluster right replaceDisks).
     replace_disks = "replaceDisks" => ReplaceDisks,
-    /// Lock the VM against its owners' actions (ganetimgr's admin lock).
+    /// Lock and unlock the VM against its owners' actions (ganetimgr's adminlock tag).
     lock = "lock" => Lock,
-    /// Isolate the VM from the network (ganetimgr's isolate).
+    /// Isolate the VM from the network and undo it (ganetimgr's isolate tag).
     isolate = "isolate" => Isolate,
     /// Every right on the VM.
     admin = "admin" => Admin,
@@ -127,17 +127,17 @@ rights! {
     struct ClusterRights;
     /// A right on a Ganeti cluster.
     enum ClusterRight;
-    /// See the cluster, its nodes and capacity.
+    /// See the cluster and its capacity (API GET /clusters).
     view = "view" => View,
     /// Create VMs on the cluster without an admin's approval (within quota).
     create_vm = "createVm" => CreateVm,
-    /// Edit the cluster's Ganeti tags.
+    /// Add and remove the cluster's own free-form Ganeti tags.
     tags = "tags" => Tags,
-    /// Replace disks of the cluster's VMs.
+    /// Replace disks of the cluster's VMs (with the VM right replaceDisks on each).
     replace_disks = "replaceDisks" => ReplaceDisks,
-    /// Migrate the cluster's VMs.
+    /// Migrate the cluster's VMs (with the VM right migrate on each).
     migrate = "migrate" => Migrate,
-    /// Export the cluster's VMs.
+    /// Export the cluster's VMs (with the VM right export on each).
     export = "export" => Export,
     /// Every right on the cluster and its VMs.
     admin = "admin" => Admin,
@@ -156,13 +156,13 @@ rights! {
     quotas = "quotas" => Quotas,
     /// Manage roles and role bindings.
     roles = "roles" => Roles,
-    /// Manage user profiles and group memberships.
+    /// Keep other users' profiles and set group memberships.
     users = "users" => Users,
-    /// See and follow Ganeti jobs.
+    /// See any Ganeti job (one's own are always visible).
     jobs = "jobs" => Jobs,
-    /// See and manage nodes.
+    /// See the clusters' nodes: role, capacity, instances.
     nodes = "nodes" => Nodes,
-    /// Read the audit trail.
+    /// Read the audit trail: every VM action and application event, not only one's own.
     audit = "audit" => Audit,
 }
 

@@ -67,18 +67,15 @@ const FIRST_LIST_GRACE: std::time::Duration = std::time::Duration::from_secs(10)
 /// [`FIRST_LIST_GRACE`]). kube-runtime's runner waits for that list before it ends,
 /// and stopping the watch earlier (a SIGTERM right after winning the lease) would leave
 /// it waiting forever.
-pub fn once_listed<K>(
+pub async fn once_listed<K>(
     store: kube::runtime::reflector::Store<K>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> impl std::future::Future<Output = ()> + Send + Sync + 'static
-where
+) where
     K: kube::Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    async move {
-        shutdown.await;
-        let _ = tokio::time::timeout(FIRST_LIST_GRACE, store.wait_until_ready()).await;
-    }
+    shutdown.await;
+    let _ = tokio::time::timeout(FIRST_LIST_GRACE, store.wait_until_ready()).await;
 }
 
 /// Why a reconciliation failed, with a bounded category for metrics and Events.

@@ -74,6 +74,8 @@ pub(super) async fn submit(
             let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
             client.remove_instance_tags(&pinned.name, &tags, &why).await
         }
+        Plan::Flag { tag, on: true } => client.add_instance_tags(&pinned.name, &[tag], &why).await,
+        Plan::Flag { tag, on: false } => client.remove_instance_tags(&pinned.name, &[tag], &why).await,
     }
 }
 
@@ -160,6 +162,25 @@ async fn check_with_vm(
                 ));
             }
             extra.insert("quota".into(), json!(verdict.message));
+        }
+        Plan::Flag { tag, on } => {
+            if pinned.instance.tags.iter().any(|t| t == tag) == *on {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "{} already {} {tag}",
+                        pinned.name,
+                        if *on { "has" } else { "has no" }
+                    ),
+                ));
+            }
+            if *tag == action::ISOLATE_TAG {
+                // ganetimgr's node hooks read the tag when the VM starts or migrates.
+                extra.insert(
+                    "note".into(),
+                    json!("the nodes' network hooks apply isolation when the VM next starts or migrates"),
+                );
+            }
         }
         _ => {}
     }

@@ -1,10 +1,11 @@
-//! `GET /events`: the caller's timeline (see [`super::timeline`]). Bounded: at most
+//! `GET /events`: the caller's timeline (see [`super::timeline`]), or with `system.audit`
+//! the audit trail of everyone's. Bounded: at most
 //! [`EVENTS_SCANNED`] Events of each kind are read per request, in pages, and at most
 //! [`super::timeline::MAX_LIMIT`] are answered.
 
 use super::{ApiError, ApiState, CLUSTER_EVENTS_NAMESPACE, Caller, timeline};
 use crate::api::InstanceApplication;
-use crate::api::role::VmRight;
+use crate::api::role::{SystemRight, VmRight};
 use crate::authz::Request;
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -70,11 +71,14 @@ pub(super) async fn list_events(
             )
             .allowed
     };
+    // The audit trail: every VM action and application Event, for holders of system.audit.
+    let audit = index.decide(&p, &Request::System(SystemRight::Audit)).allowed;
     let entries = timeline::timeline(
         &vm_events,
         &application_events,
         &applications,
         &p,
+        audit,
         may_view,
         limit,
     );

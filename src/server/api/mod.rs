@@ -18,6 +18,7 @@
 //! submitted through any other.
 
 mod actions;
+mod clusters;
 mod events;
 mod jobs;
 mod links;
@@ -114,6 +115,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/instances/{cluster}/{name}/console",
             post(super::console::issue_ticket),
         )
+        .route("/clusters", get(clusters::list_clusters))
+        .route("/clusters/{cluster}/nodes", get(clusters::list_nodes))
+        .route("/clusters/{cluster}/tags", post(clusters::cluster_tags))
         .route("/jobs/{cluster}/{id}", get(jobs::show_job))
         .route("/events", get(events::list_events))
         .route("/confirm", get(links::confirm_page).post(links::confirm_action))
@@ -535,6 +539,9 @@ mod tests {
             ("/instances/{cluster}/{name}/{action}", "post"),
             ("/instances/{cluster}/{name}/console", "post"),
             ("/jobs/{cluster}/{id}", "get"),
+            ("/clusters", "get"),
+            ("/clusters/{cluster}/nodes", "get"),
+            ("/clusters/{cluster}/tags", "post"),
             ("/events", "get"),
             ("/confirm", "get"),
             ("/confirm", "post"),
@@ -546,7 +553,7 @@ mod tests {
                 "{method} {path} missing from openapi.json"
             );
         }
-        assert_eq!(paths.len(), 8, "openapi.json documents a route the router lacks");
+        assert_eq!(paths.len(), 11, "openapi.json documents a route the router lacks");
         let actions: Vec<&str> = doc["paths"]["/instances/{cluster}/{name}/{action}"]["post"]["parameters"]
             .as_array()
             .unwrap()

@@ -83,7 +83,8 @@ pub fn audit_event(
             name: Some(attempt.cluster.to_string()),
             ..Default::default()
         }),
-        related: Some(ObjectReference {
+        // An action on the cluster itself (its tags) relates to no VM.
+        related: (!attempt.vm.is_empty()).then(|| ObjectReference {
             api_version: Some(api_version()),
             kind: Some(VM_KIND.into()),
             name: Some(attempt.vm.to_string()),
@@ -187,7 +188,12 @@ fn entry(e: &Event, source: &'static str) -> Entry {
 }
 
 /// A VM action Event as an entry, if it is one and the caller may see it.
-fn vm_entry(e: &Event, caller: &Principal<'_>, may_view: &impl Fn(&str, &str) -> bool) -> Option<Entry> {
+fn vm_entry(
+    e: &Event,
+    caller: &Principal<'_>,
+    audit: bool,
+    may_view: &impl Fn(&str, &str) -> bool,
+) -> Option<Entry> {
     let regarding = e.regarding.as_ref()?;
     let related = e.related.as_ref()?;
     let reason = e.reason.as_deref()?;
@@ -201,7 +207,7 @@ fn vm_entry(e: &Event, caller: &Principal<'_>, may_view: &impl Fn(&str, &str) ->
     let vm = related.name.as_deref()?;
     let annotation = |key: &str| e.metadata.annotations.as_ref().and_then(|a| a.get(key));
     let user = annotation(USER_ANNOTATION);
-    if user.map(String::as_str) != Some(caller.user) && !may_view(cluster, vm) {
+    if !audit && user.map(String::as_str) != Some(caller.user) && !may_view(cluster, vm) {
         return None;
     }
     Some(Entry {
@@ -219,6 +225,7 @@ fn application_entry(
     e: &Event,
     applications: &[InstanceApplication],
     caller: &Principal<'_>,
+    audit: bool,
 ) -> Option<Entry> {
     let regarding = e.regarding.as_ref()?;
     if regarding.kind.as_deref() != Some("InstanceApplication") {
@@ -232,7 +239,7 @@ fn application_entry(
             && (regarding.uid.is_none() || a.metadata.uid == regarding.uid)
     })?;
     let filed = app.spec.applicant.as_deref() == Some(caller.user);
-    if !filed && !caller.is(&app.spec.owner) {
+    if !audit && !filed && !caller.is(&app.spec.owner) {
         return None;
     }
     Some(Entry {
@@ -245,22 +252,24 @@ fn application_entry(
 }
 
 /// The caller's timeline, newest first, at most `limit` entries. `may_view(cluster, vm)`:
-/// whether the caller holds `vms.view` on the VM.
+/// whether the caller holds `vms.view` on the VM. `audit`: the caller holds
+/// `system.audit`, and sees every VM action and application Event (the audit trail).
 pub fn timeline(
     vm_events: &[Event],
     application_events: &[Event],
     applications: &[InstanceApplication],
     caller: &Principal<'_>,
+    audit: bool,
     may_view: impl Fn(&str, &str) -> bool,
     limit: usize,
 ) -> Vec<Entry> {
     let mut found: Vec<(Option<Timestamp>, Entry)> = vm_events
         .iter()
-        .filter_map(|e| vm_entry(e, caller, &may_view).map(|x| (last_seen(e), x)))
+        .filter_map(|e| vm_entry(e, caller, audit, &may_view).map(|x| (last_seen(e), x)))
         .chain(
             application_events
                 .iter()
-                .filter_map(|e| application_entry(e, applications, caller).map(|x| (last_seen(e), x))),
+                .filter_map(|e| application_entry(e, applications, caller, audit).map(|x| (last_seen(e), x))),
         )
         .collect();
     // Newest first; ties (same microsecond) in a stable order.
@@ -389,7 +398,7 @@ mod tests {
             application_event("apps-alice", "web", "u0", "Created", 5),
         ];
         let may_view = |cluster: &str, vm: &str| cluster == "lab" && vm == "alice-vm";
-        let got = timeline(&vm_events, &app_events, &apps, &alice, may_view, 100);
+        let got = timeline(&vm_events, &app_events, &apps, &alice, false, may_view, 100);
         let notes: Vec<&str> = got.iter().map(|e| e.note.as_str()).collect();
         assert_eq!(
             notes,
@@ -418,7 +427,7 @@ mod tests {
             })
         );
         assert_eq!(
-            timeline(&vm_events, &app_events, &apps, &alice, may_view, 2).len(),
+            timeline(&vm_events, &app_events, &apps, &alice, false, may_view, 2).len(),
             2
         );
         // bob: his own things, and his refused attempt on alice's VM.
@@ -428,6 +437,7 @@ mod tests {
             &app_events,
             &apps,
             &bob,
+            false,
             |_: &str, vm: &str| vm == "bob-vm",
             100,
         );
@@ -440,6 +450,28 @@ mod tests {
                 "bob reboot bob-vm: job 2"
             ]
         );
+        // An auditor (system.audit) sees the whole trail, VMs it may not view included.
+        let auditor = Principal::new("audrey", &[]);
+        let got = timeline(
+            &vm_events,
+            &app_events,
+            &apps,
+            &auditor,
+            true,
+            |_: &str, _: &str| false,
+            100,
+        );
+        assert_eq!(got.len(), 7, "{got:#?}");
+        let without = timeline(
+            &vm_events,
+            &app_events,
+            &apps,
+            &auditor,
+            false,
+            |_: &str, _: &str| false,
+            100,
+        );
+        assert!(without.is_empty());
     }
 
     #[test]
@@ -461,6 +493,7 @@ mod tests {
             &[e],
             &apps,
             &Principal::new("alice", &[]),
+            false,
             |_: &str, _: &str| false,
             10,
         );
