@@ -22,6 +22,8 @@ use support::testbed::env;
 const CLUSTER: &str = "rights-tb";
 const JOB_DEADLINE: Duration = Duration::from_secs(180);
 const ROLES: &[&str] = &[
+    "rights-no-moves",
+    "rights-no-views",
     "rights-vm-extra",
     "rights-cluster-mover",
     "rights-cluster-viewer",
@@ -29,6 +31,8 @@ const ROLES: &[&str] = &[
     "rights-viewer",
 ];
 const BINDINGS: &[&str] = &[
+    "rights-alice-no-moves",
+    "rights-alice-no-views",
     "rights-users",
     "rights-alice-extra",
     "rights-alice-cluster-mover",
@@ -247,6 +251,24 @@ async fn each_right_does_what_it_says_through_the_api() {
         json!({}),
     )
     .await;
+    // Roles are cluster-wide and other tests on the shared apiserver may have given
+    // alice cluster rights: a role forbidding clusters.migrate shows that the cluster
+    // right is consulted whatever else she holds (the unit tests show the VM right
+    // alone is refused).
+    role(
+        &root,
+        "rights-no-moves",
+        json!({"clusters": {"migrate": "forbidden"}}),
+    )
+    .await;
+    bind(
+        &root,
+        "rights-alice-no-moves",
+        "rights-no-moves",
+        json!([{"kind": "User", "name": "alice"}]),
+        json!({}),
+    )
+    .await;
     let (status, body) = http
         .until(
             "migrate refused for want of the cluster right",
@@ -256,6 +278,7 @@ async fn each_right_does_what_it_says_through_the_api() {
         )
         .await;
     assert_eq!(status, 403, "{body}");
+    unbind(&root, "rights-alice-no-moves").await;
     role(
         &root,
         "rights-cluster-mover",
@@ -365,17 +388,45 @@ async fn each_right_does_what_it_says_through_the_api() {
     job_succeeds(&body).await;
     assert!(!tags_of("rights-a1").contains(&"ganetimgr:adminlock".to_string()));
 
-    // 5. clusters.view and system.nodes.
+    // 5. clusters.view and system.nodes; as above, forbidden first, so what other tests
+    //    granted alice cannot hide a check.
     let listed = |b: &Value| {
         b["clusters"]
             .as_array()
             .is_some_and(|l| l.iter().any(|c| c["name"] == CLUSTER))
     };
-    let (status, body) = http.get("/clusters", &alice).await;
-    assert!(
-        status == 200 && !listed(&body),
-        "alice has no clusters.view yet: {body}"
-    );
+    role(
+        &root,
+        "rights-no-views",
+        json!({"clusters": {"view": "forbidden"}, "system": {"nodes": "forbidden"}}),
+    )
+    .await;
+    bind(
+        &root,
+        "rights-alice-no-views",
+        "rights-no-views",
+        json!([{"kind": "User", "name": "alice"}]),
+        json!({}),
+    )
+    .await;
+    http.until(
+        "the cluster hidden from alice",
+        &op,
+        || http.get("/clusters", &alice),
+        |s, b| s == 200 && !listed(b),
+    )
+    .await;
+    let nodes_path = format!("/clusters/{CLUSTER}/nodes");
+    let (_, body) = http
+        .until(
+            "nodes refused",
+            &op,
+            || http.get(&nodes_path, &alice),
+            |s, _| s == 403,
+        )
+        .await;
+    assert!(body.to_string().contains("system.nodes"), "{body}");
+    unbind(&root, "rights-alice-no-views").await;
     role(
         &root,
         "rights-cluster-viewer",
@@ -408,10 +459,6 @@ async fn each_right_does_what_it_says_through_the_api() {
         cluster["capacity"]["memoryTotalBytes"].as_u64().unwrap() > 0,
         "{cluster}"
     );
-    let nodes_path = format!("/clusters/{CLUSTER}/nodes");
-    let (status, body) = http.get(&nodes_path, &alice).await;
-    assert_eq!(status, 403, "{body}");
-    assert!(body.to_string().contains("system.nodes"), "{body}");
     role(&root, "rights-nodes", json!({"system": {"nodes": "allowed"}})).await;
     bind(
         &root,
@@ -437,14 +484,6 @@ async fn each_right_does_what_it_says_through_the_api() {
             .any(|n| n["name"] == env("GANETI_NODE").as_str() && n["role"] == "master"),
         "{body}"
     );
-    unbind(&root, "rights-alice-nodes").await;
-    http.until(
-        "the right goes with its binding",
-        &op,
-        || http.get(&nodes_path, &alice),
-        |s, _| s == 403,
-    )
-    .await;
 
     // 6. A group from bob's UserProfile counts at the API as an authenticated one.
     role(

@@ -547,6 +547,16 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     .await;
     wait_syncs(&op, 1.0).await;
     assert_eq!(ledger_entries(&root).await[&rename_uuid], set(&[erin_tag]));
+    // The admin lists the new name beside the old one first: a sync between the rename
+    // and the binding's edit must find the VM covered under either name (a binding
+    // naming only a name that no longer exists rightly implies nothing).
+    let both = json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "RoleBinding",
+        "metadata": {"name": "tags-erin-power"},
+        "spec": {"roleRef": "tags-power", "subjects": [{"kind": "User", "name": "erin"}],
+                 "instances": [{"cluster": CLUSTER, "name": VM_RENAME}, {"cluster": CLUSTER, "name": VM_RENAMED}]}});
+    apply(&bindings, "tags-erin-power", &both).await;
+    wait_syncs(&op, 1.0).await;
+    let before = writes(&op.metrics().await);
     gnt(&format!("gnt-instance shutdown --timeout=0 {VM_RENAME}"));
     gnt(&format!(
         "gnt-instance rename --force --no-ip-check --no-name-check {VM_RENAME} {VM_RENAMED}"
@@ -561,7 +571,6 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
         Some(VM_RENAMED),
     )
     .await;
-    let before = writes(&op.metrics().await);
     wait_syncs(&op, 3.0).await;
     assert_eq!(
         writes(&op.metrics().await) - before,
