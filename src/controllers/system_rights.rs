@@ -73,7 +73,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         let published = holders::publish(role_list.iter().map(|r| &**r), &binding_refs, &groups);
         let data = holders::config_map_data(&published);
         let subjects = rbac_subjects(&published);
-        if last.as_ref() == Some(&(data.clone(), subjects.clone())) {
+        if last.as_ref().is_some_and(|(d, s)| *d == data && *s == subjects) {
             continue;
         }
         let mut written = true;
