@@ -43,29 +43,15 @@ const BINDINGS: &[&str] = &[
 const QUOTA: &str = "rights-alice-quota";
 const PROFILE: &str = "rights-bob";
 
-struct Cleanup(kube::Client);
+struct Cleanup;
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        use support::testbed::kubectl;
-        for b in BINDINGS {
-            let _ = kubectl(
-                "root",
-                &["delete", "rolebindings.ganeti.dev", b, "--ignore-not-found"],
-            );
-        }
-        for r in ROLES {
-            let _ = kubectl("root", &["delete", "roles.ganeti.dev", r, "--ignore-not-found"]);
-        }
-        let _ = kubectl(
-            "root",
-            &["delete", "clusterquotas.ganeti.dev", QUOTA, "--ignore-not-found"],
-        );
-        let _ = kubectl(
-            "root",
-            &["delete", "userprofiles.ganeti.dev", PROFILE, "--ignore-not-found"],
-        );
-        let _ = &self.0;
+        use support::testbed::delete_if_present;
+        delete_if_present("rolebindings.ganeti.dev", BINDINGS);
+        delete_if_present("roles.ganeti.dev", ROLES);
+        delete_if_present("clusterquotas.ganeti.dev", &[QUOTA]);
+        delete_if_present("userprofiles.ganeti.dev", &[PROFILE]);
     }
 }
 
@@ -204,7 +190,7 @@ async fn job_succeeds(answer: &Value) {
 async fn each_right_does_what_it_says_through_the_api() {
     let (alice, bob) = (env("KUBE_TOKEN_ALICE"), env("KUBE_TOKEN_BOB"));
     let root = support::install_with_policies().await;
-    let _cleanup = Cleanup(root.clone());
+    let _cleanup = Cleanup;
     support::ganeti::apply_cluster(&root, CLUSTER, "rights-rapi", json!({})).await;
     bind(
         &root,

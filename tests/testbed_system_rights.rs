@@ -19,7 +19,7 @@ use kube::api::{Api, DeleteParams};
 use serde_json::json;
 use std::time::Duration;
 use support::operator::Operator;
-use support::testbed::kubectl;
+use support::testbed::{delete_if_present, kubectl};
 
 const NS: &str = "ganeti-system";
 const ROLES: &[&str] = &["sr-reviewer", "sr-no-deciding", "sr-quota-keeper"];
@@ -30,19 +30,9 @@ struct Cleanup;
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for b in BINDINGS {
-            let _ = kubectl(
-                "root",
-                &["delete", "rolebindings.ganeti.dev", b, "--ignore-not-found"],
-            );
-        }
-        for r in ROLES {
-            let _ = kubectl("root", &["delete", "roles.ganeti.dev", r, "--ignore-not-found"]);
-        }
-        let _ = kubectl(
-            "root",
-            &["delete", "userprofiles.ganeti.dev", PROFILE, "--ignore-not-found"],
-        );
+        delete_if_present("rolebindings.ganeti.dev", BINDINGS);
+        delete_if_present("roles.ganeti.dev", ROLES);
+        delete_if_present("userprofiles.ganeti.dev", &[PROFILE]);
     }
 }
 
@@ -162,8 +152,11 @@ async fn system_rights_come_from_the_roles_at_admission() {
         "spec": {"hostname": "sr-app.example.org", "cluster": "sr-no-such-cluster", "vcpus": 1, "memory": "1Gi",
                  "disks": [{"size": "1Gi"}], "owner": {"kind": "User", "name": "alice"},
                  "purpose": "system rights test"}});
-    let (ok, out) = as_user("alice", &[], &["apply", "--server-side"], Some(&app));
-    assert!(ok, "alice files: {out}");
+    // Her namespace's RBAC and the policies reach a fresh API server's caches in a moment.
+    until("alice filing", true, || {
+        as_user("alice", &[], &["apply", "--server-side"], Some(&app))
+    })
+    .await;
 
     for (name, system) in [
         ("sr-reviewer", json!({"applications": "allowed"})),

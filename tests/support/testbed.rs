@@ -52,6 +52,18 @@ pub fn kubectl(identity: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Deletes the named objects of `kind` as the superuser, those that exist (for test
+/// clean-up in `Drop`, so failures are ignored).
+pub fn delete_if_present(kind: &str, names: &[&str]) {
+    if names.is_empty() {
+        return;
+    }
+    let mut args = vec!["delete", kind];
+    args.extend_from_slice(names);
+    args.push("--ignore-not-found");
+    let _ = kubectl("root", &args);
+}
+
 /// Runs kubectl and panics with its output when it fails.
 pub fn kubectl_ok(identity: &str, args: &[&str]) -> String {
     let (ok, stdout, stderr) = kubectl(identity, args);
