@@ -164,13 +164,34 @@ impl ClusterInventory {
 }
 
 /// Every cluster's latest inventory, shared between tasks. Readers get an `Arc`
-/// snapshot and never block the writer for long.
-#[derive(Debug, Default, Clone)]
+/// snapshot and never block the writer for long; [`Inventory::changes`] wakes those
+/// that act on a new snapshot (the authorization snapshot, tag sync).
+#[derive(Debug, Clone)]
 pub struct Inventory {
     clusters: Arc<RwLock<HashMap<String, Arc<ClusterInventory>>>>,
+    /// Bumped after every change.
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for Inventory {
+    fn default() -> Self {
+        Self {
+            clusters: Default::default(),
+            changed: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
 }
 
 impl Inventory {
+    /// Tells of every change after it is made (a counter: only "something changed").
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     pub fn get(&self, cluster: &str) -> Option<Arc<ClusterInventory>> {
         self.clusters
             .read()
@@ -197,13 +218,17 @@ impl Inventory {
             .write()
             .expect("inventory lock")
             .insert(inventory.cluster.clone(), Arc::new(inventory));
+        self.bump();
         // Freeing 10k instances takes ~10 ms: do it after the lock is released, so
         // readers (/metrics, authorization) never wait for it.
         drop(previous);
     }
 
     pub fn remove(&self, cluster: &str) {
-        self.clusters.write().expect("inventory lock").remove(cluster);
+        let removed = self.clusters.write().expect("inventory lock").remove(cluster);
+        if removed.is_some() {
+            self.bump();
+        }
     }
 
     /// Marks a cluster's data stale after a failed read (a no-op if never read).
@@ -215,6 +240,8 @@ impl Inventory {
             let mut stale = (**entry).clone();
             stale.reachable = false;
             *entry = Arc::new(stale);
+            drop(map);
+            self.bump();
         }
     }
 
@@ -239,6 +266,8 @@ impl Inventory {
                 None => updated.instances.push(instance),
             }
             *entry = Arc::new(updated);
+            drop(map);
+            self.bump();
         }
     }
 
@@ -248,6 +277,7 @@ impl Inventory {
             .write()
             .expect("inventory lock")
             .retain(|name, _| keep(name));
+        self.bump();
     }
 }
 
@@ -258,8 +288,10 @@ mod tests {
     #[test]
     fn a_new_instance_is_seen_before_the_next_read() {
         let inv = Inventory::default();
+        let changes = inv.changes();
         inv.upsert_instance("lab", Instance::default());
         assert!(inv.get("lab").is_none(), "a cluster never read stays unknown");
+        assert!(!changes.has_changed().unwrap(), "nothing changed");
         inv.put(ClusterInventory {
             cluster: "lab".into(),
             ..Default::default()
@@ -271,6 +303,7 @@ mod tests {
         };
         inv.upsert_instance("lab", vm(128));
         inv.upsert_instance("lab", vm(256));
+        assert!(changes.has_changed().unwrap());
         assert_eq!(inv.get("lab").unwrap().instances, vec![vm(256)]);
     }
 }

@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use ganeti_operator::leader::Leadership;
+use ganeti_operator::shared::Shared;
 use ganeti_operator::{api, controllers, metrics::Metrics, server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -264,7 +265,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Before anything else: with several replicas a random per-process key would make
     // about half of all links and console tickets fail on the replica that checks them.
-    controllers::profile::require_shared_link_key(
+    ganeti_operator::keys::require_shared(
         args.leader_election,
         args.link_key_secret.as_deref(),
         args.link_key.as_deref(),
@@ -272,7 +273,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
     let inventory = ganeti_operator::inventory::Inventory::default();
     let metrics = Arc::new(Metrics::new(inventory.clone())?);
-    let link_key = controllers::profile::load_link_key(
+    let root_key = ganeti_operator::keys::load_root(
         &client,
         &args.secrets_namespace,
         args.link_key_secret.as_deref(),
@@ -280,18 +281,26 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .await
     .map_err(anyhow::Error::msg)?;
-    let link_key = Arc::new(link_key);
-    let config = controllers::Config {
-        secrets_namespace: args.secrets_namespace,
-        smtp_secret: args.smtp_secret,
-        mail_unverified: args.mail_unverified,
-        public_url: args.public_url,
-        link_key: link_key.clone(),
-        rapi_policy: ganeti_operator::clusters::Policy {
-            allow_insecure: args.allow_insecure_rapi,
-        },
+    let policy = ganeti_operator::clusters::Policy {
+        allow_insecure: args.allow_insecure_rapi,
     };
-    let ctx = controllers::Context::new(client.clone(), inventory, metrics.clone(), config);
+    // The shared pieces, once: the controllers and the HTTP server both stand on them.
+    let shared = Shared {
+        client: client.clone(),
+        inventory: inventory.clone(),
+        metrics: metrics.clone(),
+        config: ganeti_operator::config::Config {
+            secrets_namespace: args.secrets_namespace,
+            smtp_secret: args.smtp_secret,
+            mail_unverified: args.mail_unverified,
+            public_url: args.public_url,
+            rapi_policy: policy,
+        },
+        keys: Arc::new(ganeti_operator::keys::Keys::derive(&root_key)),
+        clusters: Arc::new(ganeti_operator::clusters::Registry::new(policy, metrics.clone())),
+        rules: ganeti_operator::access::rules::Rules::watch(client.clone(), inventory),
+    };
+    let ctx = controllers::Context::new(shared.clone());
 
     // One token ends everything: the controllers stop taking work, the HTTP server
     // finishes the requests in flight.
@@ -317,43 +326,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         Leadership::Disabled
     };
-    // Only the leader reconciles; every replica serves HTTP. Until it leads, a replica
-    // reads the clusters without writing anything, so its API answers too; the
-    // inventory metrics stay the leader's (see metrics.rs).
+    // Readers run on every replica, writers only on the leader: the GanetiCluster
+    // controller reads the clusters everywhere (so every replica's API answers) and
+    // writes status only while `leading`; the other controllers write, so they run
+    // only under the lease. The inventory metrics stay the leader's (see metrics.rs).
     let elected = matches!(leadership, Leadership::Elected { .. });
-    if elected {
-        metrics.set_leading(false);
-    }
+    metrics.set_leading(!elected);
+    let (leading, leading_rx) = tokio::sync::watch::channel(!elected);
+    let cluster_controller = tokio::spawn(controllers::cluster::run(
+        ctx.clone(),
+        leading_rx,
+        stop.clone().cancelled_owned(),
+    ));
     let controllers = {
         let (ctx, stop) = (ctx.clone(), stop.clone());
         tokio::spawn(async move {
-            let following = stop.child_token();
-            let follower = elected.then(|| {
-                tokio::spawn(controllers::cluster::follow(
-                    ctx.clone(),
-                    following.clone().cancelled_owned(),
-                ))
-            });
-            let acquired = leadership.acquired(&stop).await;
-            // The follower stops before the controllers start: they take its inventory
-            // and RAPI clients over. Aborted, not drained: it only reads, and a read of an
-            // unreachable cluster can take a RAPI timeout, which would delay the takeover.
-            following.cancel();
-            if let Some(follower) = follower {
-                follower.abort();
-                let _ = follower.await;
-            }
-            if !acquired {
+            if !leadership.acquired(&stop).await {
                 leadership.release().await;
                 return Ok(());
             }
             ctx.metrics.set_leading(true);
+            let _ = leading.send(true);
             let shutdown = stop.child_token();
             let tasks = [
-                tokio::spawn(controllers::cluster::run(
-                    ctx.clone(),
-                    shutdown.clone().cancelled_owned(),
-                )),
                 tokio::spawn(controllers::application::run(
                     ctx.clone(),
                     shutdown.clone().cancelled_owned(),
@@ -376,18 +371,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             if lost {
                 tracing::error!("lost the leader lease: stopping the controllers and exiting");
             }
+            let _ = leading.send(false);
             shutdown.cancel();
             stop.cancel();
             // In-flight reconciles finish, within a bound: the lease is released (and a
             // follower takes over) well inside Kubernetes' default 30 s grace period.
-            let names = [
-                "cluster",
-                "application",
-                "tags",
-                "notification",
-                "profile",
-                "system-rights",
-            ];
+            let names = ["application", "tags", "notification", "profile", "system-rights"];
             let stopping = async {
                 for (name, task) in names.into_iter().zip(tasks) {
                     task.await?;
@@ -409,13 +398,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Ok::<(), anyhow::Error>(())
         })
     };
-    let rules = ganeti_operator::access::rules::Rules::watch(client.clone());
     let state = server::AppState::new(client.clone(), metrics.clone())
-        .with_link_key(link_key)
-        .with_api(ctx.clone(), rules, args.token_audiences, args.refusal_mail_to)
+        .with_keys(shared.keys.clone())
+        .with_api(shared.clone(), args.token_audiences, args.refusal_mail_to)
         .with_console(novnc(&args.novnc_dir));
     tokio::spawn(
-        server::spent::SpentTokens::new(client.clone(), &ctx.config.secrets_namespace)
+        server::spent::SpentTokens::new(client.clone(), &shared.config.secrets_namespace)
             .prune_forever(std::time::Duration::from_secs(600)),
     );
     let metrics_http =
@@ -445,6 +433,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     stop.cancel();
     controllers.await??;
+    // A reader: it stops with the token; bounded like the writers.
+    if tokio::time::timeout(CONTROLLERS_STOP_GRACE, cluster_controller)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the GanetiCluster controller was still busy after the grace period");
+    }
     webhook_result?;
     http_result?;
     metrics_result?;

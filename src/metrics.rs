@@ -426,6 +426,15 @@ pub fn render_inventory(clusters: &[Arc<ClusterInventory>], out: &mut String) {
     }
 }
 
+/// RAPI request durations, from every cluster's client.
+impl crate::rapi::RapiObserver for Metrics {
+    fn observe(&self, op: &'static str, outcome: &'static str, seconds: f64) {
+        self.rapi_duration
+            .with_label_values(&[op, outcome])
+            .observe(seconds);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

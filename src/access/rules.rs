@@ -1,6 +1,15 @@
-//! Roles and bindings from a watched cache (kube-runtime reflectors), and the
-//! authorization index of the whole inventory built from them once per change, not
-//! listed from the API server per request.
+//! The authorization snapshot: Roles, RoleBindings and UserProfiles from watched caches
+//! (kube-runtime reflectors), and the index of every cluster's inventory built from
+//! them. A task rebuilds it when a watch or the inventory changes and publishes it on a
+//! `watch` channel, so a reader (an API request, the tag sync) takes the current one
+//! with no list and no build of its own.
+//!
+//! It is what the service decides on everywhere freshness within a watch event is good
+//! enough: listings, views, console tickets, the tag sync. Two decisions read the API
+//! server instead, because their point is to be fresh: the admission webhook (it judges
+//! a write against the roles as they are, not as a cache last saw them) and an approval
+//! (a quota and rights check that creates a VM). Every replica runs the watches, leader
+//! or not.
 
 use super::RuleSet;
 use crate::api::profile::UserProfile;
@@ -11,160 +20,191 @@ use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
 
-/// What an index was built from: the stores' contents (by resource version) and the
-/// inventory snapshots (by identity: a new read is a new `Arc`).
-struct Built {
-    roles: Vec<Option<String>>,
-    bindings: Vec<Option<String>>,
-    /// Held, so an address cannot be reused by a newer snapshot while compared.
-    inventories: Vec<Arc<ClusterInventory>>,
-}
+/// How long a rebuild waits after a change for more: a burst of watch events (a
+/// GitOps sync applying 100 bindings) makes one index, not 100.
+const SETTLE: Duration = Duration::from_millis(20);
 
-impl PartialEq for Built {
-    fn eq(&self, other: &Self) -> bool {
-        self.roles == other.roles
-            && self.bindings == other.bindings
-            && self.inventories.len() == other.inventories.len()
-            && self
-                .inventories
-                .iter()
-                .zip(&other.inventories)
-                .all(|(a, b)| Arc::ptr_eq(a, b))
-    }
-}
-
-/// The last index and what it was built from.
-type Cached = (Built, Arc<AuthzIndex>);
-
-/// The roles and bindings of this moment, kept by watches.
-#[derive(Clone)]
-pub struct Rules {
-    roles: Store<Role>,
-    bindings: Store<RoleBinding>,
-    /// For the groups a profile adds to a user's authenticated ones.
-    profiles: Store<UserProfile>,
-    cache: Arc<Mutex<Option<Cached>>>,
-}
-
-impl Rules {
-    /// Starts the watches (they run until the process ends).
-    pub fn watch(client: kube::Client) -> Self {
-        let (roles, roles_writer) = reflector::store::<Role>();
-        let (bindings, bindings_writer) = reflector::store::<RoleBinding>();
-        let role_events = reflector::reflector(
-            roles_writer,
-            watcher::watcher(Api::<Role>::all(client.clone()), watcher::Config::default()),
-        )
-        .default_backoff();
-        let binding_events = reflector::reflector(
-            bindings_writer,
-            watcher::watcher(
-                Api::<RoleBinding>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff();
-        let (profiles, profiles_writer) = reflector::store::<UserProfile>();
-        let profile_events = reflector::reflector(
-            profiles_writer,
-            watcher::watcher(Api::<UserProfile>::all(client), watcher::Config::default()),
-        )
-        .default_backoff();
-        tokio::spawn(role_events.for_each(|_| async {}));
-        tokio::spawn(binding_events.for_each(|_| async {}));
-        tokio::spawn(profile_events.for_each(|_| async {}));
-        Self {
-            roles,
-            bindings,
-            profiles,
-            cache: Default::default(),
-        }
-    }
-
-    /// Whether every first list is in (before that an empty store means "unknown").
-    pub async fn ready(&self) -> bool {
-        let wait = async {
-            self.roles.wait_until_ready().await.is_ok()
-                && self.bindings.wait_until_ready().await.is_ok()
-                && self.profiles.wait_until_ready().await.is_ok()
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(10), wait)
-            .await
-            .unwrap_or(false)
-    }
-
-    /// A user's groups as the service counts them everywhere: those Kubernetes
-    /// authenticated plus those the user's `UserProfile` lists (set only by holders of
-    /// `system.users`), without repeats.
-    pub fn effective_groups(&self, user: &str, authenticated: &[String]) -> Vec<String> {
-        let mut groups = authenticated.to_vec();
-        for profile in self.profiles.state() {
-            if profile.spec.username == user {
-                for g in &profile.spec.groups {
-                    if !groups.contains(g) {
-                        groups.push(g.clone());
-                    }
-                }
-            }
-        }
-        groups
-    }
-
-    /// The current roles and bindings, for one decision.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            roles: self.roles.state(),
-            bindings: self.bindings.state(),
-        }
-    }
-
-    /// The index over every cluster's inventory: rebuilt only when a role, binding or
-    /// inventory snapshot changed since the last call.
-    pub fn index(&self, inventory: &Inventory) -> Arc<AuthzIndex> {
-        let snapshot = self.snapshot();
-        let inventories = inventory.all();
-        let version = |m: &kube::api::ObjectMeta| m.resource_version.clone();
-        let versions = |metas: &mut dyn Iterator<Item = &kube::api::ObjectMeta>| {
-            let mut v: Vec<Option<String>> = metas.map(version).collect();
-            // A store's order is not stable.
-            v.sort_unstable();
-            v
-        };
-        let built = Built {
-            roles: versions(&mut snapshot.roles.iter().map(|r| &r.metadata)),
-            bindings: versions(&mut snapshot.bindings.iter().map(|b| &b.metadata)),
-            inventories: inventories.clone(),
-        };
-        if let Some((key, index)) = &*self.cache.lock().expect("rules cache lock")
-            && *key == built
-        {
-            return index.clone();
-        }
-        let mut builder = AuthzIndex::builder()
-            .roles(snapshot.roles.iter().map(|r| &**r))
-            .bindings(snapshot.bindings.iter().map(|b| &**b));
-        for inv in &inventories {
-            builder = builder.cluster(inv, &inv.tag_prefix);
-        }
-        let index = Arc::new(builder.build());
-        *self.cache.lock().expect("rules cache lock") = Some((built, index.clone()));
-        index
-    }
-}
-
-/// Roles and bindings at one moment.
+/// Roles, bindings and profiles at one moment, with the index over the inventories of
+/// that moment.
 pub struct Snapshot {
     pub roles: Vec<Arc<Role>>,
     pub bindings: Vec<Arc<RoleBinding>>,
+    /// The groups each user's profiles add (set only by holders of `system.users`).
+    profile_groups: HashMap<String, Vec<String>>,
+    /// The inventories the index was built from.
+    inventories: Vec<Arc<ClusterInventory>>,
+    pub index: AuthzIndex,
+    /// Whether every watch had listed once (before, an empty list means "unknown").
+    pub listed: bool,
 }
 
 impl Snapshot {
+    /// A snapshot of fixed contents (tests, benchmarks, `explain`).
+    pub fn build(
+        roles: Vec<Arc<Role>>,
+        bindings: Vec<Arc<RoleBinding>>,
+        profiles: &[Arc<UserProfile>],
+        inventories: Vec<Arc<ClusterInventory>>,
+    ) -> Self {
+        let mut builder = AuthzIndex::builder()
+            .roles(roles.iter().map(|r| &**r))
+            .bindings(bindings.iter().map(|b| &**b));
+        for inv in &inventories {
+            builder = builder.cluster(inv, &inv.tag_prefix);
+        }
+        let index = builder.build();
+        let mut profile_groups: HashMap<String, Vec<String>> = HashMap::new();
+        for p in profiles {
+            let groups = profile_groups.entry(p.spec.username.clone()).or_default();
+            for g in &p.spec.groups {
+                if !groups.contains(g) {
+                    groups.push(g.clone());
+                }
+            }
+        }
+        Self {
+            roles,
+            bindings,
+            profile_groups,
+            inventories,
+            index,
+            listed: true,
+        }
+    }
+
+    fn empty() -> Self {
+        Self {
+            listed: false,
+            ..Self::build(Vec::new(), Vec::new(), &[], Vec::new())
+        }
+    }
+
     pub fn rules(&self) -> RuleSet<'_> {
         RuleSet {
             roles: &self.roles,
             bindings: &self.bindings,
         }
     }
+
+    /// A user's groups as the service counts them everywhere: those Kubernetes
+    /// authenticated plus those the user's `UserProfile`s list, without repeats.
+    pub fn effective_groups(&self, user: &str, authenticated: &[String]) -> Vec<String> {
+        let mut groups = authenticated.to_vec();
+        for g in self.profile_groups.get(user).into_iter().flatten() {
+            if !groups.contains(g) {
+                groups.push(g.clone());
+            }
+        }
+        groups
+    }
+
+    /// The inventory of `cluster` the index was built from.
+    pub fn inventory(&self, cluster: &str) -> Option<&Arc<ClusterInventory>> {
+        self.inventories.iter().find(|i| i.cluster == cluster)
+    }
+
+    pub fn inventories(&self) -> &[Arc<ClusterInventory>] {
+        &self.inventories
+    }
+}
+
+/// The current snapshot, kept by watches; cheap to clone.
+#[derive(Clone)]
+pub struct Rules {
+    current: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl Rules {
+    /// Starts the watches and the task that rebuilds the snapshot (they run until the
+    /// process ends).
+    pub fn watch(client: kube::Client, inventory: Inventory) -> Self {
+        let changed = Arc::new(Notify::new());
+        let roles = reflect(Api::<Role>::all(client.clone()), changed.clone());
+        let bindings = reflect(Api::<RoleBinding>::all(client.clone()), changed.clone());
+        let profiles = reflect(Api::<UserProfile>::all(client), changed.clone());
+        let (publish, current) = watch::channel(Arc::new(Snapshot::empty()));
+        tokio::spawn(async move {
+            // Nothing is published before every first list: an empty binding list read
+            // as "nobody may do anything" would hide every VM from every user.
+            for ready in [
+                roles.wait_until_ready().await,
+                bindings.wait_until_ready().await,
+                profiles.wait_until_ready().await,
+            ] {
+                if ready.is_err() {
+                    return;
+                }
+            }
+            let mut inventory_changes = inventory.changes();
+            loop {
+                let snapshot = Snapshot::build(
+                    roles.state(),
+                    bindings.state(),
+                    &profiles.state(),
+                    inventory.all(),
+                );
+                if publish.send(Arc::new(snapshot)).is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = changed.notified() => {}
+                    r = inventory_changes.changed() => if r.is_err() { return },
+                }
+                tokio::time::sleep(SETTLE).await;
+                inventory_changes.mark_unchanged();
+            }
+        });
+        Self { current }
+    }
+
+    /// Rules that never change (tests and benchmarks).
+    pub fn fixed(snapshot: Snapshot) -> Self {
+        let (publish, current) = watch::channel(Arc::new(snapshot));
+        // Kept open, so readers never see a closed channel.
+        std::mem::forget(publish);
+        Self { current }
+    }
+
+    /// The snapshot of this moment.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.borrow().clone()
+    }
+
+    /// Wakes on every new snapshot (the tag sync acts on each).
+    pub fn changes(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.current.clone()
+    }
+
+    /// Whether every first list is in, waiting up to 10 s for it.
+    pub async fn ready(&self) -> bool {
+        let mut rx = self.current.clone();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| s.listed))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// A reflector for `K` whose every event wakes `changed`.
+fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store::<K>();
+    let events =
+        reflector::reflector(writer, watcher::watcher(api, watcher::Config::default())).default_backoff();
+    tokio::spawn(events.for_each(move |event| {
+        if let Err(e) = event {
+            tracing::debug!(error = %e, kind = %K::kind(&Default::default()), "watch error");
+        } else {
+            changed.notify_one();
+        }
+        futures::future::ready(())
+    }));
+    store
 }

@@ -29,6 +29,8 @@ use kube::CustomResourceExt;
 
 pub const GROUP: &str = "ganeti.dev";
 pub const VERSION: &str = "v1alpha1";
+/// Name under which the operator writes (server-side apply field manager, Events).
+pub const FIELD_MANAGER: &str = "ganeti-operator";
 
 /// Every CRD of the API, with the file name it is kept under in `crds/`.
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {

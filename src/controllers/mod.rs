@@ -1,60 +1,58 @@
-//! The controllers: one folder per kind, each `observe -> plan (pure) -> apply`.
+//! The controllers: one folder per kind, each `observe -> plan (pure) -> apply`, run
+//! under one harness ([`harness`]). They stand on the shared pieces built once in
+//! `main` (inventory, cluster registry, authorization snapshot, keys, configuration);
+//! the HTTP server stands on the same pieces, never on the controllers.
 
 pub mod application;
 pub mod cluster;
+pub mod harness;
 pub mod notification;
 pub mod profile;
 pub mod system_rights;
 pub mod tags;
 pub mod written;
 
+pub use crate::api::FIELD_MANAGER;
+pub use crate::config::Config;
+pub use harness::{Error, ErrorKind};
+
+use crate::access::rules::Rules;
+use crate::clusters::Registry;
 use crate::inventory::Inventory;
+use crate::keys::Keys;
 use crate::metrics::Metrics;
+use kube::runtime::events::{Recorder, Reporter};
 use std::sync::Arc;
 
-/// Name under which the operator writes (server-side apply field manager, Events).
-pub const FIELD_MANAGER: &str = "ganeti-operator";
-
-/// Settings every controller may read.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Namespace of the Secrets that GanetiClusters (and SMTP settings) name.
-    pub secrets_namespace: String,
-    /// Secret (in `secrets_namespace`) with the SMTP settings; `None`: no mail is sent.
-    pub smtp_secret: Option<String>,
-    /// Mail addresses users have not verified too (default: verified ones only).
-    pub mail_unverified: bool,
-    /// The operator's HTTP server as users reach it (`https://ganeti.example.org`), for
-    /// links in mails; `None`: no links can be mailed.
-    pub public_url: Option<String>,
-    /// Signs email verification links (never printed).
-    pub link_key: Arc<profile::link::LinkKey>,
-    /// Which GanetiClusters the operator connects to (`--allow-insecure-rapi`).
-    pub rapi_policy: crate::clusters::Policy,
-}
-
-/// What reconcilers share: the API client, the inventory, metrics, settings.
+/// What reconcilers share: the shared pieces, and the GanetiCluster controller's memory.
 pub struct Context {
     pub client: kube::Client,
     pub inventory: Inventory,
     pub metrics: Arc<Metrics>,
     pub config: Config,
-    pub clusters: cluster::ClusterState,
+    pub keys: Arc<Keys>,
+    /// Every cluster's RAPI client.
+    pub clusters: Arc<Registry>,
+    /// Roles, bindings and profiles from watches, with the index built from them.
+    pub rules: Rules,
+    /// Events on the controllers' objects (repeats folded into one with a count).
+    pub recorder: Recorder,
+    /// What the GanetiCluster controller remembers between reconciles.
+    pub cluster_sync: cluster::SyncState,
 }
 
 impl Context {
-    pub fn new(
-        client: kube::Client,
-        inventory: Inventory,
-        metrics: Arc<Metrics>,
-        config: Config,
-    ) -> Arc<Self> {
+    pub fn new(shared: crate::shared::Shared) -> Arc<Self> {
         Arc::new(Self {
-            client,
-            inventory,
-            metrics,
-            config,
-            clusters: Default::default(),
+            recorder: Recorder::new(shared.client.clone(), Reporter::from(FIELD_MANAGER.to_string())),
+            client: shared.client,
+            inventory: shared.inventory,
+            metrics: shared.metrics,
+            config: shared.config,
+            keys: shared.keys,
+            clusters: shared.clusters,
+            rules: shared.rules,
+            cluster_sync: Default::default(),
         })
     }
 }
@@ -76,42 +74,4 @@ pub async fn once_listed<K>(
 {
     shutdown.await;
     let _ = tokio::time::timeout(FIRST_LIST_GRACE, store.wait_until_ready()).await;
-}
-
-/// Why a reconciliation failed, with a bounded category for metrics and Events.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("Ganeti RAPI: {0}")]
-    Rapi(#[from] crate::rapi::RapiError),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl Error {
-    pub fn category(&self) -> &'static str {
-        match self {
-            Error::Kube(kube::Error::Api(e)) if e.code == 409 => "conflict",
-            Error::Kube(kube::Error::Api(e)) if e.code == 403 => "forbidden",
-            Error::Kube(_) => "kubernetes",
-            Error::Rapi(_) => "rapi",
-            Error::Invalid(_) => "invalid",
-        }
-    }
-}
-
-/// Records a reconciliation's duration and outcome.
-pub fn observe(metrics: &Metrics, controller: &str, started: std::time::Instant, error: Option<&Error>) {
-    metrics.reconciles.with_label_values(&[controller]).inc();
-    metrics
-        .reconcile_duration
-        .with_label_values(&[controller])
-        .observe(started.elapsed().as_secs_f64());
-    if let Some(e) = error {
-        metrics
-            .reconcile_errors
-            .with_label_values(&[controller, e.category()])
-            .inc();
-    }
 }

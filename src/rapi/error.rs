@@ -47,24 +47,65 @@ pub enum RapiError {
     Config { detail: String },
 }
 
-impl RapiError {
-    /// A small, fixed set of labels for metrics and condition reasons; never derived
-    /// from server text, so label cardinality stays bounded.
-    pub fn category(&self) -> &'static str {
+/// A bounded, typed kind of [`RapiError`] for metrics, conditions and Events; never
+/// derived from server text, so label cardinality stays bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    AuthFailed,
+    Forbidden,
+    NotFound,
+    BadRequest,
+    Unavailable,
+    Http,
+    Timeout,
+    Unreachable,
+    Tls,
+    Decode,
+    JobFailed,
+    Config,
+}
+
+impl ErrorKind {
+    /// The metrics label (snake_case, stable).
+    pub fn as_str(self) -> &'static str {
         match self {
-            Self::Unauthorized => "auth_failed",
+            Self::AuthFailed => "auth_failed",
             Self::Forbidden => "forbidden",
-            Self::NotFound { .. } => "not_found",
-            Self::BadRequest { .. } => "bad_request",
-            Self::Unavailable { .. } => "unavailable",
-            Self::Http { .. } => "http_error",
+            Self::NotFound => "not_found",
+            Self::BadRequest => "bad_request",
+            Self::Unavailable => "unavailable",
+            Self::Http => "http_error",
             Self::Timeout => "timeout",
-            Self::Connect { .. } => "unreachable",
-            Self::Tls { .. } => "tls_error",
-            Self::Decode { .. } => "decode_error",
-            Self::JobFailed(_) => "ganeti_error",
-            Self::Config { .. } => "config_error",
+            Self::Unreachable => "unreachable",
+            Self::Tls => "tls_error",
+            Self::Decode => "decode_error",
+            Self::JobFailed => "ganeti_error",
+            Self::Config => "config_error",
         }
+    }
+}
+
+impl RapiError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unauthorized => ErrorKind::AuthFailed,
+            Self::Forbidden => ErrorKind::Forbidden,
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::BadRequest { .. } => ErrorKind::BadRequest,
+            Self::Unavailable { .. } => ErrorKind::Unavailable,
+            Self::Http { .. } => ErrorKind::Http,
+            Self::Timeout => ErrorKind::Timeout,
+            Self::Connect { .. } => ErrorKind::Unreachable,
+            Self::Tls { .. } => ErrorKind::Tls,
+            Self::Decode { .. } => ErrorKind::Decode,
+            Self::JobFailed(_) => ErrorKind::JobFailed,
+            Self::Config { .. } => ErrorKind::Config,
+        }
+    }
+
+    /// [`Self::kind`] as its metrics label.
+    pub fn category(&self) -> &'static str {
+        self.kind().as_str()
     }
 
     /// Whether a read (GET) may be retried: the failure is transient and a GET changes

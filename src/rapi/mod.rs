@@ -11,6 +11,6 @@ pub mod tls;
 mod types;
 
 pub use client::{Credentials, NoopObserver, RapiClient, RapiConfig, RapiObserver, Target};
-pub use error::{ErrorBody, ErrorCode, GanetiFailure, RapiError};
+pub use error::{ErrorBody, ErrorCode, ErrorKind, GanetiFailure, RapiError};
 pub use tls::TlsMode;
 pub use types::*;

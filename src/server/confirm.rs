@@ -1,10 +1,9 @@
 //! Confirmation links for fatal VM actions (rename, reinstall, destroy): signed tokens
 //! (`crate::signed`) bound to the user, the VM, the action and an expiry, signed with
-//! the operator's link key derived for this purpose, so a confirmation link can never
-//! pass as an email verification link (controllers/profile/link.rs) or the reverse.
+//! the operator's key for this purpose ([`crate::keys::Keys::confirm_links`]), so a
+//! confirmation link can never pass as an email verification link or the reverse.
 //! Single use is recorded by the API (`server::spent`). Pure.
 
-use crate::controllers::profile::link::LinkKey;
 use crate::signed::{self, Expiring, SigningKey, TokenError};
 use serde::{Deserialize, Serialize};
 
@@ -13,25 +12,8 @@ use serde::{Deserialize, Serialize};
 /// the groups it carries (authenticated when it was asked for) are recent.
 pub const CONFIRM_TTL_SECS: i64 = 15 * 60;
 
-/// The purpose confirmation links' key is derived for.
-const PURPOSE: &str = "confirm";
-
-/// The signing key. Never printed.
-#[derive(Debug)]
-pub struct ConfirmKey(SigningKey);
-
-impl ConfirmKey {
-    /// Derived from the operator's link key, so every replica checks every replica's
-    /// links.
-    pub fn derive(link_key: &LinkKey) -> Self {
-        Self(link_key.derive(PURPOSE))
-    }
-
-    #[cfg(test)]
-    pub fn for_tests(byte: u8) -> Self {
-        Self(SigningKey::new(&[byte; 32]).expect("32 bytes"))
-    }
-}
+/// The signing key ([`crate::keys::Keys::confirm_links`]).
+pub type ConfirmKey = SigningKey;
 
 /// What a link vouches for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,12 +77,12 @@ impl From<TokenError> for LinkError {
 }
 
 pub fn sign(key: &ConfirmKey, claims: &Claims) -> String {
-    signed::sign(&key.0, claims)
+    signed::sign(key, claims)
 }
 
 /// Checks the signature (constant time) and the expiry; `now` in epoch seconds.
 pub fn verify(key: &ConfirmKey, token: &str, now: i64) -> Result<Claims, LinkError> {
-    Ok(signed::verify(&key.0, token, now)?)
+    Ok(signed::verify(key, token, now)?)
 }
 
 #[cfg(test)]
@@ -124,7 +106,7 @@ mod tests {
 
     #[test]
     fn a_link_verifies_until_it_expires() {
-        let key = ConfirmKey::for_tests(1);
+        let key = crate::keys::Keys::for_tests(1).confirm_links;
         let token = sign(&key, &claims());
         assert_eq!(verify(&key, &token, 999), Ok(claims()));
         assert_eq!(verify(&key, &token, 1000), Err(LinkError::Expired));
@@ -132,10 +114,10 @@ mod tests {
 
     #[test]
     fn token_errors_keep_their_kind_and_words() {
-        let key = ConfirmKey::for_tests(1);
+        let key = crate::keys::Keys::for_tests(1).confirm_links;
         let token = sign(&key, &claims());
         assert_eq!(
-            verify(&ConfirmKey::for_tests(2), &token, 0),
+            verify(&crate::keys::Keys::for_tests(2).confirm_links, &token, 0),
             Err(LinkError::BadSignature)
         );
         assert_eq!(verify(&key, "nonsense", 0), Err(LinkError::Malformed));
@@ -149,20 +131,12 @@ mod tests {
     }
 
     #[test]
-    fn the_derived_key_is_neither_the_link_key_nor_the_email_links_key() {
-        use crate::controllers::profile::link;
-        let link_key = LinkKey::new(&[1u8; 32]).unwrap();
-        let a = ConfirmKey::derive(&link_key);
-        let b = ConfirmKey::derive(&link_key);
-        let token = sign(&a, &claims());
-        assert!(verify(&b, &token, 0).is_ok(), "deterministic: replicas agree");
-        let other = ConfirmKey::derive(&LinkKey::new(&[2u8; 32]).unwrap());
-        assert_eq!(verify(&other, &token, 0), Err(LinkError::BadSignature));
-        // Neither key's tokens pass as the other's.
-        assert_eq!(
-            verify(&a, &signed::sign(&link_key, &claims()), 0),
-            Err(LinkError::BadSignature)
-        );
+    fn confirmation_and_email_links_never_pass_as_each_other() {
+        use crate::profile::link;
+        let keys = crate::keys::Keys::for_tests(1);
+        let token = sign(&keys.confirm_links, &claims());
+        assert!(verify(&crate::keys::Keys::for_tests(1).confirm_links, &token, 0).is_ok());
+        assert_eq!(verify(&keys.email_links, &token, 0), Err(LinkError::BadSignature));
         let email = link::Claims {
             profile: "alice".into(),
             email: "alice@example.org".into(),
@@ -171,9 +145,9 @@ mod tests {
         };
         let now = k8s_openapi::jiff::Timestamp::from_second(0).unwrap();
         assert_eq!(
-            verify(&a, &link::sign(&link_key, &email), 0),
+            verify(&keys.confirm_links, &link::sign(&keys.email_links, &email), 0),
             Err(LinkError::BadSignature)
         );
-        assert!(link::verify(&link_key, &signed::sign(&a.0, &email), now).is_err());
+        assert!(link::verify(&keys.email_links, &signed::sign(&keys.confirm_links, &email), now).is_err());
     }
 }

@@ -80,11 +80,6 @@ impl Expiring for Ticket {
     }
 }
 
-/// The key tickets are signed with: derived, so no other token passes as a ticket.
-pub fn ticket_key(link_key: &SigningKey) -> SigningKey {
-    link_key.derive("console-ticket")
-}
-
 /// What the console routes share.
 pub struct ConsoleState {
     api: Arc<ApiState>,
@@ -139,11 +134,11 @@ pub(super) async fn issue_ticket(
         nonce: signed::nonce(),
         expires: signed::now_secs() + TICKET_TTL_SECS,
     };
-    let token = signed::sign(&state.ticket_key, &ticket);
+    let token = signed::sign(&state.shared.keys.console_tickets, &ticket);
     state.audit(&caller, &attempt, &Outcome::Granted("console ticket issued"));
     let page = page_path(&cluster, &name, &token);
     let base = state
-        .ctx
+        .shared
         .config
         .public_url
         .as_deref()
@@ -222,7 +217,7 @@ async fn page(
         );
     }
     if let Err((status, why)) = accept(
-        &state.api.ticket_key,
+        &state.api.shared.keys.console_tickets,
         &q.ticket,
         Some((&cluster, &name)),
         signed::now_secs(),
@@ -309,7 +304,7 @@ async fn open(
 ) -> Result<(TcpStream, Ticket), (StatusCode, String)> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if !origin_allowed(origin, host, state.api.ctx.config.public_url.as_deref()) {
+    if !origin_allowed(origin, host, state.api.shared.config.public_url.as_deref()) {
         // A page of another site must not drive a user's console (CSWSH).
         return Err((
             StatusCode::FORBIDDEN,
@@ -320,14 +315,19 @@ async fn open(
         (Some(c), Some(i)) => Some((c.as_str(), i.as_str())),
         _ => None,
     };
-    let ticket = accept(&state.api.ticket_key, &q.ticket, vm, signed::now_secs())?;
+    let ticket = accept(
+        &state.api.shared.keys.console_tickets,
+        &q.ticket,
+        vm,
+        signed::now_secs(),
+    )?;
     let caller = Caller::new(
         Identity {
             user: ticket.user.clone(),
             groups: ticket.groups.clone(),
         },
         source,
-        &state.api.rules,
+        &state.api.rules.current(),
     );
     let attempt = Attempt {
         action: "console",
@@ -371,7 +371,7 @@ async fn open(
         .map_err(|ApiError(status, why)| (status, why))?;
     let nodes = state
         .api
-        .ctx
+        .shared
         .inventory
         .get(&ticket.cluster)
         .map(|inv| inv.nodes.clone())
@@ -622,7 +622,7 @@ mod tests {
     }
 
     fn key() -> SigningKey {
-        ticket_key(&SigningKey::new(&[3u8; 32]).unwrap())
+        crate::keys::Keys::for_tests(3).console_tickets
     }
 
     #[test]

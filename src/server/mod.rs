@@ -25,7 +25,7 @@ pub struct AppState {
     client: kube::Client,
     metrics: Arc<Metrics>,
     /// Checks email verification links; `None`: `/verify-email` answers 503.
-    link_key: Option<Arc<crate::controllers::profile::link::LinkKey>>,
+    keys: Option<Arc<crate::keys::Keys>>,
     /// The API under `/api/v1`; `None`: not served.
     api: Option<Arc<api::ApiState>>,
     /// The console page, its websocket and noVNC's files (needs the API).
@@ -37,29 +37,28 @@ impl AppState {
         Self {
             client,
             metrics,
-            link_key: None,
+            keys: None,
             api: None,
             console: None,
         }
     }
 
-    /// The key the profile controller signs verification links with.
-    pub fn with_link_key(mut self, key: Arc<crate::controllers::profile::link::LinkKey>) -> Self {
-        self.link_key = Some(key);
+    /// The keys verification links are checked with.
+    pub fn with_keys(mut self, keys: Arc<crate::keys::Keys>) -> Self {
+        self.keys = Some(keys);
         self
     }
 
-    /// Serves the JSON API (it acts through the controllers' context); tokens are
-    /// reviewed for `token_audiences` (empty: the API server's own); refused attempts
-    /// on VMs the caller does not own are mailed to `refusal_mail_to`.
+    /// Serves the JSON API on the shared pieces; tokens are reviewed for
+    /// `token_audiences` (empty: the API server's own); refused attempts on VMs the
+    /// caller does not own are mailed to `refusal_mail_to`.
     pub fn with_api(
         mut self,
-        ctx: Arc<crate::controllers::Context>,
-        rules: crate::access::rules::Rules,
+        shared: crate::shared::Shared,
         token_audiences: Vec<String>,
         refusal_mail_to: Vec<String>,
     ) -> Self {
-        self.api = Some(api::ApiState::new(ctx, rules, token_audiences, refusal_mail_to));
+        self.api = Some(api::ApiState::new(shared, token_audiences, refusal_mail_to));
         self
     }
 
@@ -87,7 +86,7 @@ pub fn router(state: AppState) -> Router {
     let console = state.console.clone();
     let limited = Router::new()
         .route(
-            crate::controllers::profile::VERIFY_PATH,
+            crate::profile::VERIFY_PATH,
             get(verify::show).post(verify::confirm),
         )
         .with_state(state.clone());

@@ -7,7 +7,7 @@
 use super::AppState;
 use super::page::{escape, page};
 use crate::api::profile::UserProfile;
-use crate::controllers::profile::{self, link, plan};
+use crate::profile::{self, link, plan};
 use crate::signed::TokenError;
 use axum::extract::{Form, Query, State};
 use axum::http::StatusCode;
@@ -63,7 +63,7 @@ fn try_again(why: &str) -> Response {
 
 /// The confirmation page.
 pub async fn show(State(state): State<AppState>, Query(q): Query<TokenParam>) -> Response {
-    let response = match &state.link_key {
+    let response = match state.keys.as_deref().map(|k| &k.email_links) {
         None => not_configured(),
         Some(key) => match link::verify(key, &q.token, Timestamp::now()) {
             Err(e) => refused(e),
@@ -94,7 +94,7 @@ pub async fn confirm(State(state): State<AppState>, Form(q): Form<TokenParam>) -
 }
 
 async fn confirm_inner(state: &AppState, token: &str) -> Response {
-    let Some(key) = &state.link_key else {
+    let Some(key) = state.keys.as_deref().map(|k| &k.email_links) else {
         return not_configured();
     };
     let claims = match link::verify(key, token, Timestamp::now()) {

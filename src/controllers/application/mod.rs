@@ -31,7 +31,8 @@
 
 pub mod plan;
 
-use super::{Context, Error, FIELD_MANAGER, observe};
+use super::harness::{self, Error};
+use super::{Context, FIELD_MANAGER};
 use crate::api::application::{InstanceApplication, InstanceApplicationStatus, Phase};
 use crate::api::cluster::GanetiCluster;
 use crate::api::conditions;
@@ -204,13 +205,7 @@ fn waiting_on(
 }
 
 fn error_policy(app: Arc<InstanceApplication>, error: &Error, _state: Arc<State>) -> Action {
-    tracing::warn!(
-        application = %key(&app),
-        error = %error,
-        category = error.category(),
-        "InstanceApplication reconcile failed"
-    );
-    Action::requeue(Duration::from_secs(5))
+    harness::retry(CONTROLLER, &key(&app), error, Duration::from_secs(5))
 }
 
 fn key(app: &InstanceApplication) -> String {
@@ -218,10 +213,9 @@ fn key(app: &InstanceApplication) -> String {
 }
 
 async fn reconcile(app: Arc<InstanceApplication>, state: Arc<State>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(app, &state).await;
-    observe(&state.ctx.metrics, CONTROLLER, started, result.as_ref().err());
-    result
+    let ctx = &state.ctx;
+    let work = reconcile_inner(app.clone(), &state);
+    harness::reconcile(CONTROLLER, &ctx.metrics, &state.recorder, &*app, work).await
 }
 
 async fn reconcile_inner(app: Arc<InstanceApplication>, state: &State) -> Result<Action, Error> {

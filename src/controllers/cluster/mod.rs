@@ -4,32 +4,35 @@
 //! observe (Secret, RAPI bulk reads) -> plan (`plan::plan_status`, pure) -> apply (a
 //! status patch only when something changed).
 //!
-//! Followers (replicas without the leader Lease) run the same reads through [`follow`]:
-//! they keep their own inventory and RAPI clients, so the HTTP API answers on every
-//! replica, but write nothing (no status, nothing to Ganeti). The inventory metrics are
-//! the leader's only (`Metrics::set_leading`), so sums over pods count each VM once.
+//! Every replica runs it (linkerd's pattern: readers everywhere, writers gated on the
+//! lease): all fill their own inventory and RAPI clients, so the HTTP API answers on
+//! every replica, but only the leader writes status and Events. On winning the lease
+//! the leader reconciles every cluster at once, so the status catches up with reads a
+//! follower made. The inventory metrics are the leader's only
+//! (`Metrics::set_leading`), so sums over pods count each VM once.
 //!
-//! The RAPI client comes from [`crate::clusters`]: a credentials Secret is read only
-//! when labelled for the operator, and `spec.insecure` only under
+//! The RAPI client comes from the shared [`crate::clusters::Registry`]: a credentials
+//! Secret is read only when labelled for the operator, and `spec.insecure` only under
 //! `--allow-insecure-rapi`; a cluster refused either way is not Ready, and its
-//! condition message says what to do.
+//! condition message says what to do. A failed read is a failed reconcile: a Warning
+//! Event of its kind on the GanetiCluster, beside the status.
 
 pub mod plan;
 
+use super::Context;
+use super::harness::{self, Error};
 use super::written::LastWritten;
-use super::{Context, Error, FIELD_MANAGER, observe};
 use crate::api::GanetiCluster;
 use crate::api::cluster::GanetiClusterStatus;
-use crate::clusters::{self, CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE, ConnectError};
+use crate::clusters::{self, CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE, ClientKey, ConnectError};
 use crate::inventory::ClusterInventory;
-use crate::rapi::{self, RapiClient, RapiError, RapiObserver};
-use futures::StreamExt;
+use crate::rapi::{self, ErrorKind as RapiKind, RapiClient, RapiError};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use plan::{FailureReason, SyncOutcome};
 use std::collections::HashMap;
@@ -37,37 +40,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CONTROLLER: &str = "ganeticluster";
-/// The follower's reads, in the reconcile metrics.
+/// A follower's reads, in the reconcile metrics.
 const FOLLOWER: &str = "ganeticluster-follower";
 /// Default `syncInterval`.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(30);
-/// How often the inventories of deleted GanetiClusters are looked for.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 /// `lastSyncTime` alone is rewritten at most this often.
 const HEARTBEAT: SignedDuration = SignedDuration::from_secs(300);
 
 /// What the controller remembers between reconciliations (in memory only).
 #[derive(Default)]
-pub struct ClusterState {
+pub struct SyncState {
     /// Per cluster: the inputs of the last successful read and when it happened, so a
     /// reconcile triggered by our own status write does not read Ganeti again.
     last_sync: Mutex<HashMap<String, SyncMark>>,
-    /// Per cluster: the RAPI client and the inputs it was built from.
-    clients: Mutex<HashMap<String, (ClientKey, Arc<RapiClient>)>>,
     /// The status last written per cluster, for reconciles on a not-yet-updated copy.
     written: LastWritten<GanetiClusterStatus>,
-}
-
-impl ClusterState {
-    /// The RAPI client of a cluster, as last built by the controller (other controllers
-    /// and the HTTP server use it to write to Ganeti).
-    pub fn client(&self, cluster: &str) -> Option<Arc<RapiClient>> {
-        self.clients
-            .lock()
-            .expect("clients lock")
-            .get(cluster)
-            .map(|(_, c)| c.clone())
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -75,128 +62,73 @@ struct SyncMark {
     key: ClientKey,
     generation: Option<i64>,
     at: Instant,
+    /// Whether the read was reported (a follower's was not).
+    reported: bool,
 }
 
-/// Everything a RAPI client is built from; a change means a new client.
-#[derive(Debug, Clone, PartialEq)]
-struct ClientKey {
-    url: String,
-    ca_bundle: Option<String>,
-    insecure: bool,
-    secret_version: Option<String>,
-}
-
-/// Feeds RAPI request durations into the operator's metrics.
-struct MetricsObserver(Arc<crate::metrics::Metrics>);
-
-impl RapiObserver for MetricsObserver {
-    fn observe(&self, op: &'static str, outcome: &'static str, seconds: f64) {
-        self.0
-            .rapi_duration
-            .with_label_values(&[op, outcome])
-            .observe(seconds);
-    }
-}
-
-/// Whether this replica leads (reads, then writes status) or follows (reads only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Leader,
-    Follower,
-}
-
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    // A follower's reads wrote no status: the first pass as leader must not skip the
-    // write for a read the follower made.
-    ctx.clusters.last_sync.lock().expect("lock").clear();
-    run_as(Role::Leader, ctx, shutdown).await;
-}
-
-/// Reads every cluster into the inventory without writing anything, until `shutdown`
-/// resolves (a follower; the leader runs [`run`]).
-pub async fn follow(
+/// Runs the controller on this replica until `shutdown` resolves; it writes only
+/// while `leading` says so, and reconciles everything each time it becomes true.
+pub async fn run(
     ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    run_as(Role::Follower, ctx, shutdown).await;
-}
-
-async fn run_as(
-    role: Role,
-    ctx: Arc<Context>,
+    leading: tokio::sync::watch::Receiver<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let clusters: Api<GanetiCluster> = Api::all(ctx.client.clone());
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.secrets_namespace);
-    let controller = Controller::new(clusters, watcher::Config::default());
+    // Deletions trigger too: the store no longer has the cluster when its turn comes,
+    // and `drive` hears of it (a GanetiCluster needs no finalizer: the operator keeps
+    // nothing in Ganeti for it, only its inventory, client and metrics here).
+    let (store, writer) = reflector::store();
+    let objects = reflector::reflector(writer, watcher(clusters, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    let controller = Controller::for_stream(objects, store.clone());
     // Only Secrets labelled as RAPI credentials are watched: the data of any other
     // Secret in the namespace never enters the operator. A label added or removed
     // moves a Secret in or out of this selection, which triggers its clusters too.
     let credentials =
         watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}={CREDENTIALS_LABEL_VALUE}"));
-    let store = controller.store();
     let shutdown = super::once_listed(store.clone(), shutdown);
-    // A deleted GanetiCluster gets no reconcile (the operator keeps nothing in Ganeti for
-    // it, so it needs no finalizer): prune its inventory, RAPI client and metrics by
-    // comparing with a cheap metadata-only list.
-    // Ends with this future, also when it is aborted (a follower taking the lead).
-    let pruner = AbortOnDrop(tokio::spawn(prune_deleted(ctx.clone())));
-    let reconcile = move |cluster, ctx| reconcile(role, cluster, ctx);
-    controller
+    let became_leader = futures::stream::unfold(leading.clone(), |mut rx| async move {
+        rx.wait_for(|l| *l).await.ok()?;
+        let _ = rx.wait_for(|l| !*l).await;
+        Some(((), rx))
+    });
+    let reconcile = move |cluster, ctx| {
+        let leading = *leading.borrow();
+        reconcile(leading, cluster, ctx)
+    };
+    let forget_ctx = ctx.clone();
+    let mapper_store = store.clone();
+    let results = controller
         // A changed credentials Secret triggers its clusters at once.
         .watches(secrets, credentials, move |secret| {
             let name = secret.name_any();
-            store
+            mapper_store
                 .state()
                 .into_iter()
                 .filter(|c| c.spec.credentials_secret.name == name)
                 .map(|c| ObjectRef::from_obj(&*c))
                 .collect::<Vec<_>>()
         })
+        .reconcile_all_on(became_leader)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "ganeticluster reconcile event");
-            }
-        })
-        .await;
-    drop(pruner);
+        .run(reconcile, error_policy, ctx);
+    harness::drive(CONTROLLER, results, move |deleted| {
+        tracing::info!(cluster = %deleted, "GanetiCluster deleted: forgetting its inventory");
+        forget(&forget_ctx, deleted);
+    })
+    .await;
 }
 
-/// A background task that ends when its owner is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn prune_deleted(ctx: Arc<Context>) {
-    let api: Api<GanetiCluster> = Api::all(ctx.client.clone());
-    loop {
-        tokio::time::sleep(PRUNE_INTERVAL).await;
-        // Only what was known before the list: a cluster created meanwhile is not pruned.
-        let known: Vec<String> = ctx.inventory.all().iter().map(|c| c.cluster.clone()).collect();
-        let live: std::collections::HashSet<String> = match api.list_metadata(&Default::default()).await {
-            Ok(list) => list.items.iter().map(|c| c.name_any()).collect(),
-            Err(e) => {
-                tracing::debug!(error = %e, "listing GanetiClusters to prune failed");
-                continue;
-            }
-        };
-        for cluster in known.iter().filter(|c| !live.contains(*c)) {
-            tracing::info!(%cluster, "GanetiCluster deleted: forgetting its inventory");
-            forget(&ctx, cluster);
-        }
-    }
-}
-
-fn error_policy(_cluster: Arc<GanetiCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %error, category = error.category(), "GanetiCluster reconcile failed");
-    Action::requeue(Duration::from_secs(10))
+fn error_policy(cluster: Arc<GanetiCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
+    // A cluster that could not be read is read again at its interval; anything else
+    // (the API server) sooner.
+    let delay = match error {
+        Error::ClusterSync { .. } => sync_interval(&cluster),
+        _ => Duration::from_secs(10),
+    };
+    harness::retry(CONTROLLER, &cluster.name_any(), error, delay)
 }
 
 /// The cluster's sync interval (validated by the CRD; a bad value falls back to 30s).
@@ -238,22 +170,40 @@ fn parse_go_duration(s: &str) -> Option<SignedDuration> {
     number.is_empty().then(|| SignedDuration::from_secs_f64(total))
 }
 
-async fn reconcile(role: Role, cluster: Arc<GanetiCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(role, &cluster, &ctx).await;
-    let label = match role {
-        Role::Leader => CONTROLLER,
-        Role::Follower => FOLLOWER,
-    };
-    observe(&ctx.metrics, label, started, result.as_ref().err());
-    result
+async fn reconcile(leading: bool, cluster: Arc<GanetiCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if leading {
+        let work = reconcile_inner(true, &cluster, &ctx);
+        harness::reconcile(CONTROLLER, &ctx.metrics, &ctx.recorder, &*cluster, work).await
+    } else {
+        // A follower reports nothing: no status, no Event, no error (the leader's are
+        // the ones); it only keeps its inventory and clients.
+        let started = Instant::now();
+        let result = reconcile_inner(false, &cluster, &ctx).await;
+        ctx.metrics.reconciles.with_label_values(&[FOLLOWER]).inc();
+        ctx.metrics
+            .reconcile_duration
+            .with_label_values(&[FOLLOWER])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Err(Error::ClusterSync { .. }) => Ok(Action::requeue(sync_interval(&cluster))),
+            other => other,
+        }
+    }
 }
 
-async fn reconcile_inner(role: Role, cluster: &GanetiCluster, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_inner(leading: bool, cluster: &GanetiCluster, ctx: &Context) -> Result<Action, Error> {
     // A follower writes no status: the leader's is the one.
-    let report = async |outcome: &SyncOutcome<'_>| match role {
-        Role::Leader => write_status(cluster, ctx, outcome).await,
-        Role::Follower => Ok(()),
+    let report = async |outcome: &SyncOutcome<'_>| {
+        if leading {
+            write_status(cluster, ctx, outcome).await?;
+        }
+        match outcome {
+            SyncOutcome::Failed { reason, message } => Err(Error::ClusterSync {
+                reason: *reason,
+                message: message.clone(),
+            }),
+            SyncOutcome::Synced(_) => Ok(()),
+        }
     };
     let name = cluster.name_any();
     let interval = sync_interval(cluster);
@@ -262,33 +212,34 @@ async fn reconcile_inner(role: Role, cluster: &GanetiCluster, ctx: &Context) -> 
         return Ok(Action::await_change());
     }
 
-    let (key, secret) = match read_secret(cluster, ctx).await? {
+    let secret = match read_secret(cluster, ctx).await? {
         Ok(found) => found,
         Err((reason, message)) => {
-            let outcome = SyncOutcome::Failed { reason, message };
             ctx.inventory.mark_unreachable(&name);
-            report(&outcome).await?;
+            report(&SyncOutcome::Failed { reason, message }).await?;
             return Ok(Action::requeue(interval));
         }
     };
+    let key = ClientKey::new(&cluster.spec, &secret);
 
     // Our own status write triggers a reconcile: do not read Ganeti again for it.
-    if let Some(mark) = ctx.clusters.last_sync.lock().expect("lock").get(&name)
+    if let Some(mark) = ctx.cluster_sync.last_sync.lock().expect("lock").get(&name)
         && mark.key == key
         && mark.generation == cluster.metadata.generation
+        && mark.reported == leading
         && mark.at.elapsed() < interval
     {
         return Ok(Action::requeue(interval - mark.at.elapsed()));
     }
 
-    let client = match client_for(ctx, cluster, &key, &secret) {
+    let client = match ctx.clusters.connect(&name, &cluster.spec, &secret) {
         Ok(c) => c,
         Err(e) => {
-            let outcome = SyncOutcome::Failed {
+            report(&SyncOutcome::Failed {
                 reason: refusal(&e),
                 message: e.to_string(),
-            };
-            report(&outcome).await?;
+            })
+            .await?;
             return Ok(Action::requeue(interval));
         }
     };
@@ -303,21 +254,19 @@ async fn reconcile_inner(role: Role, cluster: &GanetiCluster, ctx: &Context) -> 
             ctx.inventory.put(inventory);
             let snapshot = ctx.inventory.get(&name).expect("just stored");
             report(&SyncOutcome::Synced(&snapshot)).await?;
-            ctx.clusters.last_sync.lock().expect("lock").insert(
+            ctx.cluster_sync.last_sync.lock().expect("lock").insert(
                 name.clone(),
                 SyncMark {
                     key,
                     generation: cluster.metadata.generation,
                     at: Instant::now(),
+                    reported: leading,
                 },
             );
         }
         Err(outcome) => {
-            if let SyncOutcome::Failed { reason, message } = &outcome {
-                tracing::warn!(cluster = %name, reason = reason.as_str(), %message, "cluster read failed");
-            }
             ctx.inventory.mark_unreachable(&name);
-            ctx.clusters.last_sync.lock().expect("lock").remove(&name);
+            ctx.cluster_sync.last_sync.lock().expect("lock").remove(&name);
             report(&outcome).await?;
         }
     }
@@ -326,12 +275,12 @@ async fn reconcile_inner(role: Role, cluster: &GanetiCluster, ctx: &Context) -> 
 
 fn forget(ctx: &Context, name: &str) {
     ctx.inventory.remove(name);
-    ctx.clusters.last_sync.lock().expect("lock").remove(name);
-    ctx.clusters.clients.lock().expect("lock").remove(name);
-    ctx.clusters.written.forget(name);
+    ctx.cluster_sync.last_sync.lock().expect("lock").remove(name);
+    ctx.cluster_sync.written.forget(name);
+    ctx.clusters.forget(name);
 }
 
-type SecretResult = Result<(ClientKey, Secret), (FailureReason, String)>;
+type SecretResult = Result<Secret, (FailureReason, String)>;
 
 /// The condition reason for a refused connection.
 fn refusal(e: &ConnectError) -> FailureReason {
@@ -349,45 +298,14 @@ fn refusal(e: &ConnectError) -> FailureReason {
 /// problem the cluster's status should report.
 async fn read_secret(cluster: &GanetiCluster, ctx: &Context) -> Result<SecretResult, Error> {
     // An insecure spec is refused before its Secret is even read.
-    if let Err(e) = clusters::tls_mode(&cluster.spec, ctx.config.rapi_policy) {
+    if let Err(e) = clusters::tls_mode(&cluster.spec, ctx.clusters.policy()) {
         return Ok(Err((refusal(&e), e.to_string())));
     }
-    let secret = match clusters::fetch_secret(&ctx.client, &ctx.config.secrets_namespace, &cluster.spec).await
-    {
-        Ok(s) => s,
-        Err(ConnectError::Kube { source, .. }) => return Err(source.into()),
-        Err(e) => return Ok(Err((refusal(&e), e.to_string()))),
-    };
-    let key = ClientKey {
-        url: cluster.spec.rapi_url.clone(),
-        ca_bundle: cluster.spec.ca_bundle.clone(),
-        insecure: cluster.spec.insecure == Some(true),
-        secret_version: secret.metadata.resource_version.clone(),
-    };
-    Ok(Ok((key, secret)))
-}
-
-/// The cluster's client: the one built before if nothing it came from changed (a
-/// label removed since changes the Secret's version), else a new one.
-fn client_for(
-    ctx: &Context,
-    cluster: &GanetiCluster,
-    key: &ClientKey,
-    secret: &Secret,
-) -> Result<Arc<RapiClient>, ConnectError> {
-    let name = cluster.name_any();
-    let mut clients = ctx.clusters.clients.lock().expect("lock");
-    if let Some((k, c)) = clients.get(&name)
-        && k == key
-    {
-        return Ok(c.clone());
+    match clusters::fetch_secret(&ctx.client, &ctx.config.secrets_namespace, &cluster.spec).await {
+        Ok(s) => Ok(Ok(s)),
+        Err(ConnectError::Kube { source, .. }) => Err(source.into()),
+        Err(e) => Ok(Err((refusal(&e), e.to_string()))),
     }
-    let client = Arc::new(
-        clusters::connect(&cluster.spec, secret, ctx.config.rapi_policy)?
-            .with_observer(Arc::new(MetricsObserver(ctx.metrics.clone()))),
-    );
-    clients.insert(name, (key.clone(), client.clone()));
-    Ok(client)
 }
 
 /// One bulk read of a cluster: info, features, nodes, instances and jobs, concurrently.
@@ -438,15 +356,19 @@ pub async fn read_cluster(
 
 /// Maps a RAPI error onto the condition reason an admin acts on.
 fn failure(e: RapiError) -> SyncOutcome<'static> {
-    let reason = match e.category() {
-        "auth_failed" => FailureReason::AuthFailed,
-        "forbidden" => FailureReason::Forbidden,
-        "tls_error" => FailureReason::TlsError,
-        "timeout" => FailureReason::Timeout,
-        "unreachable" => FailureReason::Unreachable,
-        "unavailable" => FailureReason::Unavailable,
-        "config_error" => FailureReason::InvalidSpec,
-        _ => FailureReason::BadResponse,
+    let reason = match e.kind() {
+        RapiKind::AuthFailed => FailureReason::AuthFailed,
+        RapiKind::Forbidden => FailureReason::Forbidden,
+        RapiKind::Tls => FailureReason::TlsError,
+        RapiKind::Timeout => FailureReason::Timeout,
+        RapiKind::Unreachable => FailureReason::Unreachable,
+        RapiKind::Unavailable => FailureReason::Unavailable,
+        RapiKind::Config => FailureReason::InvalidSpec,
+        RapiKind::NotFound
+        | RapiKind::BadRequest
+        | RapiKind::Http
+        | RapiKind::Decode
+        | RapiKind::JobFailed => FailureReason::BadResponse,
     };
     let hint = match reason {
         FailureReason::AuthFailed => ": check the username and password in the credentials Secret",
@@ -469,7 +391,7 @@ async fn write_status(
     let planned_from = cluster.resource_version().unwrap_or_default();
     // A copy that predates our last write is planned against what we wrote.
     let caught_up;
-    let cluster = match ctx.clusters.written.newer_than_cache(&name, &planned_from) {
+    let cluster = match ctx.cluster_sync.written.newer_than_cache(&name, &planned_from) {
         Some(ours) if cluster.status.as_ref() != Some(&ours) => {
             caught_up = GanetiCluster {
                 status: Some(ours),
@@ -482,20 +404,9 @@ async fn write_status(
     let Some(status) = plan::plan_status(cluster, outcome, Timestamp::now(), HEARTBEAT) else {
         return Ok(());
     };
-    tracing::debug!(cluster = %cluster.name_any(), "writing status");
-    let api: Api<GanetiCluster> = Api::all(ctx.client.clone());
-    let patch = serde_json::json!({
-        "apiVersion": "ganeti.dev/v1alpha1",
-        "kind": "GanetiCluster",
-        "status": status,
-    });
-    api.patch_status(
-        &cluster.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    ctx.clusters.written.record(&name, &planned_from, status);
+    tracing::debug!(cluster = %name, "writing status");
+    crate::status::apply(&Api::<GanetiCluster>::all(ctx.client.clone()), &name, &status).await?;
+    ctx.cluster_sync.written.record(&name, &planned_from, status);
     ctx.metrics.status_writes.with_label_values(&[CONTROLLER]).inc();
     Ok(())
 }

@@ -16,7 +16,7 @@ pub const MAX_NODES_IN_STATUS: usize = 1000;
 pub const SUPPORTED_MAJOR_VERSIONS: &[&str] = &["2", "3"];
 
 /// Why a sync failed, as the `Reachable` / `Ready` condition reasons say it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureReason {
     MissingSecret,
     /// The Secret lacks the label that marks it as RAPI credentials.

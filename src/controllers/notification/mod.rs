@@ -40,15 +40,15 @@ pub mod plan;
 pub mod recipients;
 pub mod render;
 
-use super::{Context, Error, FIELD_MANAGER, observe};
+use super::Context;
+use super::harness::{self, Error};
 use crate::api::cluster::GanetiCluster;
 use crate::api::notification::{DeliveryResult, Notification, NotificationStatus};
 use crate::api::profile::UserProfile;
 use crate::fault;
 use crate::mail::{CommitError, Mail, MailError, Mailer};
-use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -56,7 +56,7 @@ use plan::Next;
 use recipients::{Directory, parse_instance_label};
 use render::{InstanceInfo, MailContext, Templates, UserInfo};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const CONTROLLER: &str = "notification";
@@ -92,36 +92,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let api: Api<Notification> = Api::all(ctx.client.clone());
     let controller = Controller::new(api, watcher::Config::default());
     let shutdown = super::once_listed(controller.store(), stop.clone().cancelled_owned());
-    controller
+    let results = controller
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, state)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "notification reconcile event");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, state);
+    harness::drive(CONTROLLER, results, |_| {}).await;
 }
 
 fn error_policy(n: Arc<Notification>, error: &Error, _state: Arc<State>) -> Action {
-    tracing::warn!(
-        notification = %n.name_any(),
-        error = %error,
-        category = error.category(),
-        "Notification reconcile failed"
-    );
-    // A conflict means someone else wrote meanwhile: look again at once.
-    if error.category() == "conflict" {
-        return Action::requeue(Duration::from_millis(200));
-    }
-    Action::requeue(Duration::from_secs(5))
+    harness::retry(CONTROLLER, &n.name_any(), error, Duration::from_secs(5))
 }
 
 async fn reconcile(n: Arc<Notification>, state: Arc<State>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&n.name_any(), &state).await;
-    observe(&state.ctx.metrics, CONTROLLER, started, result.as_ref().err());
-    result
+    let ctx = &state.ctx;
+    let name = n.name_any();
+    let work = reconcile_inner(&name, &state);
+    harness::reconcile(CONTROLLER, &ctx.metrics, &ctx.recorder, &*n, work).await
 }
 
 /// Writes the whole status, on the condition that the object is still the one `n`
@@ -132,19 +117,7 @@ async fn write(
     status: &NotificationStatus,
     ctx: &Context,
 ) -> Result<Notification, Error> {
-    let patch = serde_json::json!({
-        "apiVersion": "ganeti.dev/v1alpha1",
-        "kind": "Notification",
-        "metadata": {"name": n.name_any(), "resourceVersion": n.resource_version()},
-        "status": status,
-    });
-    let written = api
-        .patch_status(
-            &n.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+    let written = crate::status::apply_if_unchanged(api, n, status).await?;
     ctx.metrics.status_writes.with_label_values(&[CONTROLLER]).inc();
     Ok(written)
 }

@@ -10,12 +10,14 @@
 //! patches, each only when something changed).
 //!
 //! # When it runs
-//! One task, one cluster at a time (so two clusters never race on a binding's status). A
-//! cluster is synced after each refresh of its inventory (a new snapshot in the shared
-//! [`Inventory`](crate::inventory::Inventory)) and after any change of a Role or
-//! RoleBinding; a failed sync is retried after [`RETRY`]. Nothing runs before
-//! every watch has listed once: a pass over an empty binding list would remove every tag
-//! the operator wrote. A cluster whose inventory is stale (unreachable) is not synced.
+//! A kube-runtime `Controller` over GanetiClusters, one reconcile at a time (so two
+//! clusters never race on a binding's status). Every new authorization snapshot
+//! (`access::rules`: a Role, RoleBinding or UserProfile changed, or a cluster's
+//! inventory was read anew) wakes every cluster; a cluster syncs when its inventory
+//! or the roles and bindings changed since its last sync, or its retry is due
+//! ([`RETRY`]). Nothing runs before every watch has listed once: a pass over an empty
+//! binding list would remove every tag the operator wrote. A cluster whose inventory
+//! is stale (unreachable) is not synced.
 //!
 //! # The ledger: which tags are the operator's
 //! The operator removes only grant tags it added itself. It records them per cluster in
@@ -47,28 +49,26 @@
 pub mod plan;
 pub mod status;
 
-use super::{Context, Error, FIELD_MANAGER, observe};
-use crate::api::{Role, RoleBinding, role::RoleSpec};
-use crate::authz::{AuthzIndex, has_administrator_binding, preconfigured_roles};
+use super::harness::{self, Error};
+use super::{Context, FIELD_MANAGER};
+use crate::access::rules::Snapshot;
+use crate::api::{GanetiCluster, Role, RoleBinding, role::RoleSpec};
+use crate::authz::{has_administrator_binding, preconfigured_roles};
 use crate::inventory::ClusterInventory;
 use crate::rapi::{RapiClient, RapiError};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use plan::{Ledger, Outcome, Overlay, StoredLedger};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const CONTROLLER: &str = "tags";
-/// How often the inventory is checked for new snapshots (and changes are acted on).
-const TICK: Duration = Duration::from_millis(500);
 /// When a failed sync or status write is tried again.
 pub const RETRY: Duration = Duration::from_secs(10);
 /// How long one tag job may take.
@@ -116,150 +116,125 @@ pub fn parse_ledger(cm: &ConfigMap) -> StoredLedger {
 #[derive(Default)]
 struct ClusterSync {
     snapshot: Option<Arc<ClusterInventory>>,
+    /// The roles and bindings (by resource version) of the last sync.
+    rules: Option<RulesVersion>,
     /// As stored; `None` until read from its ConfigMap (again after a failed write).
     ledger: Option<StoredLedger>,
     overlay: Overlay,
     report: Option<plan::ClusterReport>,
     /// Why the last sync did not happen or failed.
     failing: Option<String>,
-    dirty: bool,
     retry_at: Option<Instant>,
+}
+
+/// Roles and bindings by resource version, sorted (a store's order is not stable).
+type RulesVersion = Vec<Option<String>>;
+
+fn rules_version(snapshot: &Snapshot) -> RulesVersion {
+    let mut v: RulesVersion = snapshot
+        .roles
+        .iter()
+        .map(|r| &r.metadata)
+        .chain(snapshot.bindings.iter().map(|b| &b.metadata))
+        .map(|m| m.resource_version.clone())
+        .collect();
+    v.sort_unstable();
+    v
 }
 
 struct TagSync {
     ctx: Arc<Context>,
-    roles: Store<Role>,
-    bindings: Store<RoleBinding>,
     clusters: BTreeMap<String, ClusterSync>,
     status_retry_at: Option<Instant>,
     administrator_bound: Option<bool>,
 }
 
-/// A reflector for `K`: its store, whether it has listed once, and its task.
-struct Watch<K: Resource + Clone + 'static>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store: Store<K>,
-    listed: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// Starts a reflector for `K`; every event sets `changed`.
-fn watch<K>(api: Api<K>, changed: Arc<AtomicBool>) -> Watch<K>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (store, writer) = reflector::store::<K>();
-    let listed = Arc::new(AtomicBool::new(false));
-    let done = listed.clone();
-    let task = tokio::spawn(
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .for_each(move |event| {
-                match event {
-                    Ok(e) => {
-                        // The store holds the whole list once InitDone has passed through it.
-                        if matches!(e, watcher::Event::InitDone) {
-                            done.store(true, Ordering::SeqCst);
-                        }
-                        changed.store(true, Ordering::SeqCst);
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, kind = %K::kind(&Default::default()), "watch error")
-                    }
-                }
-                futures::future::ready(())
-            }),
-    );
-    Watch { store, listed, task }
-}
-
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let changed = Arc::new(AtomicBool::new(true));
-    let roles = watch(Api::<Role>::all(ctx.client.clone()), changed.clone());
-    let bindings = watch(Api::<RoleBinding>::all(ctx.client.clone()), changed.clone());
-    let flags = [roles.listed.clone(), bindings.listed.clone()];
-    let tasks = [roles.task, bindings.task];
-    let mut sync = TagSync {
+    let api: Api<GanetiCluster> = Api::all(ctx.client.clone());
+    let controller = Controller::new(api, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(1));
+    let shutdown = super::once_listed(controller.store(), shutdown);
+    let snapshots = futures::stream::unfold(ctx.rules.changes(), |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    });
+    let state = Arc::new(tokio::sync::Mutex::new(TagSync {
         ctx,
-        roles: roles.store,
-        bindings: bindings.store,
         clusters: BTreeMap::new(),
         status_retry_at: None,
         administrator_bound: None,
-    };
-    tokio::pin!(shutdown);
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut started = false;
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = tick.tick() => {}
-        }
-        if !started {
-            if !flags.iter().all(|f| f.load(Ordering::SeqCst)) {
-                continue;
-            }
-            tracing::info!("tag sync: roles and bindings listed; syncing");
-            started = true;
-        }
-        sync.pass(changed.swap(false, Ordering::SeqCst)).await;
-    }
-    for t in tasks {
-        t.abort();
-    }
+    }));
+    let results = controller
+        .reconcile_all_on(snapshots)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, state);
+    harness::drive(CONTROLLER, results, |_| {}).await;
+}
+
+fn error_policy(
+    cluster: Arc<GanetiCluster>,
+    error: &Error,
+    _state: Arc<tokio::sync::Mutex<TagSync>>,
+) -> Action {
+    harness::retry(CONTROLLER, &cluster.name_any(), error, RETRY)
+}
+
+async fn reconcile(
+    cluster: Arc<GanetiCluster>,
+    state: Arc<tokio::sync::Mutex<TagSync>>,
+) -> Result<Action, Error> {
+    let mut sync = state.lock().await;
+    let ctx = sync.ctx.clone();
+    let name = cluster.name_any();
+    let work = sync.pass(&name);
+    harness::reconcile(CONTROLLER, &ctx.metrics, &ctx.recorder, &*cluster, work).await
 }
 
 impl TagSync {
-    async fn pass(&mut self, k8s_changed: bool) {
-        let now = Instant::now();
-        let inventories = self.ctx.inventory.all();
-        self.clusters
-            .retain(|name, _| inventories.iter().any(|i| &i.cluster == name));
-        let mut any = k8s_changed || self.status_retry_at.is_some_and(|t| now >= t);
-        for inv in inventories {
-            let c = self.clusters.entry(inv.cluster.clone()).or_default();
-            let fresh = c.snapshot.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &inv));
-            if fresh {
-                if inv.reachable {
-                    plan::age_overlay(&mut c.overlay, &inv.instances);
-                    c.dirty = true;
-                } else if c.failing.is_none() {
-                    c.failing = Some("the cluster is unreachable; its inventory is stale".into());
-                    any = true;
-                }
-                c.snapshot = Some(inv);
-            }
-            if k8s_changed || c.retry_at.is_some_and(|t| now >= t) {
-                c.dirty = true;
-            }
+    /// One cluster's turn: syncs it if anything it depends on changed, then writes
+    /// the RoleBinding and Role statuses if anything they show changed.
+    async fn pass(&mut self, name: &str) -> Result<Action, Error> {
+        let snapshot = self.ctx.rules.current();
+        if !snapshot.listed {
+            // Woken again by the first snapshot.
+            return Ok(Action::await_change());
         }
-        let dirty: Vec<String> = self
-            .clusters
-            .iter()
-            .filter(|(_, c)| c.dirty)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in dirty {
-            any = true;
-            let started = Instant::now();
-            let result = self.sync_cluster(&name).await;
-            observe(&self.ctx.metrics, CONTROLLER, started, result.as_ref().err());
-            let c = self.clusters.get_mut(&name).expect("listed above");
-            c.dirty = false;
-            if let Err(e) = result {
-                tracing::warn!(cluster = %name, error = %e, "tag sync failed");
+        let now = Instant::now();
+        // Deleted GanetiClusters: their inventory is gone from the snapshot.
+        self.clusters.retain(|n, _| snapshot.inventory(n).is_some());
+        let Some(inv) = snapshot.inventory(name).cloned() else {
+            // Not read yet: the snapshot with its first read wakes this cluster.
+            return Ok(Action::await_change());
+        };
+        let rules = rules_version(&snapshot);
+        let mut report = self.status_retry_at.is_some_and(|t| now >= t);
+        let c = self.clusters.entry(name.to_string()).or_default();
+        let fresh = c.snapshot.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &inv));
+        let mut dirty = c.rules.as_ref() != Some(&rules) || c.retry_at.is_some_and(|t| now >= t);
+        if fresh {
+            if inv.reachable {
+                plan::age_overlay(&mut c.overlay, &inv.instances);
+                dirty = true;
+            } else if c.failing.is_none() {
+                c.failing = Some("the cluster is unreachable; its inventory is stale".into());
+                report = true;
+            }
+            c.snapshot = Some(inv);
+        }
+        let mut result = Ok(());
+        if dirty {
+            report = true;
+            c.rules = Some(rules);
+            result = self.sync_cluster(name, &snapshot).await;
+            if let Err(e) = &result {
+                let c = self.clusters.get_mut(name).expect("cluster known");
                 c.failing = Some(e.to_string());
                 c.retry_at = Some(Instant::now() + RETRY);
             }
         }
-        if any {
-            self.status_retry_at = match self.write_statuses().await {
+        if report {
+            self.status_retry_at = match self.write_statuses(&snapshot).await {
                 Ok(()) => None,
                 Err(e) => {
                     tracing::warn!(error = %e, "writing RoleBinding/Role status failed");
@@ -267,14 +242,25 @@ impl TagSync {
                 }
             };
         }
+        result?;
+        let next = [
+            self.clusters.get(name).and_then(|c| c.retry_at),
+            self.status_retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        Ok(match next {
+            Some(at) => Action::requeue(at.saturating_duration_since(Instant::now())),
+            None => Action::await_change(),
+        })
     }
 
     /// Plans and applies one cluster's tags. `Err` for Kubernetes failures; RAPI
     /// failures are reported on the bindings and retried.
-    async fn sync_cluster(&mut self, name: &str) -> Result<(), Error> {
+    async fn sync_cluster(&mut self, name: &str, snapshot: &Snapshot) -> Result<(), Error> {
         let ctx = self.ctx.clone();
-        let roles = self.roles.state();
-        let bindings = self.bindings.state();
+        let (roles, bindings) = (&snapshot.roles, &snapshot.bindings);
         let c = self.clusters.get_mut(name).expect("cluster known");
         c.retry_at = None;
         let Some(inv) = c.snapshot.clone().filter(|i| i.reachable) else {
@@ -292,14 +278,11 @@ impl TagSync {
         c.ledger = Some(stored.clone());
         let ledger = plan::migrate(&stored, &inv.instances);
 
-        let index = AuthzIndex::builder()
-            .roles(roles.iter().map(|r| &**r))
-            .bindings(bindings.iter().map(|b| &**b))
-            .cluster(&inv, &inv.tag_prefix)
-            .build();
-        let specs = role_specs(&roles);
+        // The snapshot's index was built from this very inventory (`inv` came from it).
+        let index = &snapshot.index;
+        let specs = role_specs(roles);
         let mut listed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for b in &bindings {
+        for b in bindings {
             let role = specs.get(b.spec.role_ref.as_str()).copied();
             let scoped = role
                 .filter(|r| r.scope.kind == crate::api::role::ScopeKind::Instances)
@@ -321,7 +304,7 @@ impl TagSync {
             plan::plan(&plan::Input {
                 cluster: name,
                 prefix: &inv.tag_prefix,
-                index: &index,
+                index,
                 instances: &inv.instances,
                 listed: &listed,
                 ledger: &ledger,
@@ -421,10 +404,9 @@ impl TagSync {
         Ok(())
     }
 
-    async fn write_statuses(&mut self) -> Result<(), Error> {
-        let roles = self.roles.state();
-        let bindings = self.bindings.state();
-        let specs = role_specs(&roles);
+    async fn write_statuses(&mut self, snapshot: &Snapshot) -> Result<(), Error> {
+        let (roles, bindings) = (&snapshot.roles, &snapshot.bindings);
+        let specs = role_specs(roles);
         let now = Timestamp::now();
         let states: BTreeMap<String, status::ClusterState<'_>> = self
             .clusters
@@ -439,11 +421,11 @@ impl TagSync {
             })
             .collect();
         let binding_api: Api<RoleBinding> = Api::all(self.ctx.client.clone());
-        for b in &bindings {
+        for b in bindings {
             let role = specs.get(b.spec.role_ref.as_str()).copied();
             if let Some(s) = status::binding_status(b, role, &states, now) {
                 tracing::debug!(binding = %b.name_any(), status = ?s, "writing RoleBinding status");
-                patch_status(&binding_api, &b.name_any(), "RoleBinding", &s).await?;
+                patch_status(&binding_api, &b.name_any(), &s).await?;
                 self.ctx
                     .metrics
                     .status_writes
@@ -458,10 +440,10 @@ impl TagSync {
         self.administrator_bound = Some(bound);
         let all: Vec<&RoleBinding> = bindings.iter().map(|b| &**b).collect();
         let role_api: Api<Role> = Api::all(self.ctx.client.clone());
-        for r in &roles {
+        for r in roles {
             if let Some(s) = status::role_status(r, &all, bound, now) {
                 tracing::debug!(role = %r.name_any(), "writing Role status");
-                patch_status(&role_api, &r.name_any(), "Role", &s).await?;
+                patch_status(&role_api, &r.name_any(), &s).await?;
                 self.ctx.metrics.status_writes.with_label_values(&["role"]).inc();
             }
         }
@@ -479,28 +461,11 @@ fn role_specs(roles: &[Arc<Role>]) -> HashMap<String, &RoleSpec> {
     specs
 }
 
-async fn patch_status<K>(
-    api: &Api<K>,
-    name: &str,
-    kind: &str,
-    status: &impl serde::Serialize,
-) -> Result<(), Error>
+async fn patch_status<K>(api: &Api<K>, name: &str, status: &impl serde::Serialize) -> Result<(), Error>
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let patch = serde_json::json!({
-        "apiVersion": "ganeti.dev/v1alpha1",
-        "kind": kind,
-        "status": status,
-    });
-    match api
-        .patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-    {
+    match crate::status::apply(api, name, status).await {
         Ok(_) => Ok(()),
         // Deleted meanwhile: nothing to report on.
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),

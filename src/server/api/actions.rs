@@ -127,7 +127,7 @@ async fn check_with_vm(
                 return Ok(extra);
             };
             let inventory = state.known_cluster(&pinned.cluster)?;
-            let client = state.ctx.client.clone();
+            let client = state.shared.client.clone();
             let lp = ListParams::default();
             let (quota_api, application_api) = (
                 Api::<ClusterQuota>::all(client.clone()),
@@ -275,7 +275,7 @@ async fn request_confirmation(
     action: Action,
     plan: Plan,
 ) -> Result<Response, ApiError> {
-    let config = &state.ctx.config;
+    let config = &state.shared.config;
     let (Some(smtp), Some(public_url)) = (config.smtp_secret.as_deref(), config.public_url.as_deref()) else {
         return Err(ApiError::unavailable(
             "confirmation mails are not configured (--smtp-secret and --public-url)",
@@ -283,7 +283,7 @@ async fn request_confirmation(
     };
     // A user may have several profiles (admins keep anyone's): the first that yields an
     // address wins, else the username when it is an address.
-    let profiles = Api::<UserProfile>::all(state.ctx.client.clone())
+    let profiles = Api::<UserProfile>::all(state.shared.client.clone())
         .list(&ListParams::default())
         .await?
         .items;
@@ -319,7 +319,7 @@ async fn request_confirmation(
     let link = format!(
         "{}{PREFIX}/confirm?token={}",
         public_url.trim_end_matches('/'),
-        confirm::sign(&state.confirm_key, &claims)
+        confirm::sign(&state.shared.keys.confirm_links, &claims)
     );
     let what = match &claims.new_name {
         Some(n) => format!("rename {} to {n}", attempt.vm),
@@ -336,7 +336,7 @@ async fn request_confirmation(
             attempt.cluster, pinned.uuid,
         ),
     };
-    let mailer = crate::mail::Mailer::from_secret_ref(&state.ctx.client, &config.secrets_namespace, smtp)
+    let mailer = crate::mail::Mailer::from_secret_ref(&state.shared.client, &config.secrets_namespace, smtp)
         .await
         .map_err(|e| ApiError::unavailable(format!("mail is not available: {e}")))?;
     if let Err(e) = mailer.send(&mail).await {

@@ -4,6 +4,7 @@
 
 use super::{ApiError, ApiState, Attempt, Caller, NO_INVENTORY_YET, Outcome, rapi_error};
 use crate::access::action::{self, TagsPlan};
+use crate::access::rules::Snapshot;
 use crate::api::role::{ClusterRight, SystemRight};
 use crate::authz::{AuthzIndex, Principal, Request};
 use crate::inventory::ClusterInventory;
@@ -43,12 +44,12 @@ fn summary(inv: &ClusterInventory) -> serde_json::Value {
     })
 }
 
-async fn ready(state: &ApiState) -> Result<Arc<AuthzIndex>, ApiError> {
-    if state.ctx.inventory.all().is_empty() {
+async fn ready(state: &ApiState) -> Result<Arc<Snapshot>, ApiError> {
+    if state.shared.inventory.all().is_empty() {
         return Err(ApiError::unavailable(NO_INVENTORY_YET));
     }
     state.rules_loaded().await?;
-    Ok(state.rules.index(&state.ctx.inventory))
+    Ok(state.rules.current())
 }
 
 /// The clusters the caller may view, with their capacity.
@@ -56,14 +57,13 @@ pub(super) async fn list_clusters(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let index = ready(&state).await?;
+    let snapshot = ready(&state).await?;
+    let index = &snapshot.index;
     let p = caller.principal();
-    let clusters: Vec<_> = state
-        .ctx
-        .inventory
-        .all()
+    let clusters: Vec<_> = snapshot
+        .inventories()
         .iter()
-        .filter(|inv| may(&index, &p, &inv.cluster, ClusterRight::View))
+        .filter(|inv| may(index, &p, &inv.cluster, ClusterRight::View))
         .map(|inv| summary(inv))
         .collect();
     Ok(Json(json!({ "clusters": clusters })).into_response())
@@ -75,7 +75,8 @@ pub(super) async fn list_nodes(
     Path(cluster): Path<String>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let index = ready(&state).await?;
+    let snapshot = ready(&state).await?;
+    let index = &snapshot.index;
     let decision = index.decide(&caller.principal(), &Request::System(SystemRight::Nodes));
     if !decision.allowed {
         return Err(ApiError::new(
@@ -122,11 +123,12 @@ pub(super) async fn cluster_tags(
     if let Some(refused) = state.rate_limited(&caller, &attempt) {
         return Ok(refused);
     }
-    let index = ready(&state).await?;
+    let snapshot = ready(&state).await?;
+    let index = &snapshot.index;
     // Like a VM the caller may not view, a cluster it may not view does not exist for it.
     let inv = state.known_cluster(&cluster)?;
     let p = caller.principal();
-    if !may(&index, &p, &cluster, ClusterRight::View) {
+    if !may(index, &p, &cluster, ClusterRight::View) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no cluster {cluster}"),

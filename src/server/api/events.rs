@@ -42,7 +42,7 @@ pub(super) async fn list_events(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let limit = timeline::limit(query.as_deref()).map_err(ApiError::bad_request)?;
-    let client = &state.ctx.client;
+    let client = &state.shared.client;
     let (vm_events, application_events, applications) = tokio::try_join!(
         list_events_matching(
             Api::namespaced(client.clone(), CLUSTER_EVENTS_NAMESPACE),
@@ -57,7 +57,8 @@ pub(super) async fn list_events(
         },
     )?;
     state.rules_loaded().await?;
-    let index = state.rules.index(&state.ctx.inventory);
+    let snapshot = state.rules.current();
+    let index = &snapshot.index;
     let p = caller.principal();
     let may_view = |cluster: &str, instance: &str| {
         index

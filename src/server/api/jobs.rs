@@ -26,7 +26,8 @@ pub(super) async fn show_job(
     let job = client.job(JobId(id)).await.map_err(|e| rapi_error(&e))?;
     if !submitted_by(&job, &caller.identity.user) {
         state.rules_loaded().await?;
-        let index = state.rules.index(&state.ctx.inventory);
+        let snapshot = state.rules.current();
+        let index = &snapshot.index;
         let decision = index.decide(&caller.principal(), &Request::System(SystemRight::Jobs));
         if !decision.allowed {
             return Err(ApiError::new(

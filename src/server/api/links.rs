@@ -48,7 +48,7 @@ pub(super) async fn confirm_page(
     State(state): State<Arc<ApiState>>,
     Query(q): Query<TokenParam>,
 ) -> Response {
-    let claims = match confirm::verify(&state.confirm_key, &q.token, now_secs()) {
+    let claims = match confirm::verify(&state.shared.keys.confirm_links, &q.token, now_secs()) {
         Ok(c) => c,
         Err(e) => return link_refused(&e),
     };
@@ -95,7 +95,7 @@ pub(super) async fn confirm_action(
     connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     Form(q): Form<TokenParam>,
 ) -> Response {
-    let claims = match confirm::verify(&state.confirm_key, &q.token, now_secs()) {
+    let claims = match confirm::verify(&state.shared.keys.confirm_links, &q.token, now_secs()) {
         Ok(c) => c,
         Err(e) => return link_refused(&e),
     };
@@ -111,7 +111,7 @@ pub(super) async fn confirm_action(
         connect
             .map(|c| c.0.0.ip().to_string())
             .unwrap_or_else(|| "unknown".into()),
-        &state.rules,
+        &state.rules.current(),
     );
     let Some(action) = Action::parse(&claims.action).filter(|a| a.is_fatal()) else {
         return link_refused(&LinkError::Malformed);

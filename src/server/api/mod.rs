@@ -26,15 +26,14 @@ mod timeline;
 mod views;
 
 use super::auth::{Authenticator, Identity, bearer};
-use super::confirm::ConfirmKey;
 use super::ratelimit::Limiter;
 use super::spent::SpentTokens;
 use crate::access::rules::Rules;
 use crate::access::{self, Pinned, Refusal, VmRef};
 use crate::api::role::VmRight;
 use crate::authz::Principal;
-use crate::controllers::Context;
 use crate::rapi::{RapiClient, RapiError};
+use crate::shared::Shared;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::{StatusCode, request::Parts};
 use axum::response::{IntoResponse, Response};
@@ -68,14 +67,12 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// What the API handlers share.
 pub struct ApiState {
-    pub(super) ctx: Arc<Context>,
-    /// Roles and bindings from watches.
+    /// Inventory, RAPI clients, keys, settings: built in `main`.
+    pub(super) shared: Shared,
+    /// Roles and bindings from watches (the snapshot in `shared`).
     pub(super) rules: Rules,
     auth: Authenticator,
     limiter: Mutex<Limiter>,
-    confirm_key: ConfirmKey,
-    /// Signs and checks console tickets (see [`super::console`]).
-    pub(super) ticket_key: crate::signed::SigningKey,
     /// Followed confirmation links, in the API server: once across replicas and restarts.
     pub(super) spent: SpentTokens,
     /// Told of refused attempts on VMs the caller does not own (ganetimgr does this).
@@ -85,22 +82,15 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn new(
-        ctx: Arc<Context>,
-        rules: Rules,
-        token_audiences: Vec<String>,
-        refusal_mail_to: Vec<String>,
-    ) -> Arc<Self> {
+    pub fn new(shared: Shared, token_audiences: Vec<String>, refusal_mail_to: Vec<String>) -> Arc<Self> {
         Arc::new(Self {
             refusal_mail_to,
-            auth: Authenticator::new(ctx.client.clone(), token_audiences),
+            auth: Authenticator::new(shared.client.clone(), token_audiences),
             limiter: Mutex::new(Limiter::new(RATE_BURST, RATE_EVERY)),
-            confirm_key: ConfirmKey::derive(&ctx.config.link_key),
-            ticket_key: super::console::ticket_key(&ctx.config.link_key),
-            spent: SpentTokens::new(ctx.client.clone(), &ctx.config.secrets_namespace),
+            spent: SpentTokens::new(shared.client.clone(), &shared.config.secrets_namespace),
             refusals_mailed: Mutex::default(),
-            rules,
-            ctx,
+            rules: shared.rules.clone(),
+            shared,
         })
     }
 }
@@ -136,7 +126,7 @@ async fn count(
     let response = next.run(request).await;
     let class = format!("{}xx", response.status().as_u16() / 100);
     state
-        .ctx
+        .shared
         .metrics
         .http_requests
         .with_label_values(&[route.as_str(), class.as_str()])
@@ -219,7 +209,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn new(identity: Identity, source: String, rules: &crate::access::rules::Rules) -> Self {
+    pub fn new(identity: Identity, source: String, rules: &crate::access::rules::Snapshot) -> Self {
         let groups = rules.effective_groups(&identity.user, &identity.groups);
         Self {
             identity,
@@ -253,7 +243,7 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             ));
         };
         match state.auth.authenticate(token).await? {
-            Some(identity) => Ok(Caller::new(identity, source, &state.rules)),
+            Some(identity) => Ok(Caller::new(identity, source, &state.rules.current())),
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "the Kubernetes API server does not accept this token for this service",
@@ -270,9 +260,9 @@ impl ApiState {
         &self,
         cluster: &str,
     ) -> Result<Arc<crate::inventory::ClusterInventory>, ApiError> {
-        match self.ctx.inventory.get(cluster) {
+        match self.shared.inventory.get(cluster) {
             Some(inv) => Ok(inv),
-            None if self.ctx.inventory.all().is_empty() => Err(ApiError::unavailable(NO_INVENTORY_YET)),
+            None if self.shared.inventory.all().is_empty() => Err(ApiError::unavailable(NO_INVENTORY_YET)),
             None => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no cluster {cluster}"),
@@ -293,7 +283,7 @@ impl ApiState {
     }
 
     pub(super) fn client(&self, cluster: &str) -> Result<Arc<RapiClient>, ApiError> {
-        self.ctx
+        self.shared
             .clusters
             .client(cluster)
             .ok_or_else(|| ApiError::unavailable(format!("no RAPI client for {cluster} on this replica yet")))
@@ -325,7 +315,7 @@ impl ApiState {
         let fresh = access::read_exact(&client, vm.name)
             .await
             .map_err(|e| refuse(rapi_error(&e)))?;
-        let snapshot = self.rules.snapshot();
+        let snapshot = self.rules.current();
         let principal = caller.principal();
         match access::authorize(
             &snapshot.rules(),
@@ -402,7 +392,7 @@ impl ApiState {
             &why,
             Timestamp::now(),
         );
-        let events: Api<Event> = Api::namespaced(self.ctx.client.clone(), CLUSTER_EVENTS_NAMESPACE);
+        let events: Api<Event> = Api::namespaced(self.shared.client.clone(), CLUSTER_EVENTS_NAMESPACE);
         // The answer does not wait for the Event.
         tokio::spawn(async move {
             if let Err(e) = events.create(&PostParams::default(), &event).await {
@@ -431,7 +421,7 @@ impl ApiState {
     /// Mails the refusal to `refusal_mail_to`, in the background (the answer does not
     /// wait), at most once per user and VM an hour.
     fn mail_refusal(&self, caller: &Caller, attempt: &Attempt<'_>, why: &str) {
-        let Some(smtp) = self.ctx.config.smtp_secret.clone() else {
+        let Some(smtp) = self.shared.config.smtp_secret.clone() else {
             return;
         };
         if self.refusal_mail_to.is_empty()
@@ -458,7 +448,10 @@ impl ApiState {
                 body: body.clone(),
             })
             .collect();
-        let (client, namespace) = (self.ctx.client.clone(), self.ctx.config.secrets_namespace.clone());
+        let (client, namespace) = (
+            self.shared.client.clone(),
+            self.shared.config.secrets_namespace.clone(),
+        );
         tokio::spawn(async move {
             let mailer = match crate::mail::Mailer::from_secret_ref(&client, &namespace, &smtp).await {
                 Ok(m) => m,

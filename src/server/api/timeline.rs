@@ -92,8 +92,8 @@ pub fn audit_event(
             uid: attempt.uuid.map(str::to_string),
             ..Default::default()
         }),
-        reporting_controller: Some(crate::controllers::FIELD_MANAGER.into()),
-        reporting_instance: Some(crate::controllers::FIELD_MANAGER.into()),
+        reporting_controller: Some(crate::api::FIELD_MANAGER.into()),
+        reporting_instance: Some(crate::api::FIELD_MANAGER.into()),
         ..Default::default()
     }
 }

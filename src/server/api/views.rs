@@ -76,7 +76,7 @@ fn may_view(index: &AuthzIndex, p: &Principal<'_>, cluster: &str, instance: &str
 }
 
 async fn ready(state: &ApiState) -> Result<(), ApiError> {
-    if state.ctx.inventory.all().is_empty() {
+    if state.shared.inventory.all().is_empty() {
         return Err(ApiError::unavailable(NO_INVENTORY_YET));
     }
     state.rules_loaded().await
@@ -88,13 +88,14 @@ pub(super) async fn list_instances(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     ready(&state).await?;
-    let inventories = state.ctx.inventory.all();
-    let index = state.rules.index(&state.ctx.inventory);
+    // The inventories the index was built from: a VM and the rights on it agree.
+    let snapshot = state.rules.current();
+    let (inventories, index) = (snapshot.inventories(), &snapshot.index);
     let p = caller.principal();
     let mut out = Vec::new();
-    for inv in &inventories {
+    for inv in inventories {
         for i in &inv.instances {
-            if may_view(&index, &p, &inv.cluster, &i.name) {
+            if may_view(index, &p, &inv.cluster, &i.name) {
                 out.push(view(
                     &inv.cluster,
                     i,
@@ -114,11 +115,13 @@ pub(super) async fn show_instance(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     ready(&state).await?;
-    let inv = state.known_cluster(&cluster)?;
-    let index = state.rules.index(&state.ctx.inventory);
+    state.known_cluster(&cluster)?;
+    let snapshot = state.rules.current();
+    let index = &snapshot.index;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no VM {name} on {cluster}"));
+    let inv = snapshot.inventory(&cluster).ok_or_else(not_found)?;
     let instance = inv.instance(&name).ok_or_else(not_found)?;
-    if !may_view(&index, &caller.principal(), &cluster, &name) {
+    if !may_view(index, &caller.principal(), &cluster, &name) {
         return Err(not_found());
     }
     let locked = index.is_locked(&cluster, &name);

@@ -1,6 +1,6 @@
 //! How the operator reaches a GanetiCluster's Remote API: its credentials Secret and
 //! TLS settings, under the operator's own policy. One place, used by the GanetiCluster
-//! controller (leader and followers) and by `ganeti-operator explain`.
+//! controller (through the shared [`Registry`]) and by `ganeti-operator explain`.
 //!
 //! # Why a label and a flag
 //! Whoever may create a GanetiCluster chooses its `rapiUrl` and names a Secret. Without
@@ -16,6 +16,10 @@
 //!   the credentials: it is refused unless the operator runs with
 //!   `--allow-insecure-rapi` ([`Policy::allow_insecure`]), a choice of whoever deploys
 //!   the operator, not of whoever writes a GanetiCluster.
+
+mod registry;
+
+pub use registry::{ClientKey, Registry};
 
 use crate::api::cluster::GanetiClusterSpec;
 use crate::rapi::{Credentials, RapiClient, RapiConfig, RapiError, TlsMode};

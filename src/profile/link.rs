@@ -1,6 +1,6 @@
 //! Email verification links: signed tokens (`crate::signed`) whose claims name the
-//! profile, the address, a nonce and an expiry, signed with the operator's key derived
-//! for this purpose. The nonce is also recorded in the profile's status, and verifying
+//! profile, the address, a nonce and an expiry, signed with the operator's key for this
+//! purpose ([`crate::keys::Keys::email_links`]). The nonce is also recorded in the profile's status, and verifying
 //! removes it there, which is what makes a link single-use (the signature alone could
 //! be replayed). Pure.
 
@@ -8,16 +8,11 @@ use crate::signed::{self, Expiring, TokenError};
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-/// The operator's root signing key: email links sign with its `verify-email` key,
-/// confirmation links (`server::confirm`) with another key derived from it.
-pub use crate::signed::SigningKey as LinkKey;
+use crate::signed::SigningKey;
 pub use crate::signed::nonce;
 
 /// How long a link works.
 pub const LINK_TTL_SECS: i64 = 24 * 3600;
-
-/// The purpose email links' key is derived for.
-const PURPOSE: &str = "verify-email";
 
 /// What a link vouches for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,21 +37,24 @@ impl Expiring for Claims {
     }
 }
 
-pub fn sign(key: &LinkKey, claims: &Claims) -> String {
-    signed::sign(&key.derive(PURPOSE), claims)
+/// Signs with `key`, the email links' key.
+pub fn sign(key: &SigningKey, claims: &Claims) -> String {
+    signed::sign(key, claims)
 }
 
 /// Checks the signature (in constant time) and the expiry.
-pub fn verify(key: &LinkKey, token: &str, now: Timestamp) -> Result<Claims, TokenError> {
-    signed::verify(&key.derive(PURPOSE), token, now.as_second())
+pub fn verify(key: &SigningKey, token: &str, now: Timestamp) -> Result<Claims, TokenError> {
+    signed::verify(key, token, now.as_second())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key() -> LinkKey {
-        LinkKey::new(&[7u8; 32]).unwrap()
+    use crate::keys::Keys;
+
+    fn key() -> SigningKey {
+        Keys::for_tests(7).email_links
     }
 
     fn claims() -> Claims {
@@ -83,12 +81,14 @@ mod tests {
     fn only_the_email_links_key_signs_email_links() {
         let token = sign(&key(), &claims());
         assert_eq!(
-            verify(&LinkKey::new(&[8u8; 32]).unwrap(), &token, t(0)),
+            verify(&Keys::for_tests(8).email_links, &token, t(0)),
             Err(TokenError::BadSignature)
         );
         // Neither the root key nor another purpose's key makes a link that passes.
-        for other in [key(), key().derive("confirm"), key().derive("console")] {
-            let forged = signed::sign(&other, &claims());
+        let keys = Keys::for_tests(7);
+        let root = SigningKey::new(&[7u8; 32]).unwrap();
+        for other in [&root, &keys.confirm_links, &keys.console_tickets] {
+            let forged = signed::sign(other, &claims());
             assert_eq!(verify(&key(), &forged, t(0)), Err(TokenError::BadSignature));
         }
     }
