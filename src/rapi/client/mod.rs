@@ -268,6 +268,7 @@ fn read_backoff(retries: usize) -> ExponentialBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rapi::ErrorKind;
 
     fn client(url: &str) -> RapiClient {
         RapiClient::new(RapiConfig::new(
@@ -320,7 +321,7 @@ mod tests {
             TlsMode::Insecure,
         ))
         .unwrap_err();
-        assert_eq!(err.category(), "config_error");
+        assert_eq!(err.kind(), ErrorKind::Config);
         assert!(
             RapiClient::new(RapiConfig::new(
                 "not a url",
@@ -354,9 +355,9 @@ mod tests {
         cfg.read_retries = 2;
         let c = RapiClient::new(cfg).unwrap().with_observer(rec.clone());
         let err = c.info().await.unwrap_err();
-        assert_eq!(err.category(), "unreachable", "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Unreachable, "{err:?}");
         let err = c.startup_instance("vm", "test").await.unwrap_err();
-        assert_eq!(err.category(), "unreachable");
+        assert_eq!(err.kind(), ErrorKind::Unreachable);
         let seen = rec.0.lock().unwrap().clone();
         assert_eq!(
             seen,
