@@ -1,5 +1,6 @@
 //! Errors of the RAPI client: HTTP-level refusals, transport failures and failures
-//! reported inside a Ganeti job, with a bounded `category()` for metrics and conditions.
+//! reported inside a Ganeti job, each of a typed [`ErrorKind`] whose fixed string
+//! (`category()`) labels metrics and conditions.
 
 use serde::Deserialize;
 use std::fmt;
@@ -47,26 +48,57 @@ pub enum RapiError {
     Config { detail: String },
 }
 
-/// A bounded, typed kind of [`RapiError`] for metrics, conditions and Events; never
-/// derived from server text, so label cardinality stays bounded.
+/// What kind of failure a [`RapiError`] is, for callers to match on instead of
+/// comparing strings. [`ErrorKind::as_str`] gives the fixed label metrics and
+/// condition reasons carry; never derived from server text, so label cardinality
+/// stays bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
+    /// 401: [`RapiError::Unauthorized`].
     AuthFailed,
+    /// 403: [`RapiError::Forbidden`].
     Forbidden,
+    /// 404, or an unknown job: [`RapiError::NotFound`].
     NotFound,
+    /// 400: [`RapiError::BadRequest`].
     BadRequest,
+    /// 502/503/504: [`RapiError::Unavailable`].
     Unavailable,
+    /// Any other non-2xx answer: [`RapiError::Http`].
     Http,
+    /// [`RapiError::Timeout`].
     Timeout,
+    /// TCP-level failure: [`RapiError::Connect`].
     Unreachable,
+    /// [`RapiError::Tls`].
     Tls,
+    /// [`RapiError::Decode`].
     Decode,
+    /// A job failed inside Ganeti: [`RapiError::JobFailed`].
     JobFailed,
+    /// [`RapiError::Config`].
     Config,
 }
 
 impl ErrorKind {
-    /// The metrics label (snake_case, stable).
+    /// Every kind, e.g. to register metric labels up front.
+    pub const ALL: [Self; 12] = [
+        Self::AuthFailed,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::BadRequest,
+        Self::Unavailable,
+        Self::Http,
+        Self::Timeout,
+        Self::Unreachable,
+        Self::Tls,
+        Self::Decode,
+        Self::JobFailed,
+        Self::Config,
+    ];
+
+    /// The label of this kind in metrics and condition reasons (stable: dashboards
+    /// and alerts use these strings).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::AuthFailed => "auth_failed",
@@ -86,6 +118,7 @@ impl ErrorKind {
 }
 
 impl RapiError {
+    /// The kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Unauthorized => ErrorKind::AuthFailed,
@@ -103,7 +136,8 @@ impl RapiError {
         }
     }
 
-    /// [`Self::kind`] as its metrics label.
+    /// A small, fixed set of labels for metrics and condition reasons: the string of
+    /// [`Self::kind`]. Prefer matching on `kind()` to comparing these.
     pub fn category(&self) -> &'static str {
         self.kind().as_str()
     }
@@ -351,7 +385,7 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
-        assert_eq!(err.category(), "bad_request");
+        assert_eq!(err.kind(), ErrorKind::BadRequest);
 
         let body = br#"{"code": 401, "message": "Unauthorized", "explain": "No permission -- see authorization schemes"}"#;
         assert!(matches!(
@@ -359,7 +393,7 @@ mod tests {
             RapiError::Unauthorized
         ));
         let body = br#"{"code": 403, "message": "Forbidden", "explain": "Request forbidden -- authorization will not help"}"#;
-        assert_eq!(RapiError::from_status(403, body).category(), "forbidden");
+        assert_eq!(RapiError::from_status(403, body).kind(), ErrorKind::Forbidden);
         let body = br#"{"code": 404, "message": "Not Found", "explain": "Nothing matches the given URI"}"#;
         assert!(
             matches!(RapiError::from_status(404, body), RapiError::NotFound { message } if message == "Not Found")
@@ -445,6 +479,45 @@ mod tests {
         cats.sort();
         cats.dedup();
         assert_eq!(cats.len(), all.len());
+        assert_eq!(all.each_ref().map(RapiError::kind), ErrorKind::ALL);
+    }
+
+    #[test]
+    fn error_kinds_keep_their_labels_and_map_from_status() {
+        // The labels metrics and conditions have always carried.
+        let labels = [
+            (ErrorKind::AuthFailed, "auth_failed"),
+            (ErrorKind::Forbidden, "forbidden"),
+            (ErrorKind::NotFound, "not_found"),
+            (ErrorKind::BadRequest, "bad_request"),
+            (ErrorKind::Unavailable, "unavailable"),
+            (ErrorKind::Http, "http_error"),
+            (ErrorKind::Timeout, "timeout"),
+            (ErrorKind::Unreachable, "unreachable"),
+            (ErrorKind::Tls, "tls_error"),
+            (ErrorKind::Decode, "decode_error"),
+            (ErrorKind::JobFailed, "ganeti_error"),
+            (ErrorKind::Config, "config_error"),
+        ];
+        assert_eq!(labels.map(|(k, _)| k), ErrorKind::ALL);
+        for (kind, label) in labels {
+            assert_eq!(kind.as_str(), label);
+        }
+        let unique: std::collections::HashSet<_> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(unique.len(), ErrorKind::ALL.len(), "every kind has its own label");
+
+        for (status, kind) in [
+            (401, ErrorKind::AuthFailed),
+            (403, ErrorKind::Forbidden),
+            (404, ErrorKind::NotFound),
+            (400, ErrorKind::BadRequest),
+            (503, ErrorKind::Unavailable),
+            (500, ErrorKind::Http),
+        ] {
+            let err = RapiError::from_status(status, b"{}");
+            assert_eq!(err.kind(), kind, "{status}");
+            assert_eq!(err.category(), kind.as_str(), "{status}");
+        }
     }
 
     #[test]

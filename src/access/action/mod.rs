@@ -1,12 +1,26 @@
 //! The actions a user may take on a VM, as named in the URL, and their parameters
 //! checked into a [`Plan`] (400 material) before anything is authorized or sent. Pure.
+//!
+//! This file owns the action names, the body every action shares and the dispatch;
+//! the checks with rules of their own are in `resize`, `replace_disks` and `tags`
+//! (tags and ganetimgr's flag tags), and `reasons` names the user in Ganeti's jobs.
+
+mod reasons;
+mod replace_disks;
+mod resize;
+mod tags;
+
+pub use reasons::{CLUSTER_ACTIONS, reason, reason_for, submitted_by};
+pub use resize::{GrowDisk, MAX_VCPUS, MIN_MEMORY_MIB, ResizePlan};
+pub use tags::{ADMINLOCK_TAG, ISOLATE_TAG, MAX_TAGS_PER_REQUEST, TagsPlan};
 
 use crate::api::role::VmRight;
-use crate::rapi::{
-    InstanceExport, InstanceMigrate, InstanceReplaceDisks, Job, MigrationMode, RebootType, ReplaceDisksMode,
-};
+use crate::rapi::{InstanceExport, InstanceMigrate, InstanceReplaceDisks, MigrationMode, RebootType};
+use replace_disks::plan_replace_disks;
+use resize::plan_resize;
 use serde::Deserialize;
 use std::time::Duration;
+use tags::plan_tags;
 
 /// An action on a VM, as named in the URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,41 +188,6 @@ pub struct ActionParams {
     pub remove: Option<Vec<String>>,
 }
 
-/// resize: which disk grows, by how much (a Kubernetes quantity).
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GrowDisk {
-    pub index: u8,
-    pub by: String,
-}
-
-/// What a resize changes: backend parameters, or one disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResizePlan {
-    Parameters {
-        vcpus: Option<u32>,
-        memory_mib: Option<u64>,
-    },
-    GrowDisk {
-        index: u8,
-        by_mib: u64,
-    },
-}
-
-/// Tags to add or remove (checked against the cluster's reserved prefixes later).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TagsPlan {
-    Add(Vec<String>),
-    Remove(Vec<String>),
-}
-
-/// At most this many tags per request.
-pub const MAX_TAGS_PER_REQUEST: usize = 32;
-/// vCPUs a resize may ask for (Ganeti's own upper bound is the hypervisor's).
-pub const MAX_VCPUS: u32 = 256;
-/// The smallest memory Ganeti's default instance policy allows.
-pub const MIN_MEMORY_MIB: u64 = 128;
-
 /// What to run, with its parameters checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
@@ -230,11 +209,6 @@ pub enum Plan {
         on: bool,
     },
 }
-
-/// ganetimgr's admin lock: owners' actions are refused while it is set.
-pub const ADMINLOCK_TAG: &str = "ganetimgr:adminlock";
-/// ganetimgr's isolation: the nodes' network hooks cut the VM off while it is set.
-pub const ISOLATE_TAG: &str = "ganetimgr:isolate";
 
 /// Checks an action's parameters (400 material). Pure.
 pub fn plan(action: Action, body: &[u8]) -> Result<Plan, String> {
@@ -332,118 +306,8 @@ pub fn plan(action: Action, body: &[u8]) -> Result<Plan, String> {
             tag: ISOLATE_TAG,
             on: false,
         },
-        Action::Tags => Plan::Tags(match (params.add, params.remove) {
-            (Some(_), Some(_)) => return Err("give add or remove, not both (each is one Ganeti job)".into()),
-            (None, None) => return Err("tags needs add or remove: a list of tags".into()),
-            (Some(t), None) | (None, Some(t)) if t.is_empty() || t.len() > MAX_TAGS_PER_REQUEST => {
-                return Err(format!("give 1 to {MAX_TAGS_PER_REQUEST} tags"));
-            }
-            (Some(t), None) => TagsPlan::Add(t),
-            (None, Some(t)) => TagsPlan::Remove(t),
-        }),
+        Action::Tags => plan_tags(params)?,
     })
-}
-
-fn plan_resize(params: ActionParams) -> Result<Plan, String> {
-    const MIB: u64 = 1 << 20;
-    let mib = |field: &str, q: &str| {
-        let bytes = crate::api::quantity::parse_bytes(q).map_err(|e| format!("{field} {q:?}: {e}"))?;
-        if bytes.0 % MIB != 0 {
-            return Err(format!("{field} {q:?} is not a whole number of MiB"));
-        }
-        Ok(bytes.0 / MIB)
-    };
-    let parameters = params.vcpus.is_some() || params.memory.is_some();
-    match (parameters, params.grow_disk) {
-        (true, Some(_)) => {
-            Err("give vcpus and memory, or growDisk, not both: Ganeti runs them as separate jobs".into())
-        }
-        (false, None) => Err("resize needs vcpus, memory or growDisk".into()),
-        (false, Some(grow)) => {
-            if grow.index >= 16 {
-                return Err(format!("disk index {} is out of range (0 to 15)", grow.index));
-            }
-            let by_mib = mib("growDisk.by", &grow.by)?;
-            if by_mib == 0 {
-                return Err("growDisk.by must be more than 0".into());
-            }
-            Ok(Plan::Resize(ResizePlan::GrowDisk {
-                index: grow.index,
-                by_mib,
-            }))
-        }
-        (true, None) => {
-            if let Some(v) = params.vcpus.filter(|v| *v == 0 || *v > MAX_VCPUS) {
-                return Err(format!("vcpus {v} is not between 1 and {MAX_VCPUS}"));
-            }
-            let memory_mib = params.memory.as_deref().map(|m| mib("memory", m)).transpose()?;
-            if let Some(m) = memory_mib.filter(|m| *m < MIN_MEMORY_MIB) {
-                return Err(format!(
-                    "memory {m} MiB is below the minimum of {MIN_MEMORY_MIB} MiB"
-                ));
-            }
-            Ok(Plan::Resize(ResizePlan::Parameters {
-                vcpus: params.vcpus,
-                memory_mib,
-            }))
-        }
-    }
-}
-
-/// replace-disks: Ganeti's own argument checks (LUInstanceReplaceDisks), so a mistake is
-/// a 400 rather than a failed job.
-fn plan_replace_disks(params: ActionParams) -> Result<Plan, String> {
-    let mode = match params.mode.as_deref() {
-        None => ReplaceDisksMode::ReplaceAuto,
-        Some(m) => ReplaceDisksMode::ALL
-            .into_iter()
-            .find(|x| x.as_str() == m)
-            .ok_or_else(|| {
-                let known: Vec<&str> = ReplaceDisksMode::ALL.iter().map(|x| x.as_str()).collect();
-                format!("mode {m:?} is not one of {}", known.join(", "))
-            })?,
-    };
-    if let Some(n) = params.remote_node.as_deref().filter(|n| !is_hostname(n)) {
-        return Err(format!("remoteNode {n:?} is not a valid node name"));
-    }
-    if let Some(a) = params.iallocator.as_deref().filter(|a| !is_ganeti_name(a)) {
-        return Err(format!("iallocator {a:?} is not a valid allocator name"));
-    }
-    let new_secondary = mode == ReplaceDisksMode::ReplaceNewSecondary;
-    match (&params.remote_node, &params.iallocator) {
-        (Some(_), Some(_)) => return Err("give remoteNode or iallocator, not both".into()),
-        (None, None) if new_secondary => {
-            return Err("replace_new_secondary needs remoteNode or iallocator".into());
-        }
-        (Some(_), _) | (_, Some(_)) if !new_secondary => {
-            return Err("remoteNode and iallocator go with mode replace_new_secondary only".into());
-        }
-        _ => {}
-    }
-    let mut disks = params.disks.unwrap_or_default();
-    if !disks.is_empty()
-        && matches!(
-            mode,
-            ReplaceDisksMode::ReplaceAuto | ReplaceDisksMode::ReplaceNewSecondary
-        )
-    {
-        return Err(format!(
-            "mode {} replaces every disk: give no disks",
-            mode.as_str()
-        ));
-    }
-    // Ganeti's limit is 16 disks (indices 0 to 15).
-    if let Some(d) = disks.iter().find(|d| **d >= 16) {
-        return Err(format!("disk index {d} is out of range (0 to 15)"));
-    }
-    disks.sort_unstable();
-    disks.dedup();
-    Ok(Plan::ReplaceDisks(InstanceReplaceDisks {
-        mode,
-        disks,
-        remote_node: params.remote_node,
-        iallocator: params.iallocator,
-    }))
 }
 
 /// An OS or allocator name as Ganeti names them (`debootstrap+bookworm`, `hail`).
@@ -464,35 +328,9 @@ pub fn is_hostname(s: &str) -> bool {
         })
 }
 
-/// The `reason` Ganeti records with the job.
-pub fn reason(user: &str, action: Action) -> String {
-    reason_for(user, action.as_str())
-}
-
-/// The `reason` of a job for `action`, named as in the URL (VM actions, and
-/// [`CLUSTER_ACTIONS`]).
-pub fn reason_for(user: &str, action: &str) -> String {
-    format!("ganeti-operator console endpoint: {action} by {user}")
-}
-
-/// Actions on a cluster itself, whose jobs name the user too.
-pub const CLUSTER_ACTIONS: &[&str] = &["cluster-tags"];
-
-/// Whether `user` submitted the job through this API (through any replica): the
-/// `reason=` we submit with names the user, and Ganeti keeps it in the job. Exact
-/// matches only: an action name has no space, so `<action> by <user>` cannot be
-/// forged by another user's name.
-pub fn submitted_by(job: &Job, user: &str) -> bool {
-    job.user_reasons().any(|r| {
-        Action::ALL.iter().any(|a| r == reason(user, *a))
-            || CLUSTER_ACTIONS.iter().any(|a| r == reason_for(user, a))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn actions_parse_and_map_to_rights() {
@@ -507,58 +345,6 @@ mod tests {
             Some(VmRight::ReplaceDisks)
         );
         assert!(!Action::Export.is_fatal() && !Action::Migrate.is_fatal());
-    }
-
-    #[test]
-    fn resize_and_tags_are_checked() {
-        assert_eq!(Action::Resize.right(), VmRight::Modify);
-        assert_eq!(Action::Tags.right(), VmRight::Tags);
-        assert_eq!(
-            plan(Action::Resize, br#"{"vcpus":2,"memory":"1Gi"}"#),
-            Ok(Plan::Resize(ResizePlan::Parameters {
-                vcpus: Some(2),
-                memory_mib: Some(1024)
-            }))
-        );
-        assert_eq!(
-            plan(Action::Resize, br#"{"growDisk":{"index":0,"by":"512Mi"}}"#),
-            Ok(Plan::Resize(ResizePlan::GrowDisk {
-                index: 0,
-                by_mib: 512
-            }))
-        );
-        for (body, says) in [
-            (&br#"{}"#[..], "needs vcpus"),
-            (br#"{"vcpus":0}"#, "between 1"),
-            (br#"{"memory":"64Mi"}"#, "minimum"),
-            (br#"{"memory":"1.5Ki"}"#, "MiB"),
-            (br#"{"vcpus":2,"growDisk":{"index":0,"by":"1Gi"}}"#, "not both"),
-            (br#"{"growDisk":{"index":16,"by":"1Gi"}}"#, "out of range"),
-            (br#"{"growDisk":{"index":0,"by":"0"}}"#, "more than 0"),
-        ] {
-            let e = plan(Action::Resize, body).unwrap_err();
-            assert!(e.contains(says), "{e}");
-        }
-        assert_eq!(
-            plan(Action::Tags, br#"{"add":["web"]}"#),
-            Ok(Plan::Tags(TagsPlan::Add(vec!["web".into()])))
-        );
-        assert!(plan(Action::Tags, br#"{"add":["a"],"remove":["b"]}"#).is_err());
-        assert!(plan(Action::Tags, br#"{"add":[]}"#).is_err());
-        assert!(plan(Action::Tags, br#"{}"#).is_err());
-        assert_eq!(Action::Unlock.right(), VmRight::Lock);
-        assert_eq!(
-            plan(Action::Isolate, b""),
-            Ok(Plan::Flag {
-                tag: "ganetimgr:isolate",
-                on: true
-            })
-        );
-        assert!(
-            plan(Action::Lock, br#"{"x":1}"#)
-                .unwrap_err()
-                .contains("takes no x")
-        );
     }
 
     #[test]
@@ -634,43 +420,6 @@ mod tests {
     }
 
     #[test]
-    fn replace_disks_parameters_follow_ganetis_rules() {
-        let ok = |body: &[u8]| match plan(Action::ReplaceDisks, body) {
-            Ok(Plan::ReplaceDisks(r)) => r,
-            other => panic!("{other:?}"),
-        };
-        let auto = ok(b"");
-        assert_eq!((auto.mode, auto.disks.len()), (ReplaceDisksMode::ReplaceAuto, 0));
-        let secondary = ok(br#"{"mode":"replace_on_secondary","disks":[2,0,2]}"#);
-        assert_eq!(
-            (secondary.mode, secondary.disks),
-            (ReplaceDisksMode::ReplaceOnSecondary, vec![0, 2])
-        );
-        let moved = ok(br#"{"mode":"replace_new_secondary","remoteNode":"node3.example.org"}"#);
-        assert_eq!(moved.remote_node.as_deref(), Some("node3.example.org"));
-        assert_eq!(
-            ok(br#"{"mode":"replace_new_secondary","iallocator":"hail"}"#)
-                .iallocator
-                .as_deref(),
-            Some("hail")
-        );
-        let err = |body: &[u8]| plan(Action::ReplaceDisks, body).unwrap_err();
-        assert!(err(br#"{"mode":"replace_everything"}"#).contains("replace_on_primary"));
-        assert!(err(br#"{"mode":"replace_new_secondary"}"#).contains("needs remoteNode or iallocator"));
-        assert!(
-            err(br#"{"mode":"replace_new_secondary","remoteNode":"n3","iallocator":"hail"}"#)
-                .contains("not both")
-        );
-        assert!(
-            err(br#"{"mode":"replace_on_primary","remoteNode":"n3"}"#).contains("replace_new_secondary only")
-        );
-        assert!(err(br#"{"disks":[0]}"#).contains("give no disks"));
-        assert!(err(br#"{"mode":"replace_on_primary","disks":[16]}"#).contains("out of range"));
-        assert!(err(br#"{"mode":"replace_on_primary","disks":[-1]}"#).contains("bad parameters"));
-        assert!(err(br#"{"mode":"replace_new_secondary","iallocator":"ha il"}"#).contains("allocator"));
-    }
-
-    #[test]
     fn export_parameters() {
         assert_eq!(
             plan(
@@ -694,34 +443,5 @@ mod tests {
         assert!(err(br#"{"targetNode":"n2","mode":"remote"}"#).contains("only local"));
         assert!(err(br#"{"targetNode":"n2","removeInstance":true}"#).contains("destroy"));
         assert!(err(br#"{"targetNode":"n2","cleanup":true}"#).contains("export takes no cleanup"));
-    }
-
-    #[test]
-    fn a_job_is_the_users_whose_name_its_reason_carries() {
-        let job = |reason: &str| -> Job {
-            serde_json::from_value(json!({"id": 1, "status": "success",
-                "ops": [{"reason": [["gnt:user", reason, 1], ["gnt:library:rlib2:instances_name_reboot", "", 2]]}]}))
-            .unwrap()
-        };
-        let alices = job(&reason("alice", Action::Reboot));
-        assert!(submitted_by(&alices, "alice"));
-        assert!(!submitted_by(&alices, "bob"));
-        assert!(!submitted_by(&alices, "ali"));
-        // A user named to look like the tail of someone else's reason is still themselves.
-        let tricky = job(&reason("x by alice", Action::Migrate));
-        assert!(submitted_by(&tricky, "x by alice"));
-        assert!(!submitted_by(&tricky, "alice"));
-        // Another tool's reason, even naming alice, is not ours.
-        assert!(!submitted_by(&job("console endpoint: reboot by alice"), "alice"));
-        let untagged: Job = serde_json::from_value(json!({"id": 2, "status": "running"})).unwrap();
-        assert!(!submitted_by(&untagged, "alice"));
-    }
-
-    #[test]
-    fn the_reason_names_the_user() {
-        assert_eq!(
-            reason("alice", Action::Reboot),
-            "ganeti-operator console endpoint: reboot by alice"
-        );
     }
 }
