@@ -26,7 +26,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// Reconciliations run, by controller.
     pub reconciles: IntCounterVec,
-    /// Reconciliations that failed, by controller and bounded error category.
+    /// Reconciliations that failed, by controller and bounded error kind.
     pub reconcile_errors: IntCounterVec,
     /// Reconciliation duration, by controller.
     pub reconcile_duration: HistogramVec,
@@ -69,9 +69,9 @@ impl Metrics {
         let reconcile_errors = IntCounterVec::new(
             Opts::new(
                 "ganeti_operator_reconcile_errors_total",
-                "Reconciliations that failed, by controller and error category.",
+                "Reconciliations that failed, by controller and error kind (the reason of the Warning Event on the object).",
             ),
-            &["controller", "category"],
+            &["controller", "kind"],
         )?;
         let reconcile_duration = HistogramVec::new(
             HistogramOpts::new(

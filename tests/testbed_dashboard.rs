@@ -68,7 +68,7 @@ async fn create_vm() -> Instances {
 }
 
 /// An application whose status says Creating on a cluster that does not exist: each
-/// reconcile of it fails (category `invalid`), and nothing is ever created for it.
+/// reconcile of it fails (kind `InvalidState`), and nothing is ever created for it.
 fn stuck_application() {
     let _ = kubectl("root", &["create", "namespace", NAMESPACE]);
     delete_stuck_application(true);
@@ -170,7 +170,7 @@ async fn every_dashboard_query_names_a_metric_the_operator_exports() {
         errors
             .lines()
             .any(|l| l.starts_with("ganeti_operator_reconcile_errors_total{")
-                && l.contains("category=\"invalid\"")
+                && l.contains("kind=\"InvalidState\"")
                 && l.contains("controller=\"instanceapplication\"")),
         "the stuck application's failures are counted:\n{errors}"
     );
