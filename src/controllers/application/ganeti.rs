@@ -1,14 +1,14 @@
 //! What the controller reads from Ganeti: the cluster's client, instances, the catalog,
 //! create jobs.
 
-use super::{CATALOG_TTL, JOB_POLL, State, plan};
+use super::{CATALOG_TTL, State, plan};
 use crate::api::application::InstanceApplication;
 use crate::api::cluster::GanetiCluster;
 use crate::controllers::Error;
 use crate::inventory::Instance;
 use crate::rapi::{JobProgress, RapiClient, RapiError};
 use kube::api::Api;
-use plan::Catalog;
+use plan::{Catalog, JOB_POLL};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -126,6 +126,16 @@ pub(super) async fn marked(
         }
     }
     Ok(found)
+}
+
+/// The newest of Ganeti's unfinished jobs that has `summary` among its opcode summaries.
+pub(super) async fn running_job(client: &RapiClient, summary: &str) -> Result<Option<u64>, Error> {
+    let jobs = client.unfinished_jobs().await.map_err(rapi)?;
+    Ok(jobs
+        .into_iter()
+        .filter(|j| j.summary.iter().any(|s| s == summary))
+        .map(|j| j.id)
+        .max())
 }
 
 /// The cluster's catalog. Read from Ganeti when none is known; once known, an answer

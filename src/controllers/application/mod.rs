@@ -4,6 +4,10 @@
 //! observe (cluster, quotas, applications, Ganeti) -> plan (`plan`, pure) -> apply (one
 //! status write per step, then the RAPI call the new status announces).
 //!
+//! After the approval, what to do next is decided by `plan::after_lookup`,
+//! `plan::after_create` and `plan::after_job`: this shell reads from Ganeti what they ask
+//! for and carries out the `plan::Step` they return (status, then Event, then requeue).
+//!
 //! # Crash safety
 //! Every step is recorded before the next one starts, and every step can be repeated:
 //! - The approval is written (phase `Approved`, with the approved generation and the
@@ -63,9 +67,6 @@ const CONTROLLER: &str = "instanceapplication";
 const PENDING_RESYNC: Duration = Duration::from_secs(60);
 /// How long Ganeti's OS and disk template lists are reused.
 const CATALOG_TTL: Duration = Duration::from_secs(60);
-/// How often a young create job is polled, and an old one at least.
-const JOB_POLL: Duration = Duration::from_secs(1);
-const JOB_POLL_MAX: Duration = Duration::from_secs(10);
 
 /// The controller's own state, beside the shared context.
 struct State {
@@ -80,7 +81,7 @@ struct State {
     /// waits; approving re-reads them from the API server.
     applications: Store<InstanceApplication>,
     /// Per cluster: the create jobs being followed and their statuses, read for all of
-    /// them in one query at most once per [`JOB_POLL`], so a hundred VMs being created
+    /// them in one query at most once per [`plan::JOB_POLL`], so a hundred VMs being created
     /// cost Ganeti one small query a second, not a hundred full job reads.
     job_boards: Mutex<HashMap<String, Arc<tokio::sync::Mutex<JobBoard>>>>,
 }
@@ -233,6 +234,17 @@ async fn event(state: &State, app: &InstanceApplication, warning: bool, reason: 
     if let Err(e) = state.recorder.publish(&ev, &app.object_ref(&())).await {
         tracing::debug!(application = %key(app), error = %e, "publishing an Event failed");
     }
+}
+
+/// Carries out a step the plan decided: its status first, then its Event.
+async fn record(app: &mut InstanceApplication, state: &State, step: plan::Step) -> Result<Action, Error> {
+    if let Some(status) = step.status {
+        write_status(app, state, status).await?;
+    }
+    if let Some(note) = &step.note {
+        event(state, app, note.warning, note.reason, &note.message).await;
+    }
+    Ok(step.requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
 /// Stores `status` (server-side apply, the whole status) and keeps `app` current.

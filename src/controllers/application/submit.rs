@@ -1,16 +1,20 @@
-//! Approved: adopt what an earlier attempt left in Ganeti, else submit the create job.
+//! Approved: adopt what an earlier attempt left in Ganeti, else submit the create job
+//! (decided by `plan::after_lookup` and `plan::after_create`).
 
-use super::ganeti::{catalog, cluster_client, marked, rapi, tag_prefix};
-use super::{JOB_POLL, State, event, plan, write_status};
+use super::ganeti::{catalog, cluster_client, marked, rapi, running_job, tag_prefix};
+use super::{State, plan, record};
 use crate::api::application::{InstanceApplication, Phase};
+use crate::api::cluster::GanetiCluster;
 use crate::api::profile::UserProfile;
 use crate::controllers::Error;
 use crate::fault;
-use crate::rapi::{JobId, RapiError};
+use crate::rapi::{JobId, RapiClient, RapiError};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
+use plan::{Found, Step, Submission, Submit};
+use std::sync::Arc;
 
 /// Approved: adopt what an earlier attempt left in Ganeti, else submit the create job.
 /// `approved_here`: the approval was stored by this reconcile, so no earlier attempt
@@ -27,99 +31,62 @@ pub(super) async fn submit(
             Api::namespaced(state.ctx.client.clone(), &app.namespace().unwrap_or_default());
         *app = api.get_status(&app.name_any()).await?;
         if plan::phase(app) != Phase::Approved {
-            return Ok(Action::requeue(JOB_POLL));
+            return Ok(Action::requeue(plan::JOB_POLL));
         }
     }
     let (client, cluster) = cluster_client(app, state).await?;
     let prefix = tag_prefix(&cluster).to_string();
-    // The name fixed at approval, not the spec's: that may have changed since.
-    let host = plan::approved_name(app).to_string();
     let now = Timestamp::now();
-    // What an earlier attempt may have created, known by the application's own tags
-    // whatever it is called now. Right after the approval there was none (and a VM
-    // someone else made under the name meanwhile fails the job: `already_exists`).
-    if !approved_here {
-        let found = marked(state, &cluster.name_any(), &client, app, &prefix).await?;
-        if let Some(status) = plan::adopt(app, &found, &prefix, now) {
-            write_status(app, state, status).await?;
-            return Ok(Action::await_change());
-        }
-    }
-    // A create job that a crashed predecessor submitted but did not record. (Should it
-    // be someone else's job for the name, its end shows no instance with this
-    // application's tags, and the application fails rather than adopt a stranger.)
-    let summary = format!("INSTANCE_CREATE({host})");
-    let running = if approved_here {
-        None
+    // Ganeti is searched as far as the decision needs: the marked instances, then the
+    // running jobs.
+    let mut found = if approved_here {
+        Found::FreshApproval
     } else {
-        client
-            .unfinished_jobs()
-            .await
-            .map_err(rapi)?
-            .into_iter()
-            .filter(|j| j.summary.contains(&summary))
-            .map(|j| j.id)
-            .max()
+        Found::NotSearched
     };
-    let (job, adopted) = match running {
-        Some(id) => (id, true),
-        // Created from the approved generation only: a spec changed since goes back to
-        // Pending, where the change needs a decision of its own.
-        None if !plan::spec_is_approved(app) => {
-            let status = plan::changed_after_approval(app, now);
-            write_status(app, state, status).await?;
-            event(
-                state,
-                app,
-                true,
-                "ChangedAfterApproval",
-                "the spec changed after the approval; nothing was created and the change needs a new decision",
-            )
-            .await;
-            return Ok(Action::requeue(JOB_POLL));
-        }
-        None => {
-            let profiles = Api::<UserProfile>::all(state.ctx.client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items;
-            let catalog = catalog(state, &cluster.name_any(), &client).await?;
-            let request = match plan::create_request(app, &cluster.spec, &catalog, &prefix, &profiles) {
-                Ok(r) => r,
-                Err(message) => {
-                    let status = plan::failed_locally(app, "InvalidApplication", message, now);
-                    write_status(app, state, status).await?;
-                    return Ok(Action::await_change());
-                }
-            };
-            match client.create_instance(&request, &plan::create_reason(app)).await {
-                Ok(JobId(id)) => {
-                    fault::point(fault::points::AFTER_CREATE_POST);
-                    (id, false)
-                }
-                // Ganeti refused the request itself: no job, nothing to adopt later.
-                Err(RapiError::BadRequest { message }) => {
-                    let status = plan::failed_locally(app, "BadRequest", message, now);
-                    write_status(app, state, status).await?;
-                    return Ok(Action::await_change());
-                }
-                // Anything else (timeout, connection lost) may or may not have created a
-                // job: retry, and the lookup above adopts it if it exists.
-                Err(e) => return Err(rapi(e)),
+    let step = loop {
+        found = match plan::after_lookup(app, &found, &prefix, now) {
+            Submit::Done(step) => break step,
+            Submit::ReadMarked => {
+                Found::Marked(marked(state, &cluster.name_any(), &client, app, &prefix).await?)
             }
-        }
+            Submit::ReadJobs => Found::Job(running_job(&client, &plan::create_job_summary(app)).await?),
+            Submit::Create => break create(app, state, &client, &cluster, &prefix, now).await?,
+        };
     };
-    let status = plan::submitted(app, job, adopted, now);
-    write_status(app, state, status).await?;
-    let verb = if adopted { "found running" } else { "submitted" };
-    event(
-        state,
-        app,
-        false,
-        "Creating",
-        &format!("Ganeti job {job} ({verb}) creates {host}"),
-    )
-    .await;
-    fault::point(fault::points::WHILE_JOB_RUNS);
-    Ok(Action::requeue(JOB_POLL))
+    let action = record(app, state, step).await?;
+    if plan::phase(app) == Phase::Creating {
+        fault::point(fault::points::WHILE_JOB_RUNS);
+    }
+    Ok(action)
+}
+
+/// Builds and sends the create request; the step its answer leads to.
+async fn create(
+    app: &InstanceApplication,
+    state: &State,
+    client: &Arc<RapiClient>,
+    cluster: &GanetiCluster,
+    prefix: &str,
+    now: Timestamp,
+) -> Result<Step, Error> {
+    let profiles = Api::<UserProfile>::all(state.ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let catalog = catalog(state, &cluster.name_any(), client).await?;
+    let submission = match plan::create_request(app, &cluster.spec, &catalog, prefix, &profiles) {
+        Err(message) => Submission::Invalid(message),
+        Ok(request) => match client.create_instance(&request, &plan::create_reason(app)).await {
+            Ok(JobId(id)) => {
+                fault::point(fault::points::AFTER_CREATE_POST);
+                Submission::Submitted(id)
+            }
+            Err(RapiError::BadRequest { message }) => Submission::Refused(message),
+            // Anything else (timeout, connection lost) may or may not have created a
+            // job: retry, and the search of Ganeti adopts it if it exists.
+            Err(e) => return Err(rapi(e)),
+        },
+    };
+    Ok(plan::after_create(app, submission, now))
 }

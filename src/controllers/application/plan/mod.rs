@@ -1,5 +1,6 @@
 //! What an InstanceApplication needs next, decided without IO: validation, quota,
-//! approval, the create request, and each phase transition's status.
+//! approval, the create request, each phase transition's status, and each step of creating
+//! the VM: what to store, to say and to wait for ([`after_lookup`], [`after_job`]).
 //!
 //! Phases: Pending → Approved → Creating → Created, or Rejected, or Failed. A new spec
 //! generation re-evaluates a Pending, Rejected or Failed application from scratch.
@@ -23,13 +24,15 @@
 //! The create request carries the owner tag and a marker tag naming the application's
 //! UID ([`marker_tag`]). Only the application's own create job makes an instance with
 //! both, so that is what adoption after a crash and the end of the job look for
-//! ([`after_job`], [`adopt`]); never an instance found by the current `spec.hostname`.
+//! ([`after_lookup`], [`after_job`]); never an instance found by the current
+//! `spec.hostname`.
 //! Its UUID is recorded (`status.instanceUUID`).
 
 mod create;
 mod evaluate;
 mod mail;
 mod status;
+mod steps;
 mod validate;
 
 pub use create::{
@@ -37,7 +40,11 @@ pub use create::{
 };
 pub use evaluate::evaluate;
 pub use mail::{MailKind, mail_due, mail_text, notified};
-pub use status::{JobOutcome, adopt, after_job, changed_after_approval, failed, failed_locally, submitted};
+pub use status::{changed_after_approval, failed, failed_locally, submitted};
+pub use steps::{
+    Follow, Found, JOB_POLL, JOB_POLL_MAX, JobOutcome, Step, Submission, Submit, after_create, after_job,
+    after_lookup, create_job_summary, poll_delay,
+};
 
 use crate::api::application::{Decision, InstanceApplication, InstanceApplicationStatus, Phase};
 use crate::api::cluster::GanetiClusterSpec;

@@ -34,32 +34,21 @@ pub fn changed_after_approval(app: &InstanceApplication, now: Timestamp) -> Inst
     status
 }
 
-/// What became of a create job, as far as the application cares.
-#[derive(Debug, Clone, Copy)]
-pub enum JobOutcome<'a> {
-    Succeeded,
-    Failed(&'a GanetiFailure),
-    /// Ganeti no longer knows the job (archived): what it did shows in Ganeti.
-    Unknown,
-}
-
-/// The status once the create job `job_id` ended. `marked`: the instances Ganeti has
-/// that carry the application's marker tag (see [`is_ours`]).
-pub fn after_job(
+/// The status once the create job `job_id` ended without failing (`succeeded`, or
+/// archived: Ganeti no longer knows it). `marked`: the instances Ganeti has that carry
+/// the application's marker tag (see [`is_ours`]).
+pub(super) fn job_ended(
     app: &InstanceApplication,
     job_id: u64,
-    outcome: JobOutcome<'_>,
+    succeeded: bool,
     marked: &[Instance],
     prefix: &str,
     now: Timestamp,
 ) -> InstanceApplicationStatus {
-    if let JobOutcome::Failed(failure) = outcome {
-        return failed(app, failure, now);
-    }
     let ours: Vec<&Instance> = marked.iter().filter(|i| is_ours(app, i, prefix)).collect();
-    match (ours.as_slice(), outcome) {
+    match (ours.as_slice(), succeeded) {
         ([instance], _) => created(app, instance, now),
-        ([], JobOutcome::Succeeded) => failed_locally(
+        ([], true) => failed_locally(
             app,
             "InstanceMissing",
             format!(
@@ -91,7 +80,7 @@ pub fn after_job(
 
 /// Before submitting again after a restart: the instance an earlier attempt's job made,
 /// if one carries the application's tags (whatever its name).
-pub fn adopt(
+pub(super) fn adopt(
     app: &InstanceApplication,
     marked: &[Instance],
     prefix: &str,
@@ -101,7 +90,7 @@ pub fn adopt(
         return None;
     }
     let job_id = app.status.as_ref().and_then(|s| s.job_id).unwrap_or_default();
-    Some(after_job(app, job_id, JobOutcome::Unknown, marked, prefix, now))
+    Some(job_ended(app, job_id, false, marked, prefix, now))
 }
 
 fn transition(app: &InstanceApplication) -> (InstanceApplicationStatus, Option<i64>) {

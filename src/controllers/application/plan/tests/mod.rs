@@ -17,6 +17,7 @@ mod create;
 mod evaluate;
 mod network;
 mod status;
+mod steps;
 
 const KEY_A: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa alice@a";
