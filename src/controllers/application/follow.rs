@@ -1,7 +1,7 @@
 //! Creating: follow the recorded create job to its end (decided by `plan::after_job`).
 
 use super::ganeti::{cluster_client, marked, rapi, tag_prefix};
-use super::{State, plan, record};
+use super::{State, Stop, plan, record};
 use crate::api::application::InstanceApplication;
 use crate::controllers::Error;
 use crate::rapi::{JobId, RapiError};
@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use plan::{Follow, JobOutcome};
 
 /// Creating: follow the recorded job.
-pub(super) async fn follow(app: &mut InstanceApplication, state: &State) -> Result<Action, Error> {
+pub(super) async fn follow(app: &mut InstanceApplication, state: &State) -> Result<Action, Stop> {
     let (client, cluster) = cluster_client(app, state).await?;
     let prefix = tag_prefix(&cluster).to_string();
     let id = app
@@ -33,7 +33,7 @@ pub(super) async fn follow(app: &mut InstanceApplication, state: &State) -> Resu
         Ok(outcome) => outcome,
         // Archived: what the job did shows in Ganeti.
         Err(RapiError::NotFound { .. }) => JobOutcome::Archived,
-        Err(e) => return Err(rapi(e)),
+        Err(e) => return Err(rapi(e).into()),
     };
     // The instance the job made carries the application's tags; whatever the spec's
     // hostname says now, no other instance is taken for it.
@@ -46,5 +46,5 @@ pub(super) async fn follow(app: &mut InstanceApplication, state: &State) -> Resu
             }
         }
     };
-    record(app, state, step).await
+    Ok(record(app, state, step).await?)
 }

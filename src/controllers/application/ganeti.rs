@@ -1,7 +1,7 @@
 //! What the controller reads from Ganeti: the cluster's client, instances, the catalog,
 //! create jobs.
 
-use super::{CATALOG_TTL, State, plan};
+use super::{CATALOG_TTL, State, Stop, plan};
 use crate::api::application::InstanceApplication;
 use crate::api::cluster::GanetiCluster;
 use crate::controllers::Error;
@@ -48,11 +48,13 @@ impl State {
     }
 }
 
-/// The RAPI client and the GanetiCluster an approved application is created on.
+/// The RAPI client and the GanetiCluster an approved application is created on. A
+/// cluster this replica has not read yet (just started, or just made leader) is waited
+/// for.
 pub(super) async fn cluster_client(
     app: &InstanceApplication,
     state: &State,
-) -> Result<(Arc<RapiClient>, GanetiCluster), Error> {
+) -> Result<(Arc<RapiClient>, GanetiCluster), Stop> {
     let name = app
         .status
         .as_ref()
@@ -63,11 +65,9 @@ pub(super) async fn cluster_client(
         .get_opt(&name)
         .await?
         .ok_or_else(|| Error::Invalid(format!("GanetiCluster {name} is gone")))?;
-    let client = state
-        .ctx
-        .clusters
-        .client(&name)
-        .ok_or_else(|| Error::Invalid(format!("GanetiCluster {name} has not been read yet")))?;
+    let Some(client) = state.ctx.clusters.client(&name) else {
+        return Err(Stop::Wait(format!("GanetiCluster {name} has not been read yet")));
+    };
     Ok((client, cluster))
 }
 
@@ -104,14 +104,15 @@ async fn lookup(
 }
 
 /// The instances carrying the application's marker tag, fresh from Ganeti (each read in
-/// full, and put into the shared inventory like [`lookup`]'s).
+/// full, and put into the shared inventory like [`lookup`]'s). One renamed between the
+/// two reads is waited for: read again shortly rather than missed.
 pub(super) async fn marked(
     state: &State,
     cluster: &str,
     client: &RapiClient,
     app: &InstanceApplication,
     prefix: &str,
-) -> Result<Vec<Instance>, Error> {
+) -> Result<Vec<Instance>, Stop> {
     let marker = plan::marker_tag(app, prefix).map_err(Error::Invalid)?;
     let mut found = Vec::new();
     for name in client.instances_tagged(&marker).await.map_err(rapi)? {
@@ -119,8 +120,8 @@ pub(super) async fn marked(
             Some(instance) => found.push(instance),
             // Renamed between the two reads: look again rather than miss it.
             None => {
-                return Err(Error::Invalid(format!(
-                    "instance {name} vanished while it was read; trying again"
+                return Err(Stop::Wait(format!(
+                    "instance {name} vanished while it was read (renamed?); reading the marked instances again"
                 )));
             }
         }

@@ -65,6 +65,9 @@ use submit::submit;
 const CONTROLLER: &str = "instanceapplication";
 /// How often a waiting application (no decision, no quota, cluster not ready) is looked at again.
 const PENDING_RESYNC: Duration = Duration::from_secs(60);
+/// How soon a step that waits for something outside (a cluster this replica has not
+/// read yet, an instance renamed while it was read) is tried again.
+const WAIT: Duration = Duration::from_secs(5);
 /// How long Ganeti's OS and disk template lists are reused.
 const CATALOG_TTL: Duration = Duration::from_secs(60);
 
@@ -193,10 +196,24 @@ async fn reconcile(app: Arc<InstanceApplication>, state: Arc<State>) -> Result<A
 }
 
 async fn reconcile_inner(app: Arc<InstanceApplication>, state: &State) -> Result<Action, Error> {
+    match advance(&app, state).await {
+        Ok(action) => Ok(action),
+        // Not an error: no warning, no error count, and a look again soon.
+        Err(Stop::Wait(why)) => {
+            tracing::debug!(application = %key(&app), %why, "InstanceApplication waits");
+            Ok(Action::requeue(WAIT))
+        }
+        Err(Stop::Failed(e)) => Err(e),
+    }
+}
+
+/// Each phase's step in turn, as far as the application gets in this reconcile, then
+/// the applicant's mail.
+async fn advance(app: &InstanceApplication, state: &State) -> Result<Action, Stop> {
     if app.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let mut app = (*app).clone();
+    let mut app = app.clone();
     let mut action = Action::await_change();
     // Approved by this very reconcile: no create job can exist yet (none is submitted
     // before the approval is stored, and nothing else reconciles this object meanwhile).
@@ -217,6 +234,26 @@ async fn reconcile_inner(app: Arc<InstanceApplication>, state: &State) -> Result
         return Ok(Action::requeue(retry));
     }
     Ok(action)
+}
+
+/// Why a reconcile ends before its last step.
+enum Stop {
+    /// Waiting for something outside that is not there yet (what, in words): not an
+    /// error; looked at again after [`WAIT`].
+    Wait(String),
+    Failed(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+impl From<kube::Error> for Stop {
+    fn from(e: kube::Error) -> Self {
+        Stop::Failed(e.into())
+    }
 }
 
 async fn event(state: &State, app: &InstanceApplication, warning: bool, reason: &str, note: &str) {

@@ -2,7 +2,7 @@
 //! (decided by `plan::after_lookup` and `plan::after_create`).
 
 use super::ganeti::{catalog, cluster_client, marked, rapi, running_job, tag_prefix};
-use super::{State, plan, record};
+use super::{State, Stop, plan, record};
 use crate::api::application::{InstanceApplication, Phase};
 use crate::api::cluster::GanetiCluster;
 use crate::api::profile::UserProfile;
@@ -23,7 +23,7 @@ pub(super) async fn submit(
     app: &mut InstanceApplication,
     state: &State,
     approved_here: bool,
-) -> Result<Action, Error> {
+) -> Result<Action, Stop> {
     if !approved_here {
         // The watch cache may lag behind our own last write: decide on what is stored,
         // so a job already recorded is never submitted again.
