@@ -40,8 +40,8 @@ mod mails;
 pub mod plan;
 mod submit;
 
+use super::Context;
 use super::harness::{self, Error};
-use super::{Context, FIELD_MANAGER};
 use crate::api::application::{InstanceApplication, InstanceApplicationStatus, Phase};
 use crate::api::cluster::GanetiCluster;
 use crate::api::conditions;
@@ -50,9 +50,9 @@ use crate::rapi::JobProgress;
 use evaluate::evaluate;
 use follow::follow;
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -115,7 +115,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let store = controller.store();
     let shutdown = super::once_listed(store.clone(), shutdown);
     let state = Arc::new(State {
-        recorder: Recorder::new(ctx.client.clone(), Reporter::from(FIELD_MANAGER.to_string())),
+        recorder: ctx.recorder.clone(),
         ctx: ctx.clone(),
         approvals: Mutex::default(),
         catalogs: Default::default(),
@@ -286,18 +286,7 @@ async fn write_status(
 ) -> Result<(), Error> {
     let api: Api<InstanceApplication> =
         Api::namespaced(state.ctx.client.clone(), &app.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": "ganeti.dev/v1alpha1",
-        "kind": "InstanceApplication",
-        "status": status,
-    });
-    let stored = api
-        .patch_status(
-            &app.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+    let stored = crate::status::apply(&api, &app.name_any(), &status).await?;
     state
         .ctx
         .metrics
