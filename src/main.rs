@@ -345,7 +345,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 leadership.release().await;
                 return Ok(());
             }
-            ctx.metrics.set_leading(true);
+            ctx.shared.metrics.set_leading(true);
             let _ = leading.send(true);
             let shutdown = stop.child_token();
             let tasks = [

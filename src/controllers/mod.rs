@@ -16,25 +16,13 @@ pub use crate::api::FIELD_MANAGER;
 pub use crate::config::Config;
 pub use harness::{Error, ErrorKind};
 
-use crate::access::rules::Rules;
-use crate::clusters::Registry;
-use crate::inventory::Inventory;
-use crate::keys::Keys;
-use crate::metrics::Metrics;
+use crate::shared::Shared;
 use kube::runtime::events::{Recorder, Reporter};
 use std::sync::Arc;
 
 /// What reconcilers share: the shared pieces, and the GanetiCluster controller's memory.
 pub struct Context {
-    pub client: kube::Client,
-    pub inventory: Inventory,
-    pub metrics: Arc<Metrics>,
-    pub config: Config,
-    pub keys: Arc<Keys>,
-    /// Every cluster's RAPI client.
-    pub clusters: Arc<Registry>,
-    /// Roles, bindings and profiles from watches, with the index built from them.
-    pub rules: Rules,
+    pub shared: Shared,
     /// Events on the controllers' objects (repeats folded into one with a count).
     pub recorder: Recorder,
     /// What the GanetiCluster controller remembers between reconciles.
@@ -42,16 +30,10 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(shared: crate::shared::Shared) -> Arc<Self> {
+    pub fn new(shared: Shared) -> Arc<Self> {
         Arc::new(Self {
             recorder: Recorder::new(shared.client.clone(), Reporter::from(FIELD_MANAGER.to_string())),
-            client: shared.client,
-            inventory: shared.inventory,
-            metrics: shared.metrics,
-            config: shared.config,
-            keys: shared.keys,
-            clusters: shared.clusters,
-            rules: shared.rules,
+            shared,
             cluster_sync: Default::default(),
         })
     }

@@ -25,19 +25,19 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let all = || watcher::Config::default();
     let role_events = reflector::reflector(
         roles_writer,
-        watcher::watcher(Api::all(ctx.client.clone()), all()),
+        watcher::watcher(Api::all(ctx.shared.client.clone()), all()),
     )
     .default_backoff()
     .map(|_| ());
     let binding_events = reflector::reflector(
         bindings_writer,
-        watcher::watcher(Api::all(ctx.client.clone()), all()),
+        watcher::watcher(Api::all(ctx.shared.client.clone()), all()),
     )
     .default_backoff()
     .map(|_| ());
     let profile_events = reflector::reflector(
         profiles_writer,
-        watcher::watcher(Api::all(ctx.client.clone()), all()),
+        watcher::watcher(Api::all(ctx.shared.client.clone()), all()),
     )
     .default_backoff()
     .map(|_| ());
@@ -45,8 +45,9 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         futures::stream::select(role_events, binding_events),
         profile_events
     ));
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.config.secrets_namespace);
-    let bindings_api: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
+    let api: Api<ConfigMap> =
+        Api::namespaced(ctx.shared.client.clone(), &ctx.shared.config.secrets_namespace);
+    let bindings_api: Api<ClusterRoleBinding> = Api::all(ctx.shared.client.clone());
     let mut last = None;
     loop {
         tokio::select! {
@@ -99,7 +100,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         }
         let cm = serde_json::json!({
             "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": holders::CONFIG_MAP, "namespace": ctx.config.secrets_namespace},
+            "metadata": {"name": holders::CONFIG_MAP, "namespace": ctx.shared.config.secrets_namespace},
             "data": data,
         });
         match api

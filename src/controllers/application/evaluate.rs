@@ -31,7 +31,7 @@ async fn cluster_facts(app: &InstanceApplication, state: &State) -> Result<Optio
     let Some(name) = app.spec.cluster.clone() else {
         return Ok(None);
     };
-    let api: Api<GanetiCluster> = Api::all(state.ctx.client.clone());
+    let api: Api<GanetiCluster> = Api::all(state.ctx.shared.client.clone());
     let cluster = api.get_opt(&name).await?;
     let mut facts = ClusterLookup {
         name: name.clone(),
@@ -46,8 +46,8 @@ async fn cluster_facts(app: &InstanceApplication, state: &State) -> Result<Optio
         .status
         .as_ref()
         .and_then(|s| conditions::get(&s.conditions, "Ready"));
-    let client = state.ctx.clusters.client(&name);
-    match (ready, client, state.ctx.inventory.get(&name)) {
+    let client = state.ctx.shared.clusters.client(&name);
+    match (ready, client, state.ctx.shared.inventory.get(&name)) {
         (Some(c), Some(client), Some(inv)) if c.status == "True" && inv.reachable => {
             match catalog(state, &name, &client).await {
                 Ok(catalog) => facts.catalog = catalog,
@@ -65,7 +65,7 @@ async fn may_self_approve(app: &InstanceApplication, cluster: &str, state: &Stat
     let Some(applicant) = app.spec.applicant.as_deref() else {
         return Ok(false);
     };
-    let client = &state.ctx.client;
+    let client = &state.ctx.shared.client;
     let lp = ListParams::default();
     let (roles, bindings, profiles) = (
         Api::<Role>::all(client.clone()),
@@ -97,13 +97,15 @@ async fn may_self_approve(app: &InstanceApplication, cluster: &str, state: &Stat
 }
 
 pub(super) async fn evaluate(app: &mut InstanceApplication, state: &State) -> Result<Action, Error> {
-    let client = &state.ctx.client;
+    let client = &state.ctx.shared.client;
     let facts = cluster_facts(app, state).await?;
     let quotas = Api::<ClusterQuota>::all(client.clone())
         .list(&ListParams::default())
         .await?
         .items;
-    let inventory = facts.as_ref().and_then(|f| state.ctx.inventory.get(&f.name));
+    let inventory = facts
+        .as_ref()
+        .and_then(|f| state.ctx.shared.inventory.get(&f.name));
     let self_approve = match &facts {
         Some(f)
             if !matches!(plan::decision_in_force(app), plan::InForce::Fresh(_))

@@ -61,11 +61,11 @@ pub(super) async fn cluster_client(
         .and_then(|s| s.cluster.clone())
         .or_else(|| app.spec.cluster.clone())
         .ok_or_else(|| Error::Invalid("an approved application without a cluster".into()))?;
-    let cluster = Api::<GanetiCluster>::all(state.ctx.client.clone())
+    let cluster = Api::<GanetiCluster>::all(state.ctx.shared.client.clone())
         .get_opt(&name)
         .await?
         .ok_or_else(|| Error::Invalid(format!("GanetiCluster {name} is gone")))?;
-    let Some(client) = state.ctx.clusters.client(&name) else {
+    let Some(client) = state.ctx.shared.clusters.client(&name) else {
         return Err(Stop::Wait(format!("GanetiCluster {name} has not been read yet")));
     };
     Ok((client, cluster))
@@ -95,7 +95,11 @@ async fn lookup(
     match client.instance(name).await {
         Ok(wire) => {
             let instance: Instance = wire.into();
-            state.ctx.inventory.upsert_instance(cluster, instance.clone());
+            state
+                .ctx
+                .shared
+                .inventory
+                .upsert_instance(cluster, instance.clone());
             Ok(Some(instance))
         }
         Err(RapiError::NotFound { .. }) => Ok(None),

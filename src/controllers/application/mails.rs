@@ -18,7 +18,7 @@ pub(super) async fn mail_applicant(
     state: &State,
 ) -> Result<Option<Duration>, Error> {
     let applicant = app.spec.applicant.clone().unwrap_or_default();
-    let config = &state.ctx.config;
+    let config = &state.ctx.shared.config;
     let now = Timestamp::now();
     let Some(secret) = config.smtp_secret.as_deref() else {
         let status = plan::notified(
@@ -33,7 +33,7 @@ pub(super) async fn mail_applicant(
     };
     // A user may have several profiles (holders of system.users keep anyone's): the
     // first that yields an address wins, as for confirmation links.
-    let profiles = Api::<UserProfile>::all(state.ctx.client.clone())
+    let profiles = Api::<UserProfile>::all(state.ctx.shared.client.clone())
         .list(&ListParams::default())
         .await?
         .items;
@@ -49,18 +49,19 @@ pub(super) async fn mail_applicant(
         return Ok(None);
     };
     let (subject, body) = plan::mail_text(app, kind);
-    let sent = match Mailer::from_secret_ref(&state.ctx.client, &config.secrets_namespace, secret).await {
-        Ok(mailer) => {
-            mailer
-                .send(&Mail {
-                    to: to.clone(),
-                    subject,
-                    body,
-                })
-                .await
-        }
-        Err(e) => Err(e),
-    };
+    let sent =
+        match Mailer::from_secret_ref(&state.ctx.shared.client, &config.secrets_namespace, secret).await {
+            Ok(mailer) => {
+                mailer
+                    .send(&Mail {
+                        to: to.clone(),
+                        subject,
+                        body,
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
     let status = match sent {
         Ok(()) => plan::notified(app, kind, true, format!("mailed {to}"), now),
         Err(e) if e.is_transient() => {

@@ -110,7 +110,7 @@ impl State {
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let apps: Api<InstanceApplication> = Api::all(ctx.client.clone());
+    let apps: Api<InstanceApplication> = Api::all(ctx.shared.client.clone());
     let controller = Controller::new(apps, watcher::Config::default());
     let store = controller.store();
     let shutdown = super::once_listed(store.clone(), shutdown);
@@ -131,13 +131,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     controller
         // A changed quota may let waiting applications through (or stop them).
         .watches(
-            Api::<ClusterQuota>::all(ctx.client.clone()),
+            Api::<ClusterQuota>::all(ctx.shared.client.clone()),
             watcher::Config::default(),
             move |q| waiting_on(&quota_store, Some(&q.spec.cluster)),
         )
         // A cluster becoming ready (or its spec changing) matters to waiting ones.
         .watches(
-            Api::<GanetiCluster>::all(ctx.client.clone()),
+            Api::<GanetiCluster>::all(ctx.shared.client.clone()),
             watcher::Config::default(),
             move |c| {
                 let ready = c
@@ -186,7 +186,7 @@ fn key(app: &InstanceApplication) -> String {
 async fn reconcile(app: Arc<InstanceApplication>, state: Arc<State>) -> Result<Action, Error> {
     let ctx = &state.ctx;
     let work = reconcile_inner(app.clone(), &state);
-    harness::reconcile(CONTROLLER, &ctx.metrics, &state.recorder, &*app, work).await
+    harness::reconcile(CONTROLLER, &ctx.shared.metrics, &state.recorder, &*app, work).await
 }
 
 async fn reconcile_inner(app: Arc<InstanceApplication>, state: &State) -> Result<Action, Error> {
@@ -284,11 +284,14 @@ async fn write_status(
     state: &State,
     status: InstanceApplicationStatus,
 ) -> Result<(), Error> {
-    let api: Api<InstanceApplication> =
-        Api::namespaced(state.ctx.client.clone(), &app.namespace().unwrap_or_default());
+    let api: Api<InstanceApplication> = Api::namespaced(
+        state.ctx.shared.client.clone(),
+        &app.namespace().unwrap_or_default(),
+    );
     let stored = crate::status::apply(&api, &app.name_any(), &status).await?;
     state
         .ctx
+        .shared
         .metrics
         .status_writes
         .with_label_values(&[CONTROLLER])

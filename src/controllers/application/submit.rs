@@ -27,8 +27,10 @@ pub(super) async fn submit(
     if !approved_here {
         // The watch cache may lag behind our own last write: decide on what is stored,
         // so a job already recorded is never submitted again.
-        let api: Api<InstanceApplication> =
-            Api::namespaced(state.ctx.client.clone(), &app.namespace().unwrap_or_default());
+        let api: Api<InstanceApplication> = Api::namespaced(
+            state.ctx.shared.client.clone(),
+            &app.namespace().unwrap_or_default(),
+        );
         *app = api.get_status(&app.name_any()).await?;
         if plan::phase(app) != Phase::Approved {
             return Ok(Action::requeue(plan::JOB_POLL));
@@ -70,7 +72,7 @@ async fn create(
     prefix: &str,
     now: Timestamp,
 ) -> Result<Step, Error> {
-    let profiles = Api::<UserProfile>::all(state.ctx.client.clone())
+    let profiles = Api::<UserProfile>::all(state.ctx.shared.client.clone())
         .list(&ListParams::default())
         .await?
         .items;

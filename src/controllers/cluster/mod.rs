@@ -73,8 +73,9 @@ pub async fn run(
     leading: tokio::sync::watch::Receiver<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let clusters: Api<GanetiCluster> = Api::all(ctx.client.clone());
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.secrets_namespace);
+    let clusters: Api<GanetiCluster> = Api::all(ctx.shared.client.clone());
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.shared.client.clone(), &ctx.shared.config.secrets_namespace);
     // Deletions trigger too: the store no longer has the cluster when its turn comes,
     // and `drive` hears of it (a GanetiCluster needs no finalizer: the operator keeps
     // nothing in Ganeti for it, only its inventory, client and metrics here).
@@ -173,14 +174,15 @@ fn parse_go_duration(s: &str) -> Option<SignedDuration> {
 async fn reconcile(leading: bool, cluster: Arc<GanetiCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     if leading {
         let work = reconcile_inner(true, &cluster, &ctx);
-        harness::reconcile(CONTROLLER, &ctx.metrics, &ctx.recorder, &*cluster, work).await
+        harness::reconcile(CONTROLLER, &ctx.shared.metrics, &ctx.recorder, &*cluster, work).await
     } else {
         // A follower reports nothing: no status, no Event, no error (the leader's are
         // the ones); it only keeps its inventory and clients.
         let started = Instant::now();
         let result = reconcile_inner(false, &cluster, &ctx).await;
-        ctx.metrics.reconciles.with_label_values(&[FOLLOWER]).inc();
-        ctx.metrics
+        ctx.shared.metrics.reconciles.with_label_values(&[FOLLOWER]).inc();
+        ctx.shared
+            .metrics
             .reconcile_duration
             .with_label_values(&[FOLLOWER])
             .observe(started.elapsed().as_secs_f64());
@@ -215,7 +217,7 @@ async fn reconcile_inner(leading: bool, cluster: &GanetiCluster, ctx: &Context) 
     let secret = match read_secret(cluster, ctx).await? {
         Ok(found) => found,
         Err((reason, message)) => {
-            ctx.inventory.mark_unreachable(&name);
+            ctx.shared.inventory.mark_unreachable(&name);
             report(&SyncOutcome::Failed { reason, message }).await?;
             return Ok(Action::requeue(interval));
         }
@@ -232,7 +234,7 @@ async fn reconcile_inner(leading: bool, cluster: &GanetiCluster, ctx: &Context) 
         return Ok(Action::requeue(interval - mark.at.elapsed()));
     }
 
-    let client = match ctx.clusters.connect(&name, &cluster.spec, &secret) {
+    let client = match ctx.shared.clusters.connect(&name, &cluster.spec, &secret) {
         Ok(c) => c,
         Err(e) => {
             report(&SyncOutcome::Failed {
@@ -251,8 +253,8 @@ async fn reconcile_inner(leading: bool, cluster: &GanetiCluster, ctx: &Context) 
         .unwrap_or_else(|| crate::tags::DEFAULT_PREFIX.to_string());
     match read_cluster(&client, &name, prefix).await {
         Ok(inventory) => {
-            ctx.inventory.put(inventory);
-            let snapshot = ctx.inventory.get(&name).expect("just stored");
+            ctx.shared.inventory.put(inventory);
+            let snapshot = ctx.shared.inventory.get(&name).expect("just stored");
             report(&SyncOutcome::Synced(&snapshot)).await?;
             ctx.cluster_sync.last_sync.lock().expect("lock").insert(
                 name.clone(),
@@ -265,7 +267,7 @@ async fn reconcile_inner(leading: bool, cluster: &GanetiCluster, ctx: &Context) 
             );
         }
         Err(outcome) => {
-            ctx.inventory.mark_unreachable(&name);
+            ctx.shared.inventory.mark_unreachable(&name);
             ctx.cluster_sync.last_sync.lock().expect("lock").remove(&name);
             report(&outcome).await?;
         }
@@ -274,10 +276,10 @@ async fn reconcile_inner(leading: bool, cluster: &GanetiCluster, ctx: &Context) 
 }
 
 fn forget(ctx: &Context, name: &str) {
-    ctx.inventory.remove(name);
+    ctx.shared.inventory.remove(name);
     ctx.cluster_sync.last_sync.lock().expect("lock").remove(name);
     ctx.cluster_sync.written.forget(name);
-    ctx.clusters.forget(name);
+    ctx.shared.clusters.forget(name);
 }
 
 type SecretResult = Result<Secret, (FailureReason, String)>;
@@ -298,10 +300,16 @@ fn refusal(e: &ConnectError) -> FailureReason {
 /// problem the cluster's status should report.
 async fn read_secret(cluster: &GanetiCluster, ctx: &Context) -> Result<SecretResult, Error> {
     // An insecure spec is refused before its Secret is even read.
-    if let Err(e) = clusters::tls_mode(&cluster.spec, ctx.clusters.policy()) {
+    if let Err(e) = clusters::tls_mode(&cluster.spec, ctx.shared.clusters.policy()) {
         return Ok(Err((refusal(&e), e.to_string())));
     }
-    match clusters::fetch_secret(&ctx.client, &ctx.config.secrets_namespace, &cluster.spec).await {
+    match clusters::fetch_secret(
+        &ctx.shared.client,
+        &ctx.shared.config.secrets_namespace,
+        &cluster.spec,
+    )
+    .await
+    {
         Ok(s) => Ok(Ok(s)),
         Err(ConnectError::Kube { source, .. }) => Err(source.into()),
         Err(e) => Ok(Err((refusal(&e), e.to_string()))),
@@ -405,9 +413,18 @@ async fn write_status(
         return Ok(());
     };
     tracing::debug!(cluster = %name, "writing status");
-    crate::status::apply(&Api::<GanetiCluster>::all(ctx.client.clone()), &name, &status).await?;
+    crate::status::apply(
+        &Api::<GanetiCluster>::all(ctx.shared.client.clone()),
+        &name,
+        &status,
+    )
+    .await?;
     ctx.cluster_sync.written.record(&name, &planned_from, status);
-    ctx.metrics.status_writes.with_label_values(&[CONTROLLER]).inc();
+    ctx.shared
+        .metrics
+        .status_writes
+        .with_label_values(&[CONTROLLER])
+        .inc();
     Ok(())
 }
 

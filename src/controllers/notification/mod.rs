@@ -89,7 +89,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         ctx: ctx.clone(),
         stop: stop.clone(),
     });
-    let api: Api<Notification> = Api::all(ctx.client.clone());
+    let api: Api<Notification> = Api::all(ctx.shared.client.clone());
     let controller = Controller::new(api, watcher::Config::default());
     let shutdown = super::once_listed(controller.store(), stop.clone().cancelled_owned());
     let results = controller
@@ -106,7 +106,7 @@ async fn reconcile(n: Arc<Notification>, state: Arc<State>) -> Result<Action, Er
     let ctx = &state.ctx;
     let name = n.name_any();
     let work = reconcile_inner(&name, &state);
-    harness::reconcile(CONTROLLER, &ctx.metrics, &ctx.recorder, &*n, work).await
+    harness::reconcile(CONTROLLER, &ctx.shared.metrics, &ctx.recorder, &*n, work).await
 }
 
 /// Writes the whole status, on the condition that the object is still the one `n`
@@ -118,7 +118,11 @@ async fn write(
     ctx: &Context,
 ) -> Result<Notification, Error> {
     let written = crate::status::apply_if_unchanged(api, n, status).await?;
-    ctx.metrics.status_writes.with_label_values(&[CONTROLLER]).inc();
+    ctx.shared
+        .metrics
+        .status_writes
+        .with_label_values(&[CONTROLLER])
+        .inc();
     Ok(written)
 }
 
@@ -163,7 +167,7 @@ async fn write_result(
 
 async fn reconcile_inner(name: &str, state: &State) -> Result<Action, Error> {
     let ctx = &state.ctx;
-    let api: Api<Notification> = Api::all(ctx.client.clone());
+    let api: Api<Notification> = Api::all(ctx.shared.client.clone());
     // The watch cache may lag behind our own last write; deciding whom to mail on a
     // stale copy could mail someone twice. Read from the API server.
     let Some(mut n) = api.get_opt(name).await? else {
@@ -249,7 +253,7 @@ async fn reconcile_inner(name: &str, state: &State) -> Result<Action, Error> {
                         return Ok(Action::requeue(Duration::from_secs(2)));
                     }
                     // For the recipients' full names.
-                    let list = Api::<UserProfile>::all(ctx.client.clone())
+                    let list = Api::<UserProfile>::all(ctx.shared.client.clone())
                         .list(&ListParams::default())
                         .await?;
                     profiles = Some(list.items.into_iter().map(Arc::new).collect());
@@ -274,7 +278,7 @@ async fn reconcile_inner(name: &str, state: &State) -> Result<Action, Error> {
 /// seconds of its start). Clusters that are not ready are not waited for: they will
 /// not be read soon, and `status.skipped` names them when a selector does.
 async fn unread_clusters(ctx: &Context) -> Result<Vec<String>, Error> {
-    let clusters = Api::<GanetiCluster>::all(ctx.client.clone())
+    let clusters = Api::<GanetiCluster>::all(ctx.shared.client.clone())
         .list(&ListParams::default())
         .await?;
     Ok(clusters
@@ -286,7 +290,7 @@ async fn unread_clusters(ctx: &Context) -> Result<Vec<String>, Error> {
                 .is_some_and(|s| crate::api::conditions::is_true(&s.conditions, "Ready"))
         })
         .map(|c| c.name_any())
-        .filter(|c| ctx.inventory.get(c).is_none())
+        .filter(|c| ctx.shared.inventory.get(c).is_none())
         .collect())
 }
 
@@ -304,7 +308,7 @@ async fn resolve(n: &Notification, ctx: &Context) -> Result<Resolution, Error> {
         Ok(t) => t,
         Err(e) => return Ok(Resolution::Status(plan::template_failed(n, &e, now))),
     };
-    let profiles = Api::<UserProfile>::all(ctx.client.clone())
+    let profiles = Api::<UserProfile>::all(ctx.shared.client.clone())
         .list(&ListParams::default())
         .await?;
     // Right after a start of the operator, resolving without clusters not read yet
@@ -326,10 +330,10 @@ async fn resolve(n: &Notification, ctx: &Context) -> Result<Resolution, Error> {
         ));
     }
     // Taken after the check: every cluster found read above is in this snapshot.
-    let inventories = ctx.inventory.all();
+    let inventories = ctx.shared.inventory.all();
     let profiles: Vec<Arc<UserProfile>> = profiles.items.into_iter().map(Arc::new).collect();
     let dir = Directory::new(&profiles, &inventories);
-    let resolution = recipients::resolve(&n.spec.recipients, &dir, ctx.config.mail_unverified);
+    let resolution = recipients::resolve(&n.spec.recipients, &dir, ctx.shared.config.mail_unverified);
     // Render every mail before freezing: a template that fails for anyone sends nothing.
     let frozen = plan::freeze(n, &resolution, now);
     for (i, r) in frozen.recipients.iter().enumerate() {
@@ -370,7 +374,8 @@ fn mail_context(
         .iter()
         .filter_map(|label| parse_instance_label(label))
         .map(|(cluster, name)| {
-            ctx.inventory
+            ctx.shared
+                .inventory
                 .get(&cluster)
                 .and_then(|inv| {
                     inv.instance(&name)
@@ -422,13 +427,13 @@ fn render_for(
 
 /// The mailer, or why there is none: (condition reason, message).
 async fn mailer_for(ctx: &Context) -> Result<Mailer, (&'static str, String)> {
-    let Some(secret) = &ctx.config.smtp_secret else {
+    let Some(secret) = &ctx.shared.config.smtp_secret else {
         return Err((
             "SmtpNotConfigured",
             "the operator runs without SMTP settings (--smtp-secret): nothing can be mailed".into(),
         ));
     };
-    Mailer::from_secret_ref(&ctx.client, &ctx.config.secrets_namespace, secret)
+    Mailer::from_secret_ref(&ctx.shared.client, &ctx.shared.config.secrets_namespace, secret)
         .await
         .map_err(|e| match e {
             MailError::Config(m) => ("SmtpSettingsInvalid", m),

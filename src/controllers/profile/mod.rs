@@ -26,7 +26,7 @@ const MAIL_RETRY: Duration = Duration::from_secs(15);
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let api: Api<UserProfile> = Api::all(ctx.client.clone());
+    let api: Api<UserProfile> = Api::all(ctx.shared.client.clone());
     let controller = Controller::new(api, watcher::Config::default());
     let shutdown = super::once_listed(controller.store(), shutdown);
     let results = controller
@@ -42,22 +42,22 @@ fn error_policy(p: Arc<UserProfile>, error: &Error, _ctx: Arc<Context>) -> Actio
 async fn reconcile(p: Arc<UserProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = p.name_any();
     let work = reconcile_inner(&name, &ctx);
-    harness::reconcile(CONTROLLER, &ctx.metrics, &ctx.recorder, &*p, work).await
+    harness::reconcile(CONTROLLER, &ctx.shared.metrics, &ctx.recorder, &*p, work).await
 }
 
 /// Why the operator cannot mail links, if it cannot.
 fn cannot_mail(ctx: &Context) -> Option<String> {
-    if ctx.config.smtp_secret.is_none() {
+    if ctx.shared.config.smtp_secret.is_none() {
         return Some("the operator has no SMTP settings (--smtp-secret); ask an admin".into());
     }
-    if ctx.config.public_url.is_none() {
+    if ctx.shared.config.public_url.is_none() {
         return Some("the operator has no public URL for links (--public-url); ask an admin".into());
     }
     None
 }
 
 async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action, Error> {
-    let api: Api<UserProfile> = Api::all(ctx.client.clone());
+    let api: Api<UserProfile> = Api::all(ctx.shared.client.clone());
     // A verification may have just been recorded by the HTTP server; act on the
     // latest version, not the watch cache.
     let Some(mut p) = api.get_opt(name).await? else {
@@ -94,7 +94,7 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action, Error> {
                     &MailNote::None,
                     now,
                 );
-                p = write_status(&ctx.client, &p, &status).await?;
+                p = write_status(&ctx.shared.client, &p, &status).await?;
                 on_server = p.status.clone();
             }
             // `p` stays the version on the server (for the write's precondition); the
@@ -122,8 +122,12 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<Action, Error> {
     }
     let status = plan::status(&p, &note, Timestamp::now());
     if on_server.as_ref().map(without_last_seen) != Some(without_last_seen(&status)) {
-        write_status(&ctx.client, &p, &status).await?;
-        ctx.metrics.status_writes.with_label_values(&[CONTROLLER]).inc();
+        write_status(&ctx.shared.client, &p, &status).await?;
+        ctx.shared
+            .metrics
+            .status_writes
+            .with_label_values(&[CONTROLLER])
+            .inc();
     }
     Ok(action)
 }
@@ -147,11 +151,22 @@ async fn mail_link(p: &UserProfile, ctx: &Context) -> Result<(), MailError> {
         nonce: pending.nonce.clone(),
         expires: pending.expires.0.as_second(),
     };
-    let token = link::sign(&ctx.keys.email_links, &claims);
-    let base = ctx.config.public_url.as_deref().expect("checked by cannot_mail");
+    let token = link::sign(&ctx.shared.keys.email_links, &claims);
+    let base = ctx
+        .shared
+        .config
+        .public_url
+        .as_deref()
+        .expect("checked by cannot_mail");
     let (subject, body) = plan::mail_text(p, &verify_url(base, &token));
-    let secret = ctx.config.smtp_secret.as_deref().expect("checked by cannot_mail");
-    let mailer = Mailer::from_secret_ref(&ctx.client, &ctx.config.secrets_namespace, secret).await?;
+    let secret = ctx
+        .shared
+        .config
+        .smtp_secret
+        .as_deref()
+        .expect("checked by cannot_mail");
+    let mailer =
+        Mailer::from_secret_ref(&ctx.shared.client, &ctx.shared.config.secrets_namespace, secret).await?;
     mailer
         .send(&Mail {
             to: pending.email.clone(),

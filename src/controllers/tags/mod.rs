@@ -151,11 +151,11 @@ struct TagSync {
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let api: Api<GanetiCluster> = Api::all(ctx.client.clone());
+    let api: Api<GanetiCluster> = Api::all(ctx.shared.client.clone());
     let controller = Controller::new(api, watcher::Config::default())
         .with_config(controller::Config::default().concurrency(1));
     let shutdown = super::once_listed(controller.store(), shutdown);
-    let snapshots = futures::stream::unfold(ctx.rules.changes(), |mut rx| async move {
+    let snapshots = futures::stream::unfold(ctx.shared.rules.changes(), |mut rx| async move {
         rx.changed().await.ok()?;
         Some(((), rx))
     });
@@ -188,14 +188,14 @@ async fn reconcile(
     let ctx = sync.ctx.clone();
     let name = cluster.name_any();
     let work = sync.pass(&name);
-    harness::reconcile(CONTROLLER, &ctx.metrics, &ctx.recorder, &*cluster, work).await
+    harness::reconcile(CONTROLLER, &ctx.shared.metrics, &ctx.recorder, &*cluster, work).await
 }
 
 impl TagSync {
     /// One cluster's turn: syncs it if anything it depends on changed, then writes
     /// the RoleBinding and Role statuses if anything they show changed.
     async fn pass(&mut self, name: &str) -> Result<Action, Error> {
-        let snapshot = self.ctx.rules.current();
+        let snapshot = self.ctx.shared.rules.current();
         if !snapshot.listed {
             // Woken again by the first snapshot.
             return Ok(Action::await_change());
@@ -266,7 +266,7 @@ impl TagSync {
         let Some(inv) = c.snapshot.clone().filter(|i| i.reachable) else {
             return Ok(());
         };
-        let Some(client) = ctx.clusters.client(name) else {
+        let Some(client) = ctx.shared.clusters.client(name) else {
             c.failing = Some("no RAPI client yet (the cluster was not read)".into());
             c.retry_at = Some(Instant::now() + RETRY);
             return Ok(());
@@ -420,13 +420,14 @@ impl TagSync {
                 (name.clone(), state)
             })
             .collect();
-        let binding_api: Api<RoleBinding> = Api::all(self.ctx.client.clone());
+        let binding_api: Api<RoleBinding> = Api::all(self.ctx.shared.client.clone());
         for b in bindings {
             let role = specs.get(b.spec.role_ref.as_str()).copied();
             if let Some(s) = status::binding_status(b, role, &states, now) {
                 tracing::debug!(binding = %b.name_any(), status = ?s, "writing RoleBinding status");
                 patch_status(&binding_api, &b.name_any(), &s).await?;
                 self.ctx
+                    .shared
                     .metrics
                     .status_writes
                     .with_label_values(&["rolebinding"])
@@ -439,12 +440,17 @@ impl TagSync {
         }
         self.administrator_bound = Some(bound);
         let all: Vec<&RoleBinding> = bindings.iter().map(|b| &**b).collect();
-        let role_api: Api<Role> = Api::all(self.ctx.client.clone());
+        let role_api: Api<Role> = Api::all(self.ctx.shared.client.clone());
         for r in roles {
             if let Some(s) = status::role_status(r, &all, bound, now) {
                 tracing::debug!(role = %r.name_any(), "writing Role status");
                 patch_status(&role_api, &r.name_any(), &s).await?;
-                self.ctx.metrics.status_writes.with_label_values(&["role"]).inc();
+                self.ctx
+                    .shared
+                    .metrics
+                    .status_writes
+                    .with_label_values(&["role"])
+                    .inc();
             }
         }
         Ok(())
@@ -474,7 +480,8 @@ where
 }
 
 async fn load_ledger(ctx: &Context, cluster: &str) -> Result<StoredLedger, Error> {
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.config.secrets_namespace);
+    let api: Api<ConfigMap> =
+        Api::namespaced(ctx.shared.client.clone(), &ctx.shared.config.secrets_namespace);
     Ok(match api.get_opt(&ledger_name(cluster)).await? {
         Some(cm) => parse_ledger(&cm),
         // Nothing recorded yet: nothing to migrate either.
@@ -486,8 +493,8 @@ async fn load_ledger(ctx: &Context, cluster: &str) -> Result<StoredLedger, Error
 }
 
 async fn write_ledger(ctx: &Context, cluster: &str, ledger: &Ledger) -> Result<(), Error> {
-    let ns = &ctx.config.secrets_namespace;
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let ns = &ctx.shared.config.secrets_namespace;
+    let api: Api<ConfigMap> = Api::namespaced(ctx.shared.client.clone(), ns);
     let data: BTreeMap<&str, String> = ledger
         .iter()
         .map(|(i, tags)| (i.as_str(), tags.iter().map(|t| format!("{t}\n")).collect()))
