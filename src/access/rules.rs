@@ -34,6 +34,7 @@ const SETTLE: Duration = Duration::from_millis(20);
 pub struct Snapshot {
     pub roles: Vec<Arc<Role>>,
     pub bindings: Vec<Arc<RoleBinding>>,
+    pub profiles: Vec<Arc<UserProfile>>,
     /// The groups each user's profiles add (set only by holders of `system.users`).
     profile_groups: HashMap<String, Vec<String>>,
     /// The inventories the index was built from.
@@ -48,7 +49,7 @@ impl Snapshot {
     pub fn build(
         roles: Vec<Arc<Role>>,
         bindings: Vec<Arc<RoleBinding>>,
-        profiles: &[Arc<UserProfile>],
+        profiles: Vec<Arc<UserProfile>>,
         inventories: Vec<Arc<ClusterInventory>>,
     ) -> Self {
         let mut builder = AuthzIndex::builder()
@@ -59,7 +60,7 @@ impl Snapshot {
         }
         let index = builder.build();
         let mut profile_groups: HashMap<String, Vec<String>> = HashMap::new();
-        for p in profiles {
+        for p in &profiles {
             let groups = profile_groups.entry(p.spec.username.clone()).or_default();
             for g in &p.spec.groups {
                 if !groups.contains(g) {
@@ -70,6 +71,7 @@ impl Snapshot {
         Self {
             roles,
             bindings,
+            profiles,
             profile_groups,
             inventories,
             index,
@@ -80,7 +82,7 @@ impl Snapshot {
     fn empty() -> Self {
         Self {
             listed: false,
-            ..Self::build(Vec::new(), Vec::new(), &[], Vec::new())
+            ..Self::build(Vec::new(), Vec::new(), Vec::new(), Vec::new())
         }
     }
 
@@ -142,12 +144,8 @@ impl Rules {
             }
             let mut inventory_changes = inventory.changes();
             loop {
-                let snapshot = Snapshot::build(
-                    roles.state(),
-                    bindings.state(),
-                    &profiles.state(),
-                    inventory.all(),
-                );
+                let snapshot =
+                    Snapshot::build(roles.state(), bindings.state(), profiles.state(), inventory.all());
                 if publish.send(Arc::new(snapshot)).is_err() {
                     return;
                 }

@@ -302,7 +302,7 @@ fn main() {
     let rules = Rules::fixed(Snapshot::build(
         role_objects,
         binding_objects,
-        &profiles,
+        profiles,
         inventories,
     ));
     let snapshot_ms = start.elapsed().as_secs_f64() * 1000.0;

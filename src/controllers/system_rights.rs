@@ -1,50 +1,23 @@
 //! Keeps the ConfigMap that the admission policies read ([`crate::authz::holders`]) in
-//! step with the Roles, RoleBindings and UserProfiles. Leader only: followers would
-//! write the same thing.
+//! step with the Roles, RoleBindings and UserProfiles of the authorization snapshot.
+//! Leader only: followers would write the same thing.
 
 use super::{Context, FIELD_MANAGER};
-use crate::api::profile::UserProfile;
+use crate::api::RoleBinding;
 use crate::api::role::SystemRight;
-use crate::api::{Role, RoleBinding};
 use crate::authz::holders::{self, ProfileGroups, Published};
-use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Runs until `stop`: every watch event (deletions and the end of each first list too)
+/// Runs until `stop`: every new authorization snapshot ([`crate::access::rules`])
 /// asks for a recomputation; the result is written only when it changed.
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
-    let (roles, roles_writer) = reflector::store::<Role>();
-    let (bindings, bindings_writer) = reflector::store::<RoleBinding>();
-    let (profiles, profiles_writer) = reflector::store::<UserProfile>();
-    let all = || watcher::Config::default();
-    let role_events = reflector::reflector(
-        roles_writer,
-        watcher::watcher(Api::all(ctx.shared.client.clone()), all()),
-    )
-    .default_backoff()
-    .map(|_| ());
-    let binding_events = reflector::reflector(
-        bindings_writer,
-        watcher::watcher(Api::all(ctx.shared.client.clone()), all()),
-    )
-    .default_backoff()
-    .map(|_| ());
-    let profile_events = reflector::reflector(
-        profiles_writer,
-        watcher::watcher(Api::all(ctx.shared.client.clone()), all()),
-    )
-    .default_backoff()
-    .map(|_| ());
-    let mut events = std::pin::pin!(futures::stream::select(
-        futures::stream::select(role_events, binding_events),
-        profile_events
-    ));
+    let mut snapshots = ctx.shared.rules.changes();
+    snapshots.mark_changed();
     let api: Api<ConfigMap> =
         Api::namespaced(ctx.shared.client.clone(), &ctx.shared.config.secrets_namespace);
     let bindings_api: Api<ClusterRoleBinding> = Api::all(ctx.shared.client.clone());
@@ -52,17 +25,16 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            event = events.next() => if event.is_none() { return },
+            changed = snapshots.changed() => if changed.is_err() { return },
         }
-        // Until every first list is in, an empty store means "not known yet", and
+        let snapshot = snapshots.borrow_and_update().clone();
+        // Until every first list is in, an empty list means "not known yet", and
         // writing it would lock out every holder (or end the bootstrap) for a moment.
-        let ready = roles.wait_until_ready().now_or_never().is_some()
-            && bindings.wait_until_ready().now_or_never().is_some()
-            && profiles.wait_until_ready().now_or_never().is_some();
-        if !ready {
+        if !snapshot.listed {
             continue;
         }
-        let (role_list, binding_list, profile_list) = (roles.state(), bindings.state(), profiles.state());
+        let (role_list, binding_list, profile_list) =
+            (&snapshot.roles, &snapshot.bindings, &snapshot.profiles);
         let binding_refs: Vec<&RoleBinding> = binding_list.iter().map(|b| &**b).collect();
         let groups: Vec<ProfileGroups<'_>> = profile_list
             .iter()

@@ -6,7 +6,7 @@ use super::{ApiError, ApiState, Attempt, Caller, Outcome, PREFIX, rapi_error};
 use crate::access::action::{self, Action, Plan, ResizePlan, TagsPlan};
 use crate::access::{Pinned, VmRef};
 use crate::api::quantity::Bytes as Size;
-use crate::api::{ClusterQuota, InstanceApplication, UserProfile};
+use crate::api::{ClusterQuota, InstanceApplication};
 use crate::inventory::Instance;
 use crate::quota::{Request, Resize};
 use crate::rapi::{InstanceReinstall, InstanceResize, JobId, RapiClient, RapiError, ResizeBeparams, Target};
@@ -283,12 +283,10 @@ async fn request_confirmation(
     };
     // A user may have several profiles (admins keep anyone's): the first that yields an
     // address wins, else the username when it is an address.
-    let profiles = Api::<UserProfile>::all(state.shared.client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
+    let snapshot = state.rules.current();
     let user = caller.identity.user.as_str();
-    let address = profiles
+    let address = snapshot
+        .profiles
         .iter()
         .filter(|p| p.spec.username == user)
         .find_map(|p| crate::mail::address_for(user, Some(p), config.mail_unverified))
