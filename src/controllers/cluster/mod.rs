@@ -90,10 +90,14 @@ pub async fn run(
     let credentials =
         watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}={CREDENTIALS_LABEL_VALUE}"));
     let shutdown = super::once_listed(store.clone(), shutdown);
-    let became_leader = futures::stream::unfold(leading.clone(), |mut rx| async move {
+    // One `()` each time `leading` turns true (a lost lease ends the process, but a
+    // false in between must not make a stream that never stops yielding).
+    let became_leader = futures::stream::unfold((leading.clone(), false), |(mut rx, led)| async move {
+        if led {
+            rx.wait_for(|l| !*l).await.ok()?;
+        }
         rx.wait_for(|l| *l).await.ok()?;
-        let _ = rx.wait_for(|l| !*l).await;
-        Some(((), rx))
+        Some(((), (rx, true)))
     });
     let reconcile = move |cluster, ctx| {
         let leading = *leading.borrow();
