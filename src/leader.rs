@@ -102,3 +102,46 @@ impl Leadership {
         }
     }
 }
+
+/// One `()` each time `leading` turns true (at once if it is true already): what a
+/// reader that writes only while leading acts on when it takes over.
+pub fn each_win(leading: watch::Receiver<bool>) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold((leading, false), |(mut rx, led)| async move {
+        if led {
+            rx.wait_for(|l| !*l).await.ok()?;
+        }
+        rx.wait_for(|l| *l).await.ok()?;
+        Some(((), (rx, true)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use std::time::Duration;
+
+    async fn next_within(s: &mut (impl futures::Stream<Item = ()> + Unpin), ms: u64) -> Option<()> {
+        tokio::time::timeout(Duration::from_millis(ms), s.next())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn a_win_is_told_once_until_the_lead_is_lost_and_won_again() {
+        let (tx, rx) = watch::channel(false);
+        let mut wins = Box::pin(each_win(rx));
+        assert_eq!(next_within(&mut wins, 50).await, None, "not leading yet");
+        tx.send(true).unwrap();
+        assert_eq!(next_within(&mut wins, 500).await, Some(()));
+        tx.send(true).unwrap();
+        assert_eq!(next_within(&mut wins, 50).await, None, "still the same lead");
+        tx.send(false).unwrap();
+        assert_eq!(next_within(&mut wins, 50).await, None, "lost");
+        tx.send(true).unwrap();
+        assert_eq!(next_within(&mut wins, 500).await, Some(()), "won again");
+        drop(tx);
+        assert_eq!(next_within(&mut wins, 500).await, None, "ends with the sender");
+    }
+}

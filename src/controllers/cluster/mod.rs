@@ -90,15 +90,7 @@ pub async fn run(
     let credentials =
         watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}={CREDENTIALS_LABEL_VALUE}"));
     let shutdown = super::once_listed(store.clone(), shutdown);
-    // One `()` each time `leading` turns true (a lost lease ends the process, but a
-    // false in between must not make a stream that never stops yielding).
-    let became_leader = futures::stream::unfold((leading.clone(), false), |(mut rx, led)| async move {
-        if led {
-            rx.wait_for(|l| !*l).await.ok()?;
-        }
-        rx.wait_for(|l| *l).await.ok()?;
-        Some(((), (rx, true)))
-    });
+    let became_leader = crate::leader::each_win(leading.clone());
     let reconcile = move |cluster, ctx| {
         let leading = *leading.borrow();
         reconcile(leading, cluster, ctx)
