@@ -28,7 +28,7 @@ fn every_vm_right_has_an_enforcing_path() {
     for &r in VmRight::ALL {
         let enforced = match r {
             VmRight::View => checked_in("src/server/api/views.rs", "VmRight::View"),
-            VmRight::Console => checked_in("src/server/console.rs", "VmRight::Console"),
+            VmRight::Console => checked_in("src/server/console/mod.rs", "VmRight::Console"),
             VmRight::Admin => checked_in("src/authz/index.rs", "VM_ADMIN"),
             VmRight::Start
             | VmRight::Shutdown
@@ -59,7 +59,7 @@ fn every_cluster_right_has_an_enforcing_path() {
         let enforced = match r {
             ClusterRight::View => checked_in("src/server/api/clusters.rs", "ClusterRight::View"),
             ClusterRight::CreateVm => {
-                checked_in("src/controllers/application/mod.rs", "ClusterRight::CreateVm")
+                checked_in("src/controllers/application/evaluate.rs", "ClusterRight::CreateVm")
             }
             ClusterRight::Tags => checked_in("src/server/api/clusters.rs", "ClusterRight::Tags"),
             ClusterRight::Admin => checked_in("src/authz/index.rs", "CL_ADMIN"),
