@@ -147,6 +147,8 @@ struct TagSync {
     clusters: BTreeMap<String, ClusterSync>,
     status_retry_at: Option<Instant>,
     administrator_bound: Option<bool>,
+    /// Whether the first complete snapshot was seen (logged once).
+    started: bool,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -164,6 +166,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         clusters: BTreeMap::new(),
         status_retry_at: None,
         administrator_bound: None,
+        started: false,
     }));
     let results = controller
         .reconcile_all_on(snapshots)
@@ -199,6 +202,10 @@ impl TagSync {
         if !snapshot.listed {
             // Woken again by the first snapshot.
             return Ok(Action::await_change());
+        }
+        if !self.started {
+            tracing::info!("tag sync: roles and bindings listed; syncing");
+            self.started = true;
         }
         let now = Instant::now();
         // Deleted GanetiClusters: their inventory is gone from the snapshot.
