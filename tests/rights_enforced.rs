@@ -58,9 +58,10 @@ fn every_cluster_right_has_an_enforcing_path() {
     for &r in ClusterRight::ALL {
         let enforced = match r {
             ClusterRight::View => checked_in("src/server/api/clusters.rs", "ClusterRight::View"),
-            ClusterRight::CreateVm => {
-                checked_in("src/controllers/application/evaluate.rs", "ClusterRight::CreateVm")
-            }
+            ClusterRight::CreateVm => checked_in(
+                "src/controllers/application/evaluate.rs",
+                "ClusterRight::CreateVm",
+            ),
             ClusterRight::Tags => checked_in("src/server/api/clusters.rs", "ClusterRight::Tags"),
             ClusterRight::Admin => checked_in("src/authz/index.rs", "CL_ADMIN"),
             ClusterRight::Migrate | ClusterRight::Export | ClusterRight::ReplaceDisks => needed_by_action(r),
