@@ -206,3 +206,63 @@ where
     }));
     store
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::profile::UserProfileSpec;
+
+    fn profile(name: &str, user: &str, groups: &[&str]) -> Arc<UserProfile> {
+        Arc::new(UserProfile::new(
+            name,
+            UserProfileSpec {
+                username: user.into(),
+                full_name: None,
+                email: format!("{user}@example.org"),
+                ssh_keys: vec![],
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+            },
+        ))
+    }
+
+    #[test]
+    fn a_users_groups_are_the_authenticated_ones_plus_every_profiles_without_repeats() {
+        let inv = Arc::new(ClusterInventory {
+            cluster: "lab".into(),
+            ..Default::default()
+        });
+        let snapshot = Snapshot::build(
+            vec![],
+            vec![],
+            vec![
+                profile("alice", "alice", &["ops", "dev"]),
+                profile("alice-2", "alice", &["dev", "db"]),
+                profile("bob", "bob", &["admins"]),
+            ],
+            vec![inv.clone()],
+        );
+        assert_eq!(
+            snapshot.effective_groups("alice", &["system:authenticated".into(), "ops".into()]),
+            vec!["system:authenticated", "ops", "dev", "db"]
+        );
+        assert_eq!(snapshot.effective_groups("carol", &["x".into()]), vec!["x"]);
+        assert!(
+            Arc::ptr_eq(snapshot.inventory("lab").unwrap(), &inv),
+            "the very inventory indexed"
+        );
+        assert!(snapshot.inventory("other").is_none());
+        assert!(snapshot.listed && !Snapshot::empty().listed);
+    }
+
+    #[tokio::test]
+    async fn fixed_rules_are_ready_and_current() {
+        let rules = Rules::fixed(Snapshot::build(
+            vec![],
+            vec![],
+            vec![profile("p", "u", &["g"])],
+            vec![],
+        ));
+        assert!(rules.ready().await);
+        assert_eq!(rules.current().effective_groups("u", &[]), vec!["g"]);
+    }
+}
