@@ -50,9 +50,10 @@ pub mod plan;
 pub mod status;
 
 use super::harness::{self, Error};
+use super::written::LastWritten;
 use super::{Context, FIELD_MANAGER};
 use crate::access::rules::Snapshot;
-use crate::api::{GanetiCluster, Role, RoleBinding, role::RoleSpec};
+use crate::api::{GanetiCluster, Role, RoleBinding, RoleBindingStatus, RoleStatus, role::RoleSpec};
 use crate::authz::{has_administrator_binding, preconfigured_roles};
 use crate::inventory::ClusterInventory;
 use crate::rapi::{RapiClient, RapiError};
@@ -149,6 +150,9 @@ struct TagSync {
     administrator_bound: Option<bool>,
     /// Whether the first complete snapshot was seen (logged once).
     started: bool,
+    /// The statuses last written, for passes on a snapshot that predates them.
+    bindings_written: LastWritten<RoleBindingStatus>,
+    roles_written: LastWritten<RoleStatus>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -167,6 +171,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         status_retry_at: None,
         administrator_bound: None,
         started: false,
+        bindings_written: Default::default(),
+        roles_written: Default::default(),
     }));
     let results = controller
         .reconcile_all_on(snapshots)
@@ -430,9 +436,20 @@ impl TagSync {
         let binding_api: Api<RoleBinding> = Api::all(self.ctx.shared.client.clone());
         for b in bindings {
             let role = specs.get(b.spec.role_ref.as_str()).copied();
-            if let Some(s) = status::binding_status(b, role, &states, now) {
-                tracing::debug!(binding = %b.name_any(), status = ?s, "writing RoleBinding status");
-                patch_status(&binding_api, &b.name_any(), &s).await?;
+            // Another cluster's turn may come before the snapshot has our last write:
+            // plan against what we wrote, not the stale copy (which would write it again).
+            let (name, planned_from) = (b.name_any(), b.resource_version().unwrap_or_default());
+            let caught_up = self
+                .bindings_written
+                .newer_than_cache(&name, &planned_from)
+                .map(|ours| RoleBinding {
+                    status: Some(ours),
+                    ..(**b).clone()
+                });
+            if let Some(s) = status::binding_status(caught_up.as_ref().unwrap_or(b), role, &states, now) {
+                tracing::debug!(binding = %name, status = ?s, "writing RoleBinding status");
+                patch_status(&binding_api, &name, &s).await?;
+                self.bindings_written.record(&name, &planned_from, s);
                 self.ctx
                     .shared
                     .metrics
@@ -449,9 +466,18 @@ impl TagSync {
         let all: Vec<&RoleBinding> = bindings.iter().map(|b| &**b).collect();
         let role_api: Api<Role> = Api::all(self.ctx.shared.client.clone());
         for r in roles {
-            if let Some(s) = status::role_status(r, &all, bound, now) {
-                tracing::debug!(role = %r.name_any(), "writing Role status");
-                patch_status(&role_api, &r.name_any(), &s).await?;
+            let (name, planned_from) = (r.name_any(), r.resource_version().unwrap_or_default());
+            let caught_up = self
+                .roles_written
+                .newer_than_cache(&name, &planned_from)
+                .map(|ours| Role {
+                    status: Some(ours),
+                    ..(**r).clone()
+                });
+            if let Some(s) = status::role_status(caught_up.as_ref().unwrap_or(r), &all, bound, now) {
+                tracing::debug!(role = %name, "writing Role status");
+                patch_status(&role_api, &name, &s).await?;
+                self.roles_written.record(&name, &planned_from, s);
                 self.ctx
                     .shared
                     .metrics
