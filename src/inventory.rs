@@ -270,15 +270,6 @@ impl Inventory {
             self.bump();
         }
     }
-
-    /// Drops every cluster for which `keep` says no (GanetiClusters that were deleted).
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.clusters
-            .write()
-            .expect("inventory lock")
-            .retain(|name, _| keep(name));
-        self.bump();
-    }
 }
 
 #[cfg(test)]

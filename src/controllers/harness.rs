@@ -105,8 +105,8 @@ impl Drop for Timer<'_> {
     }
 }
 
-/// Counts a failure of `kind` (for reconciles that do not run through [`reconcile`]).
-pub fn count_error(metrics: &Metrics, controller: &'static str, kind: ErrorKind) {
+/// Counts a failure of `kind`.
+fn count_error(metrics: &Metrics, controller: &'static str, kind: ErrorKind) {
     metrics
         .reconcile_errors
         .with_label_values(&[controller, kind.as_str()])
@@ -228,21 +228,7 @@ mod tests {
             ErrorKind::Kubernetes,
             ErrorKind::Invalid,
         ];
-        use rapi::ErrorKind as R;
-        for r in [
-            R::AuthFailed,
-            R::Forbidden,
-            R::NotFound,
-            R::BadRequest,
-            R::Unavailable,
-            R::Http,
-            R::Timeout,
-            R::Unreachable,
-            R::Tls,
-            R::Decode,
-            R::JobFailed,
-            R::Config,
-        ] {
+        for r in rapi::ErrorKind::ALL {
             kinds.push(ErrorKind::Rapi(r));
         }
         let names: std::collections::HashSet<&str> = kinds.iter().map(|k| k.as_str()).collect();
