@@ -4,6 +4,7 @@ pub mod access;
 pub mod api;
 pub mod authz;
 pub mod clusters;
+pub mod compute;
 pub mod config;
 pub mod controllers;
 pub mod explain;

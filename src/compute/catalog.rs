@@ -1,0 +1,438 @@
+//! The objects of `compute.ganeti.dev` with their resourceVersions, and a stream of
+//! their changes for watches. Rebuilt from each authorization snapshot: only the
+//! clusters whose inventory changed are compared, object by object, so an unchanged
+//! VM keeps its resourceVersion and a watch hears only of real changes.
+
+use super::objects::{GanetiInstance, GanetiNode};
+use crate::access::rules::{Rules, Snapshot};
+use crate::inventory::ClusterInventory;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use tokio::sync::broadcast;
+
+/// Events kept for watches that resume from a resourceVersion; older ones answer 410.
+pub const HISTORY: usize = 8192;
+/// Events a slow watch may fall behind by before it is ended (it re-lists).
+const CHANNEL: usize = 4096;
+
+/// What the catalog needs of an object.
+pub trait Object: Serialize + Clone + Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn set_resource_version(&mut self, revision: u64);
+    /// Equal but for the resourceVersion.
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl Object for GanetiInstance {
+    fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+    fn set_resource_version(&mut self, revision: u64) {
+        self.metadata.resource_version = Some(revision.to_string());
+    }
+    fn same(&self, other: &Self) -> bool {
+        self.spec == other.spec
+            && self.status == other.status
+            && self.metadata.labels == other.metadata.labels
+            && self.metadata.uid == other.metadata.uid
+            && self.metadata.creation_timestamp == other.metadata.creation_timestamp
+    }
+}
+
+impl Object for GanetiNode {
+    fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+    fn set_resource_version(&mut self, revision: u64) {
+        self.metadata.resource_version = Some(revision.to_string());
+    }
+    fn same(&self, other: &Self) -> bool {
+        self.spec == other.spec
+            && self.status == other.status
+            && self.metadata.labels == other.metadata.labels
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EventType {
+    #[serde(rename = "ADDED")]
+    Added,
+    #[serde(rename = "MODIFIED")]
+    Modified,
+    #[serde(rename = "DELETED")]
+    Deleted,
+}
+
+/// One change of one object.
+
+pub struct Event<T> {
+    pub revision: u64,
+    pub kind: EventType,
+    pub cluster: Arc<str>,
+    pub object: Arc<T>,
+    /// The rules to decide who may see it: the new snapshot for an addition or change,
+    /// the last one the object was in for a deletion.
+    pub snapshot: Arc<Snapshot>,
+}
+
+/// One cluster's objects by name.
+pub type ClusterObjects<T> = Arc<BTreeMap<String, Arc<T>>>;
+
+struct State<T> {
+    revision: u64,
+    clusters: BTreeMap<Arc<str>, ClusterObjects<T>>,
+    history: VecDeque<Arc<Event<T>>>,
+    /// The lowest revision a watch may resume from (older events were dropped).
+    oldest: u64,
+}
+
+/// The objects of one resource.
+pub struct Store<T> {
+    state: RwLock<State<T>>,
+    events: broadcast::Sender<Arc<Event<T>>>,
+}
+
+/// What a watch starts from.
+pub struct Start<T> {
+    /// Events after the requested revision, to send before the live ones.
+    pub backlog: Vec<Arc<Event<T>>>,
+    pub live: broadcast::Receiver<Arc<Event<T>>>,
+}
+
+/// A resourceVersion older than what is kept (HTTP 410).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Expired {
+    pub oldest: u64,
+}
+
+impl<T: Object> Default for Store<T> {
+    fn default() -> Self {
+        Self {
+            state: RwLock::new(State {
+                revision: 0,
+                clusters: BTreeMap::new(),
+                history: VecDeque::new(),
+                oldest: 0,
+            }),
+            events: broadcast::channel(CHANNEL).0,
+        }
+    }
+}
+
+impl<T: Object> Store<T> {
+    /// The current revision and every cluster's objects (cheap: shared maps).
+    pub fn list(&self) -> (u64, Vec<(Arc<str>, ClusterObjects<T>)>) {
+        let state = self.state.read().expect("catalog lock");
+        let clusters = state
+            .clusters
+            .iter()
+            .map(|(c, o)| (c.clone(), o.clone()))
+            .collect();
+        (state.revision, clusters)
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.state.read().expect("catalog lock").revision
+    }
+
+    /// One cluster's objects.
+    pub fn cluster(&self, cluster: &str) -> Option<ClusterObjects<T>> {
+        self.state
+            .read()
+            .expect("catalog lock")
+            .clusters
+            .get(cluster)
+            .cloned()
+    }
+
+    /// The object called `name` (`<cluster>.<Ganeti name>`), with its cluster.
+    pub fn get(&self, name: &str) -> Option<(Arc<str>, Arc<T>)> {
+        let state = self.state.read().expect("catalog lock");
+        let (cluster, _) = super::split_name(name, state.clusters.keys().map(|c| &**c))?;
+        let (cluster, objects) = state.clusters.get_key_value(cluster)?;
+        objects.get(name).map(|o| (cluster.clone(), o.clone()))
+    }
+
+    /// Live events after `from` (`None`: after now). Subscribed under the lock, so no
+    /// event falls between the backlog and the live stream.
+    pub fn watch(&self, from: Option<u64>) -> Result<Start<T>, Expired> {
+        let state = self.state.read().expect("catalog lock");
+        let live = self.events.subscribe();
+        let backlog = match from {
+            None => Vec::new(),
+            Some(rv) if rv >= state.revision => Vec::new(),
+            Some(rv) if rv + 1 < state.oldest => return Err(Expired { oldest: state.oldest }),
+            Some(rv) => state
+                .history
+                .iter()
+                .filter(|e| e.revision > rv)
+                .cloned()
+                .collect(),
+        };
+        Ok(Start { backlog, live })
+    }
+
+    /// Replaces one cluster's objects; returns how many changed.
+    pub fn replace_cluster(
+        &self,
+        cluster: &str,
+        objects: Vec<T>,
+        snapshot: &Arc<Snapshot>,
+        previous: &Arc<Snapshot>,
+    ) -> usize {
+        let mut state = self.state.write().expect("catalog lock");
+        let cluster: Arc<str> = state
+            .clusters
+            .get_key_value(cluster)
+            .map(|(c, _)| c.clone())
+            .unwrap_or_else(|| cluster.into());
+        let old = state.clusters.get(&cluster).cloned().unwrap_or_default();
+        let mut new = BTreeMap::new();
+        let mut events = Vec::new();
+        for mut object in objects {
+            let name = object.name().to_string();
+            match old.get(&name) {
+                Some(existing) if existing.same(&object) => {
+                    new.insert(name, existing.clone());
+                }
+                existing => {
+                    state.revision += 1;
+                    object.set_resource_version(state.revision);
+                    let object = Arc::new(object);
+                    let kind = if existing.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    };
+                    events.push((state.revision, kind, object.clone(), snapshot.clone()));
+                    new.insert(name, object);
+                }
+            }
+        }
+        for (name, object) in old.iter() {
+            if !new.contains_key(name) {
+                state.revision += 1;
+                let mut gone = (**object).clone();
+                gone.set_resource_version(state.revision);
+                events.push((
+                    state.revision,
+                    EventType::Deleted,
+                    Arc::new(gone),
+                    previous.clone(),
+                ));
+            }
+        }
+        let changed = events.len();
+        if new.is_empty() {
+            state.clusters.remove(&cluster);
+        } else {
+            state.clusters.insert(cluster.clone(), Arc::new(new));
+        }
+        for (revision, kind, object, snapshot) in events {
+            let event = Arc::new(Event {
+                revision,
+                kind,
+                cluster: cluster.clone(),
+                object,
+                snapshot,
+            });
+            state.history.push_back(event.clone());
+            // No receivers is fine: nobody watches.
+            let _ = self.events.send(event);
+        }
+        while state.history.len() > HISTORY {
+            if let Some(dropped) = state.history.pop_front() {
+                state.oldest = dropped.revision + 1;
+            }
+        }
+        changed
+    }
+}
+
+/// Every resource's store, and the snapshot they were built from.
+#[derive(Default)]
+pub struct Catalog {
+    pub instances: Store<GanetiInstance>,
+    pub nodes: Store<GanetiNode>,
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// The inventories of the last update, to skip unchanged clusters.
+    seen: std::sync::Mutex<HashMap<String, Arc<ClusterInventory>>>,
+}
+
+impl Catalog {
+    /// The authorization snapshot the current objects come from: deciding on it, a VM
+    /// and the rights on it agree.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot.read().expect("catalog lock").clone()
+    }
+
+    /// Brings every store up to `snapshot`; returns how many objects changed.
+    pub fn update(&self, snapshot: Arc<Snapshot>) -> usize {
+        let previous = self.snapshot().unwrap_or_else(|| snapshot.clone());
+        let mut seen = self.seen.lock().expect("catalog lock");
+        let mut changed = 0;
+        let mut present = Vec::new();
+        for inventory in snapshot.inventories() {
+            present.push(inventory.cluster.clone());
+            if seen
+                .get(&inventory.cluster)
+                .is_some_and(|s| Arc::ptr_eq(s, inventory))
+            {
+                continue;
+            }
+            let index = &snapshot.index;
+            let instances = inventory
+                .instances
+                .iter()
+                .map(|i| {
+                    GanetiInstance::from_inventory(
+                        inventory,
+                        i,
+                        index.is_locked(&inventory.cluster, &i.name),
+                        index.is_isolated(&inventory.cluster, &i.name),
+                    )
+                })
+                .collect();
+            changed += self
+                .instances
+                .replace_cluster(&inventory.cluster, instances, &snapshot, &previous);
+            let nodes = inventory
+                .nodes
+                .iter()
+                .map(|n| GanetiNode::from_inventory(inventory, n))
+                .collect();
+            changed += self
+                .nodes
+                .replace_cluster(&inventory.cluster, nodes, &snapshot, &previous);
+            seen.insert(inventory.cluster.clone(), inventory.clone());
+        }
+        let gone: Vec<String> = seen.keys().filter(|c| !present.contains(c)).cloned().collect();
+        for cluster in gone {
+            changed += self
+                .instances
+                .replace_cluster(&cluster, Vec::new(), &snapshot, &previous);
+            changed += self
+                .nodes
+                .replace_cluster(&cluster, Vec::new(), &snapshot, &previous);
+            seen.remove(&cluster);
+        }
+        *self.snapshot.write().expect("catalog lock") = Some(snapshot);
+        changed
+    }
+
+    /// Follows the authorization snapshots until the rules end.
+    pub async fn follow(self: Arc<Self>, rules: Rules) {
+        let mut changes = rules.changes();
+        loop {
+            let snapshot = changes.borrow_and_update().clone();
+            let changed = self.update(snapshot);
+            if changed > 0 {
+                tracing::debug!(changed, "compute API: objects changed");
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Instance;
+
+    fn snapshot(vms: &[(&str, &str)]) -> Arc<Snapshot> {
+        let inventory = ClusterInventory {
+            cluster: "lab".into(),
+            tag_prefix: "p".into(),
+            reachable: true,
+            instances: vms
+                .iter()
+                .map(|(name, status)| Instance {
+                    name: name.to_string(),
+                    uuid: format!("u-{name}"),
+                    status: status.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        Arc::new(Snapshot::build(
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            vec![Arc::new(inventory)],
+        ))
+    }
+
+    #[test]
+    fn only_real_changes_get_a_new_version_and_an_event() {
+        let catalog = Catalog::default();
+        assert_eq!(catalog.update(snapshot(&[("a", "running"), ("b", "running")])), 2);
+        let (rv, _) = catalog.instances.list();
+        let start = catalog.instances.watch(Some(rv)).unwrap();
+        let mut live = start.live;
+        assert!(start.backlog.is_empty());
+        // b stops, a is unchanged, c appears, and then a goes away.
+        assert_eq!(
+            catalog.update(snapshot(&[
+                ("a", "running"),
+                ("b", "ADMIN_down"),
+                ("c", "running")
+            ])),
+            2
+        );
+        assert_eq!(
+            catalog.update(snapshot(&[("b", "ADMIN_down"), ("c", "running")])),
+            1
+        );
+        let kinds: Vec<(EventType, String)> = std::iter::from_fn(|| live.try_recv().ok())
+            .map(|e| (e.kind, e.object.status.instance_name.clone()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (EventType::Modified, "b".to_string()),
+                (EventType::Added, "c".to_string()),
+                (EventType::Deleted, "a".to_string())
+            ]
+        );
+        let (_, b) = catalog.instances.get("lab.b").unwrap();
+        assert_eq!(b.metadata.resource_version.as_deref(), Some("3"));
+        // A watch resuming from the first list gets the same three from history.
+        let resumed = catalog.instances.watch(Some(rv)).unwrap();
+        assert_eq!(resumed.backlog.len(), 3);
+        assert!(catalog.instances.get("lab.a").is_none());
+    }
+
+    #[test]
+    fn a_version_older_than_the_history_is_expired() {
+        let catalog = Catalog::default();
+        for n in 0..(HISTORY + 10) {
+            catalog.update(snapshot(&[(
+                "a",
+                if n % 2 == 0 { "running" } else { "ADMIN_down" },
+            )]));
+        }
+        assert!(matches!(catalog.instances.watch(Some(1)), Err(Expired { .. })));
+        let now = catalog.instances.revision();
+        assert!(catalog.instances.watch(Some(now - 5)).unwrap().backlog.len() == 5);
+    }
+
+    #[test]
+    fn a_cluster_that_is_gone_deletes_its_objects() {
+        let catalog = Catalog::default();
+        catalog.update(snapshot(&[("a", "running")]));
+        let mut live = catalog.instances.watch(None).unwrap().live;
+        catalog.update(Arc::new(Snapshot::build(
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        )));
+        let e = live.try_recv().unwrap();
+        assert_eq!(e.kind, EventType::Deleted);
+        assert!(catalog.instances.list().1.is_empty());
+    }
+}
