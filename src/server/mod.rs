@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod compute;
 pub mod confirm;
 pub mod console;
 pub mod page;

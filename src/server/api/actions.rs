@@ -82,7 +82,7 @@ pub(super) async fn submit(
 /// Checks that need the VM and the cluster: a resize fits the owner's quota, tags stay
 /// out of the reserved namespaces. `Ok` carries what the answer adds (a resize says
 /// whether the VM must reboot for it to take effect).
-async fn check_with_vm(
+pub(in crate::server) async fn check_with_vm(
     state: &ApiState,
     pinned: &Pinned,
     plan: &Plan,
@@ -211,45 +211,86 @@ pub(super) async fn act(
             known.join(", ")
         )));
     };
-    let attempt = Attempt {
-        action: action.as_str(),
-        cluster: &cluster,
-        vm: &name,
-        uuid: None,
-    };
-    let plan = action::plan(action, &body).map_err(ApiError::bad_request)?;
-    if let Some(refused) = state.rate_limited(&caller, &attempt) {
-        return Ok(refused);
-    }
     let vm = VmRef {
         cluster: &cluster,
         name: &name,
         uuid: None,
     };
-    let (pinned, client) = state
-        .authorize(&caller, vm, action.as_str(), action.right())
-        .await?;
+    match perform(&state, &caller, vm, action, &body).await {
+        Ok(Performed::Done(answer)) => Ok(Json(answer).into_response()),
+        Ok(Performed::Confirm(response)) => Ok(response),
+        Err(Refused::Api(e)) => Err(e),
+        Err(Refused::RateLimited(wait)) => Ok(super::too_many(wait, "too many actions")),
+    }
+}
+
+/// What [`perform`] did.
+pub(in crate::server) enum Performed {
+    /// The job was submitted: the answer (job id, and what the checks add).
+    Done(serde_json::Value),
+    /// A fatal action: a confirmation link was mailed (the 202 to answer).
+    Confirm(Response),
+}
+
+/// Why [`perform`] did nothing (audited).
+pub(in crate::server) enum Refused {
+    Api(ApiError),
+    RateLimited(std::time::Duration),
+}
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+/// One action on one VM, for the JSON API and the aggregated API alike: planned from
+/// `body`, rate-limited, decided on the VM as Ganeti has it now (pinned to `vm.uuid`
+/// when given), checked, and submitted; a fatal one mails a confirmation link instead.
+/// When the job ends, the VM is read again, so the inventory (and every watch) sees
+/// the outcome before the next sync.
+pub(in crate::server) async fn perform(
+    state: &Arc<ApiState>,
+    caller: &Caller,
+    vm: VmRef<'_>,
+    action: Action,
+    body: &[u8],
+) -> Result<Performed, Refused> {
+    let (cluster, name) = (vm.cluster, vm.name);
+    let attempt = Attempt {
+        action: action.as_str(),
+        cluster,
+        vm: name,
+        uuid: vm.uuid,
+    };
+    let plan = action::plan(action, body).map_err(ApiError::bad_request)?;
+    state
+        .take_action_token(caller, &attempt)
+        .map_err(Refused::RateLimited)?;
+    let (pinned, client) = state.authorize(caller, vm, action.as_str(), action.right()).await?;
     let attempt = Attempt {
         uuid: Some(&pinned.uuid),
         ..attempt
     };
     if let Err(e) = check_rename(&client, &pinned, &plan).await {
-        state.audit(&caller, &attempt, &Outcome::Refused(e.1.clone()));
-        return Err(e);
+        state.audit(caller, &attempt, &Outcome::Refused(e.1.clone()));
+        return Err(e.into());
     }
     if action.is_fatal() {
-        return request_confirmation(&state, &caller, &attempt, &pinned, action, plan).await;
+        let response = request_confirmation(state, caller, &attempt, &pinned, action, plan).await?;
+        return Ok(Performed::Confirm(response));
     }
-    let extra = match check_with_vm(&state, &pinned, &plan).await {
+    let extra = match check_with_vm(state, &pinned, &plan).await {
         Ok(extra) => extra,
         Err(e) => {
-            state.audit(&caller, &attempt, &Outcome::Refused(e.1.clone()));
-            return Err(e);
+            state.audit(caller, &attempt, &Outcome::Refused(e.1.clone()));
+            return Err(e.into());
         }
     };
     match submit(&client, &pinned, &caller.identity.user, action, &plan).await {
         Ok(job) => {
-            state.audit(&caller, &attempt, &Outcome::Done { job: job.0 });
+            state.audit(caller, &attempt, &Outcome::Done { job: job.0 });
+            refresh_after(state.shared.inventory.clone(), client, cluster.to_string(), pinned.name.clone(), job);
             let mut answer = json!({
                 "job": job.0, "cluster": cluster, "instance": name, "uuid": pinned.uuid,
                 "action": action.as_str(),
@@ -257,13 +298,29 @@ pub(super) async fn act(
             if let Some(object) = answer.as_object_mut() {
                 object.extend(extra);
             }
-            Ok(Json(answer).into_response())
+            Ok(Performed::Done(answer))
         }
         Err(e) => {
-            state.audit(&caller, &attempt, &Outcome::Refused(format!("Ganeti: {e}")));
-            Err(rapi_error(&e))
+            state.audit(caller, &attempt, &Outcome::Refused(format!("Ganeti: {e}")));
+            Err(rapi_error(&e).into())
         }
     }
+}
+
+/// How long a job is followed for the refresh after it.
+const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Reads the VM again once `job` ends and puts it in the inventory: what users see
+/// (and watch) follows their action at once, not at the next sync.
+fn refresh_after(inventory: crate::inventory::Inventory, client: Arc<RapiClient>, cluster: String, name: String, job: JobId) {
+    tokio::spawn(async move {
+        let _ = client.wait_job(job, REFRESH_WAIT).await;
+        match crate::access::read_exact(&client, &name).await {
+            Ok(Some(instance)) => inventory.upsert_instance(&cluster, instance),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, %cluster, vm = %name, "reading a VM after its job failed"),
+        }
+    });
 }
 
 /// 202: a confirmation link is on its way to the caller.

@@ -17,7 +17,7 @@
 //! itself (the `reason=` we submit names the user), so any replica answers for jobs
 //! submitted through any other.
 
-mod actions;
+pub(in crate::server) mod actions;
 mod clusters;
 mod events;
 mod jobs;
@@ -470,16 +470,23 @@ impl ApiState {
 
     /// Takes one of the caller's action tokens; without one, the 429 to answer (audited).
     fn rate_limited(&self, caller: &Caller, attempt: &Attempt<'_>) -> Option<Response> {
+        self.take_action_token(caller, attempt)
+            .err()
+            .map(|wait| too_many(wait, "too many actions"))
+    }
+
+    /// Takes one of the caller's action tokens, or tells how long to wait (audited).
+    pub(super) fn take_action_token(&self, caller: &Caller, attempt: &Attempt<'_>) -> Result<(), Duration> {
         let Err(wait) = self
             .limiter
             .lock()
             .expect("limiter lock")
             .take(&caller.identity.user, Instant::now())
         else {
-            return None;
+            return Ok(());
         };
         self.audit(caller, attempt, &Outcome::Refused("rate limited".into()));
-        Some(too_many(wait, "too many actions"))
+        Err(wait)
     }
 }
 

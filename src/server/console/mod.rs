@@ -26,20 +26,18 @@ use crate::inventory::{Instance, Node};
 use crate::rapi::{Console, RapiClient};
 use crate::signed::{self, Expiring, SigningKey, TokenError};
 use axum::Json;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How long a ticket may wait before its websocket opens.
@@ -108,7 +106,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
 // --- the ticket --------------------------------------------------------------------
 
 /// `POST /api/v1/instances/{cluster}/{name}/console`.
-pub(super) async fn issue_ticket(
+pub(in crate::server) async fn issue_ticket(
     State(state): State<Arc<ApiState>>,
     Path((cluster, name)): Path<(String, String)>,
     caller: Caller,
@@ -284,7 +282,15 @@ async fn websocket(
     match open(&state, &q, &headers, source.clone()).await {
         Ok((tcp, ticket)) => upgrade
             .protocols(["binary"])
-            .on_upgrade(move |socket| relay(socket, tcp, ticket)),
+            .on_upgrade(move |socket| {
+                let session = relay::Session {
+                    user: ticket.user,
+                    cluster: ticket.cluster,
+                    instance: ticket.instance,
+                    uuid: ticket.uuid,
+                };
+                relay::relay(socket, tcp, session, relay::Framing::Raw)
+            }),
         Err((status, why)) => {
             // Refusals after the ticket was read are audited with its user; this line
             // also covers the ones before (bad ticket, foreign origin).
@@ -364,16 +370,37 @@ async fn open(
         name: &ticket.instance,
         uuid: Some(&ticket.uuid),
     };
-    let (pinned, client) = state
-        .api
-        .authorize(&caller, vm, "console", VmRight::Console)
+    let tcp = connect_vnc(&state.api, &caller, vm).await?;
+    Ok((tcp, ticket))
+}
+
+/// Decides `vms.console` on the VM as Ganeti has it now and connects to its VNC
+/// server; audits the outcome. Shared by the browser's websocket and the aggregated
+/// API's `vnc` subresource.
+pub(in crate::server) async fn connect_vnc(
+    api: &ApiState,
+    caller: &Caller,
+    vm: VmRef<'_>,
+) -> Result<TcpStream, (StatusCode, String)> {
+    let (cluster, name) = (vm.cluster.to_string(), vm.name.to_string());
+    let (pinned, client) = api
+        .authorize(caller, vm, "console", VmRight::Console)
         .await
         .map_err(|ApiError(status, why)| (status, why))?;
-    let nodes = state
-        .api
+    let attempt = Attempt {
+        action: "console",
+        cluster: &cluster,
+        vm: &name,
+        uuid: Some(&pinned.uuid),
+    };
+    let refuse = |status: StatusCode, why: String| {
+        api.audit(caller, &attempt, &Outcome::Refused(why.clone()));
+        (status, why)
+    };
+    let nodes = api
         .shared
         .inventory
-        .get(&ticket.cluster)
+        .get(&cluster)
         .map(|inv| inv.nodes.clone())
         .unwrap_or_default();
     let target = match locate(&client, &pinned.instance, &nodes).await {
@@ -398,10 +425,8 @@ async fn open(
         }
     };
     let _ = tcp.set_nodelay(true);
-    state
-        .api
-        .audit(&caller, &attempt, &Outcome::Granted("console opened"));
-    Ok((tcp, ticket))
+    api.audit(caller, &attempt, &Outcome::Granted("console opened"));
+    Ok(tcp)
 }
 
 /// Same-origin only: a browser always sends `Origin` on websockets; its host must be
@@ -527,83 +552,6 @@ fn from_instance(
     }
 }
 
-/// Carries bytes both ways until either side closes, the session is idle for
-/// [`IDLE_TIMEOUT`], or it has lasted [`MAX_SESSION`].
-async fn relay(socket: WebSocket, tcp: TcpStream, ticket: Ticket) {
-    let (mut to_browser, mut from_browser) = socket.split();
-    let (mut from_vnc, mut to_vnc) = tcp.into_split();
-    let (mut sent, mut received) = (0u64, 0u64);
-    // Any data either way keeps the session alive (a stored permit if nobody waits).
-    let activity = tokio::sync::Notify::new();
-    let upstream = async {
-        while let Some(Ok(message)) = from_browser.next().await {
-            let data = match message {
-                Message::Binary(b) => b,
-                Message::Text(t) => axum::body::Bytes::copy_from_slice(t.as_str().as_bytes()),
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            if to_vnc.write_all(&data).await.is_err() {
-                break;
-            }
-            sent += data.len() as u64;
-            activity.notify_one();
-        }
-        let _ = to_vnc.shutdown().await;
-    };
-    let (close_tx, mut close_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let downstream = async {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            tokio::select! {
-                read = from_vnc.read(&mut buf) => match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        received += n as u64;
-                        activity.notify_one();
-                        let chunk = axum::body::Bytes::copy_from_slice(&buf[..n]);
-                        if to_browser.send(Message::Binary(chunk)).await.is_err() {
-                            break;
-                        }
-                    }
-                },
-                _ = close_rx.recv() => break,
-            }
-        }
-        let _ = to_browser.send(Message::Close(None)).await;
-    };
-    let limits = async {
-        let idle = async {
-            while tokio::time::timeout(IDLE_TIMEOUT, activity.notified())
-                .await
-                .is_ok()
-            {}
-        };
-        let why = tokio::select! {
-            () = idle => "idle",
-            () = tokio::time::sleep(MAX_SESSION) => "maximum length",
-        };
-        // The browser is told the session closed (downstream sends Close).
-        let _ = close_tx.send(()).await;
-        why
-    };
-    tokio::pin!(limits);
-    let ended = tokio::select! {
-        () = upstream => "closed by the browser",
-        () = downstream => "closed",
-        why = &mut limits => why,
-    };
-    tracing::info!(
-        user = %ticket.user,
-        cluster = %ticket.cluster,
-        vm = %ticket.instance,
-        vm_uuid = %ticket.uuid,
-        bytes_to_vm = sent,
-        bytes_from_vm = received,
-        ended,
-        "console session ended"
-    );
-}
-
+pub(in crate::server) mod relay;
 #[cfg(test)]
 mod tests;
