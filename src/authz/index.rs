@@ -105,6 +105,9 @@ pub(crate) struct InstanceFacts {
     pub grants: Vec<TagGrant>,
     pub locked: bool,
     pub isolated: bool,
+    /// Added from an inventory ([`AuthzIndexBuilder::instance`]), not only named by a
+    /// binding or a role scope.
+    pub in_inventory: bool,
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +123,10 @@ pub struct AuthzIndex {
     pub(crate) bindings: Vec<CompiledBinding>,
     pub(super) by_user: HashMap<Box<str>, Vec<u32>>,
     pub(super) by_group: HashMap<Box<str>, Vec<u32>>,
+    /// Instances with an owner or permission tag naming a user (sorted instance ids).
+    pub(super) tagged_users: HashMap<Box<str>, Vec<u32>>,
+    /// Instances with an owner or permission tag naming a group (sorted instance ids).
+    pub(super) tagged_groups: HashMap<Box<str>, Vec<u32>>,
     pub(super) clusters: HashMap<Box<str>, ClusterEntry>,
     pub(crate) cluster_names: Vec<Arc<str>>,
     pub(crate) instances: Vec<InstanceFacts>,
@@ -177,6 +184,7 @@ impl AuthzIndexBuilder {
     pub fn instance(mut self, cluster: &str, name: &str, tag_list: &[String], prefix: &str) -> Self {
         let id = self.index.instance_id(cluster, name) as usize;
         let facts = &mut self.index.instances[id];
+        facts.in_inventory = true;
         for tag in tag_list {
             match tags::parse(tag, prefix) {
                 Some(ParsedTag::GwmGrant { perm, subject }) => facts.grants.push(TagGrant {
@@ -250,6 +258,25 @@ impl AuthzIndexBuilder {
                 instances,
                 reach_clusters,
             });
+        }
+        // Per subject, the instances whose tags name it: where a principal's tag grants
+        // and `Own` scopes can reach (see `permitted_instances`).
+        for (id, f) in ix.instances.iter().enumerate() {
+            let named = f
+                .owners
+                .iter()
+                .map(|(s, _)| s)
+                .chain(f.grants.iter().map(|g| &g.subject));
+            for s in named {
+                let map = match s.kind {
+                    SubjectKind::User => &mut ix.tagged_users,
+                    SubjectKind::Group => &mut ix.tagged_groups,
+                };
+                let list = map.entry(s.name.as_str().into()).or_default();
+                if list.last() != Some(&(id as u32)) {
+                    list.push(id as u32);
+                }
+            }
         }
         ix
     }
@@ -325,6 +352,7 @@ impl AuthzIndex {
             grants: Vec::new(),
             locked: false,
             isolated: false,
+            in_inventory: false,
         });
         next
     }
@@ -399,6 +427,18 @@ impl AuthzIndex {
         }
     }
 
+    /// The target of a VM request on instance `id`: what [`Self::target`] resolves for its
+    /// (cluster, name), without the look-ups.
+    pub(super) fn instance_target(&self, p: &Principal<'_>, id: u32) -> Target<'_> {
+        let f = &self.instances[id as usize];
+        Target {
+            cluster: Some(f.cluster),
+            instance: Some(id),
+            facts: Some(f),
+            owned: f.owners.iter().any(|(s, _)| p.is(s)),
+        }
+    }
+
     /// Whether binding `b` reaches the VM of `t` (role scope ∩ binding narrowing).
     pub(super) fn vm_reach(&self, b: &CompiledBinding, role: &CompiledRole, t: &Target<'_>) -> bool {
         let scoped = match role.scope {
@@ -427,7 +467,12 @@ impl AuthzIndex {
                 cluster,
                 instance,
                 right,
-            } => self.decide_vm(p, &self.target(p, cluster, Some(instance)), right),
+            } => self.decide_vm(
+                p,
+                self.bindings_of(p),
+                &self.target(p, cluster, Some(instance)),
+                right,
+            ),
             Request::Cluster { cluster, right } => {
                 self.decide_cluster(p, &self.target(p, cluster, None), right)
             }
@@ -435,7 +480,15 @@ impl AuthzIndex {
         }
     }
 
-    fn decide_vm(&self, p: &Principal<'_>, t: &Target<'_>, right: VmRight) -> Decision {
+    /// Decides a VM right on `t`; `mine` are `p`'s bindings ([`Self::bindings_of`]), passed
+    /// in so that a caller deciding many VMs looks them up once.
+    pub(super) fn decide_vm(
+        &self,
+        p: &Principal<'_>,
+        mine: impl Iterator<Item = u32>,
+        t: &Target<'_>,
+        right: VmRight,
+    ) -> Decision {
         let bit = vm_bit(right);
         let mut allow: Option<Grant> = None;
         let mut forbid: Option<BindingId> = None;
@@ -443,7 +496,7 @@ impl AuthzIndex {
         let mut vm_admin_forbid: Option<BindingId> = None;
         let mut cl_admin: Option<Grant> = None;
         let mut cl_admin_forbid: Option<BindingId> = None;
-        for id in self.bindings_of(p) {
+        for id in mine {
             let b = &self.bindings[id as usize];
             let role = &self.roles[b.role as usize];
             let vm_relevant = role.vm.any(bit | VM_ADMIN) || role.cl.allow & CL_ADMIN != 0;

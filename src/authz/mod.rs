@@ -51,6 +51,7 @@ mod explain;
 pub mod holders;
 mod index;
 mod listed;
+mod permitted;
 mod preconfigured;
 
 pub use escalation::has_administrator_binding;
