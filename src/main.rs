@@ -127,6 +127,17 @@ struct RunArgs {
     /// PEM private key of the webhook listener.
     #[arg(long, env = "WEBHOOK_KEY_FILE")]
     webhook_key: Option<PathBuf>,
+    /// Address of the aggregated API's TLS listener (`compute.ganeti.dev`: VMs, nodes
+    /// and jobs as Kubernetes objects, reached through the kube-apiserver; see
+    /// manifests/access.yaml). Absent: not served.
+    #[arg(long, env = "COMPUTE_API_LISTEN_ADDRESS", requires_all = ["compute_api_cert", "compute_api_key"])]
+    compute_api_listen: Option<SocketAddr>,
+    /// PEM certificate (chain) of the aggregated API, valid for its Service's DNS name.
+    #[arg(long, env = "COMPUTE_API_CERT_FILE")]
+    compute_api_cert: Option<PathBuf>,
+    /// PEM private key of the aggregated API.
+    #[arg(long, env = "COMPUTE_API_KEY_FILE")]
+    compute_api_key: Option<PathBuf>,
     /// Groups whose members the webhook lets grant any right (comma-separated).
     #[arg(
         long,
@@ -406,6 +417,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         server::spent::SpentTokens::new(client.clone(), &shared.config.secrets_namespace)
             .prune_forever(std::time::Duration::from_secs(600)),
     );
+    let compute = compute_api(
+        (&args.compute_api_listen, &args.compute_api_cert, &args.compute_api_key),
+        state.api(),
+        &shared,
+        &stop,
+    );
     let metrics_http =
         server::serve_metrics(args.metrics_listen, state.clone(), stop.clone().cancelled_owned());
     let http = server::serve(args.listen, state, stop.clone().cancelled_owned());
@@ -417,7 +434,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         &client,
         &stop,
     );
-    let (http_result, metrics_result, webhook_result) = tokio::join!(
+    let (http_result, metrics_result, webhook_result, compute_result) = tokio::join!(
         async {
             let r = http.await;
             // Either server failing (e.g. its address taken) stops the operator.
@@ -429,7 +446,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             stop.cancel();
             r
         },
-        webhook
+        webhook,
+        compute
     );
     stop.cancel();
     controllers.await??;
@@ -441,6 +459,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!("the GanetiCluster controller was still busy after the grace period");
     }
     webhook_result?;
+    compute_result?;
     http_result?;
     metrics_result?;
     tracing::info!("shut down cleanly");
@@ -471,6 +490,32 @@ async fn webhook(
         stop.clone().cancelled_owned(),
     )
     .await;
+    if result.is_err() {
+        stop.cancel();
+    }
+    result
+}
+
+/// Serves the aggregated API if configured, with its catalog following the rules'
+/// snapshots; a failure to start it stops the operator.
+async fn compute_api(
+    (listen, cert, key): (&Option<SocketAddr>, &Option<PathBuf>, &Option<PathBuf>),
+    api: Option<std::sync::Arc<server::api::ApiState>>,
+    shared: &Shared,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let (Some(listen), Some(cert), Some(key), Some(api)) = (listen, cert, key, api) else {
+        return Ok(());
+    };
+    let catalog = std::sync::Arc::new(ganeti_operator::compute::catalog::Catalog::default());
+    let follow = tokio::spawn(catalog.clone().follow(shared.rules.clone()));
+    let config = server::compute::ComputeConfig {
+        listen: *listen,
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    let result = server::compute::serve(config, api, catalog, stop.clone().cancelled_owned()).await;
+    follow.abort();
     if result.is_err() {
         stop.cancel();
     }

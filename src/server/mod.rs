@@ -63,6 +63,11 @@ impl AppState {
         self
     }
 
+    /// The JSON API's state (what the aggregated API decides and acts through).
+    pub fn api(&self) -> Option<Arc<api::ApiState>> {
+        self.api.clone()
+    }
+
     /// Serves the browser console (after [`Self::with_api`]); noVNC's files come from
     /// `novnc_dir` (without one the page answers 503).
     pub fn with_console(mut self, novnc_dir: Option<std::path::PathBuf>) -> Self {

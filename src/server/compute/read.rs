@@ -39,14 +39,12 @@ pub(super) struct ListParams {
 
 /// What a served kind adds to a catalog object.
 trait Served: Object + Row {
-    const PLURAL: &'static str;
     const LIST_KIND: &'static str;
     const FIELDS: &'static [&'static str];
     fn field(&self, field: &str) -> Option<&str>;
 }
 
 impl Served for GanetiInstance {
-    const PLURAL: &'static str = GanetiInstance::PLURAL;
     const LIST_KIND: &'static str = "GanetiInstanceList";
     const FIELDS: &'static [&'static str] = &[
         "metadata.name",
@@ -68,7 +66,6 @@ impl Served for GanetiInstance {
 }
 
 impl Served for GanetiNode {
-    const PLURAL: &'static str = GanetiNode::PLURAL;
     const LIST_KIND: &'static str = "GanetiNodeList";
     const FIELDS: &'static [&'static str] = &["metadata.name", "spec.cluster", "status.role"];
     fn field(&self, field: &str) -> Option<&str> {
@@ -201,7 +198,7 @@ pub(super) async fn list_instances(
         }
         items.sort_by(|a, b| a.name().cmp(b.name()));
     }
-    Ok(answer_list(items.iter().map(|o| &**o), revision, &selection))
+    Ok(answer_list(GanetiInstance::LIST_KIND, items.iter().map(|o| &**o), revision, &selection))
 }
 
 pub(super) async fn get_instance(
@@ -240,7 +237,7 @@ pub(super) async fn list_nodes(
         .flat_map(|(_, objects)| objects.values().map(|o| &**o))
         .filter(|o| selection.matches(*o))
         .collect();
-    Ok(answer_list(items, revision, &selection))
+    Ok(answer_list(GanetiNode::LIST_KIND, items, revision, &selection))
 }
 
 pub(super) async fn get_node(
@@ -332,7 +329,7 @@ pub(super) async fn list_jobs(
         table: wants_table(&headers),
         include: IncludeObject::parse(params.include_object.as_deref()).map_err(StatusError::bad_request)?,
     };
-    Ok(answer_list(items.iter(), 0, &selection))
+    Ok(answer_list("GanetiJobList", items.iter(), 0, &selection))
 }
 
 pub(super) async fn get_job(
@@ -369,17 +366,21 @@ fn answer_one<T: Row>(o: &T, table: bool) -> Response {
     }
 }
 
-fn answer_list<'a, T: Row + 'a>(items: impl IntoIterator<Item = &'a T>, revision: u64, selection: &Selection) -> Response {
+fn answer_list<'a, T: Row + 'a>(
+    kind: &str,
+    items: impl IntoIterator<Item = &'a T>,
+    revision: u64,
+    selection: &Selection,
+) -> Response {
     let rv = revision.to_string();
     if selection.table {
         return json_answer(table::table(items, selection.include, Some(rv), true, now()), true);
     }
-    let kind = std::any::type_name::<T>().rsplit("::").next().unwrap_or_default();
     let items: Vec<&T> = items.into_iter().collect();
     json_answer(
         json!({
             "apiVersion": GROUP_VERSION,
-            "kind": format!("{kind}List"),
+            "kind": kind,
             "metadata": {"resourceVersion": rv},
             "items": items,
         }),

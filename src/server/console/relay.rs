@@ -23,7 +23,7 @@ pub enum Framing {
     /// The message is the data.
     Raw,
     /// The first byte is the channel: the client writes on 0 (stdin), the server on 1
-    /// (stdout); errors go on 3.
+    /// (stdout).
     Channel,
 }
 
@@ -31,7 +31,6 @@ pub enum Framing {
 pub const CHANNEL_PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
-pub const ERROR: u8 = 3;
 
 impl Framing {
     /// The data a client's message carries for the VM (`None`: not data, e.g. a
