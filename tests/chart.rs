@@ -248,7 +248,10 @@ fn the_chart_runs_two_replicas_under_the_manifests_identity() {
     }
     // The webhook Service of manifests/webhook.yaml selects these pods too.
     assert_eq!(labels["app.kubernetes.io/name"], "ganeti-operator");
-    let service = find("Service");
+    let service = docs
+        .iter()
+        .find(|v| v["kind"] == "Service" && v["metadata"]["name"] == "ganeti-operator")
+        .expect("the users' Service");
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
     assert!(
         !docs.iter().any(|v| v["kind"] == "ServiceMonitor"),
@@ -367,7 +370,9 @@ const LINK_KEY: &str = "ganeti-operator-link-key";
 #[test]
 fn two_replicas_share_one_link_key_secret_the_chart_makes_once_and_keeps() {
     let docs = render(&[]).unwrap();
-    let secrets: Vec<&Value> = docs.iter().filter(|v| v["kind"] == "Secret").collect();
+    // Secrets other than TLS ones (the compute API's serving certificate).
+    let key_secret = |v: &&Value| v["kind"] == "Secret" && v["type"] != "kubernetes.io/tls";
+    let secrets: Vec<&Value> = docs.iter().filter(key_secret).collect();
     assert_eq!(secrets.len(), 1, "one key Secret: {secrets:?}");
     let secret = secrets[0];
     assert_eq!(secret["metadata"]["name"], LINK_KEY);
@@ -414,7 +419,7 @@ fn two_replicas_share_one_link_key_secret_the_chart_makes_once_and_keeps() {
 
     // A Secret of the admin's own: the chart makes none and passes that one.
     let own = render(&["linkKeySecret=my-key"]).unwrap();
-    assert!(!own.iter().any(|v| v["kind"] == "Secret"));
+    assert!(!own.iter().any(|v| key_secret(&v)));
     let deployment = find(&own, "Deployment", "ganeti-operator").unwrap();
     assert_eq!(
         env_value(deployment, "LINK_KEY_SECRET").as_deref(),
@@ -424,7 +429,7 @@ fn two_replicas_share_one_link_key_secret_the_chart_makes_once_and_keeps() {
     // One replica without leader election may keep a random key; more replicas
     // without it are refused at render time.
     let single = render(&["replicas=1", "leaderElection.enabled=false"]).unwrap();
-    assert!(!single.iter().any(|v| v["kind"] == "Secret"));
+    assert!(!single.iter().any(|v| key_secret(&v)));
     let deployment = find(&single, "Deployment", "ganeti-operator").unwrap();
     assert_eq!(env_value(deployment, "LINK_KEY_SECRET"), None);
     let err = render(&["leaderElection.enabled=false"]).unwrap_err();

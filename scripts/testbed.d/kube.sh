@@ -94,9 +94,11 @@ _kube_readyz() {
     "https://127.0.0.1:$KUBE_PORT/readyz" 2>/dev/null | grep -qx ok
 }
 
+# A testbed started without the aggregation layer's PKI (older scripts) counts as
+# down, so `up` restarts it with the front proxy configured.
 kube_status() {
   pid_alive kube-etcd && pid_alive kube-apiserver && pid_alive kube-controller-manager &&
-    [[ -x $TESTBED_CACHE/bin/kubectl && -f $KUBE_STATE/tokens.csv ]] && _kube_readyz
+    [[ -x $TESTBED_CACHE/bin/kubectl && -f $KUBE_STATE/tokens.csv && -f $KUBE_STATE/front-proxy-ca.crt ]] && _kube_readyz
 }
 
 _kube_stop_all() {
@@ -141,15 +143,27 @@ _kube_pki() {
     openssl req -x509 -new -key ca.key -sha256 -days 30 -subj "/CN=ganeti-operator-testbed-ca" \
       -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
       -out ca.crt 2>/dev/null
-    # sign NAME SUBJECT EXTENSIONS: a key and a CA-signed certificate.
+    # The aggregation layer's own CA: kube-apiserver proxies to aggregated API servers
+    # with a client certificate of this CA (front-proxy-client); they trust the
+    # X-Remote-User/-Group headers only from it. Separate from ca.crt, so that no
+    # ordinary client certificate can pass as the front proxy.
+    openssl genpkey "${ec[@]}" -out front-proxy-ca.key 2>/dev/null
+    openssl req -x509 -new -key front-proxy-ca.key -sha256 -days 30 -subj "/CN=ganeti-operator-testbed-front-proxy-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -out front-proxy-ca.crt 2>/dev/null
+    # sign NAME SUBJECT EXTENSIONS [CA]: a key and a certificate signed by CA (default ca).
     sign() {
+      local ca="${4:-ca}"
       openssl genpkey "${ec[@]}" -out "$1.key" 2>/dev/null
       openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
       printf '%s\n' "$3" >"$1.ext"
-      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -sha256 -days 30 \
+      openssl x509 -req -in "$1.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial -sha256 -days 30 \
         -extfile "$1.ext" -out "$1.crt" 2>/dev/null
       rm -f "$1.csr" "$1.ext"
     }
+    sign front-proxy-client "/CN=front-proxy-client" "$(printf '%s\n' \
+      "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+      "extendedKeyUsage=clientAuth")" front-proxy-ca
     sign apiserver "/CN=kube-apiserver" "$(printf '%s\n' \
       "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
       "extendedKeyUsage=serverAuth" \
@@ -240,6 +254,12 @@ kube_up() {
     --service-account-key-file="$s/sa.pub" --service-account-signing-key-file="$s/sa.key" \
     --service-cluster-ip-range=10.96.0.0/16 \
     --enable-admission-plugins=ValidatingAdmissionPolicy,MutatingAdmissionPolicy \
+    --requestheader-client-ca-file="$s/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User \
+    --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$s/front-proxy-client.crt" --proxy-client-key-file="$s/front-proxy-client.key" \
     --profiling=false
   _kube_wait kube-apiserver "kube-apiserver /readyz" "$KUBE_READY_TIMEOUT" _kube_readyz
   log "kube: apiserver ready $((SECONDS - t0))s after start (etcd included)"
@@ -271,6 +291,11 @@ kube_up() {
     grep -qx alice || die "kube: kubectl auth whoami as alice did not answer alice"
   _kube_kubectl --kubeconfig "$s/kubeconfig-root" api-resources --api-group=admissionregistration.k8s.io -o name |
     grep -q '^mutatingadmissionpolicies\.' || die "kube: MutatingAdmissionPolicy API is not served"
+  # The aggregation layer: the apiserver publishes the front proxy's CA for aggregated
+  # API servers (the operator's compute.ganeti.dev reads it at start).
+  _kube_kubectl --kubeconfig "$s/kubeconfig-root" get configmap -n kube-system extension-apiserver-authentication \
+    -o jsonpath='{.data.requestheader-client-ca-file}' 2>/dev/null | grep -q 'BEGIN CERTIFICATE' ||
+    die "kube: configmap kube-system/extension-apiserver-authentication lacks requestheader-client-ca-file"
   log "kube: up on https://127.0.0.1:$KUBE_PORT in $((SECONDS - t0))s after build"
 }
 
@@ -280,6 +305,7 @@ kube_env() {
   echo "export KUBECTL='$TESTBED_CACHE/bin/kubectl'"
   echo "export KUBE_SERVER='https://127.0.0.1:$KUBE_PORT'"
   echo "export KUBE_CA_FILE='$KUBE_STATE/ca.crt'"
+  echo "export FRONT_PROXY_CA_FILE='$KUBE_STATE/front-proxy-ca.crt'"
   for u in "${KUBE_USERS[@]}"; do
     up="${u^^}"
     echo "export KUBECONFIG_$up='$KUBE_STATE/kubeconfig-$u'"

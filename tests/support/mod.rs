@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod compute;
 pub mod crds;
 pub mod dashboard;
 pub mod ganeti;

@@ -66,3 +66,45 @@ true
 {{ randAlphaNum 64 | b64enc }}
 {{- end -}}
 {{- end }}
+
+{{/* The Service of the aggregated API compute.ganeti.dev; the API server verifies the
+     serving certificate for <this>.<namespace>.svc. */}}
+{{- define "ganeti-operator.computeApiService" -}}
+ganeti-operator-api
+{{- end }}
+
+{{/* The TLS Secret with the compute API's serving certificate (the chart's, or the
+     cert-manager Certificate's). */}}
+{{- define "ganeti-operator.computeApiCertSecret" -}}
+ganeti-operator-api-tls
+{{- end }}
+
+{{/* The DNS names of the compute API's Service, as a JSON list, given the namespace. */}}
+{{- define "ganeti-operator.computeApiDNSNames" -}}
+{{- $svc := include "ganeti-operator.computeApiService" .root -}}
+{{- list $svc (printf "%s.%s" $svc .namespace) (printf "%s.%s.svc" $svc .namespace) (printf "%s.%s.svc.cluster.local" $svc .namespace) | toJson -}}
+{{- end }}
+
+{{/* The data of the chart-made serving certificate Secret (tls.crt, tls.key, ca.crt,
+     base64) as YAML, given the Secret as it exists in the cluster (`lookup`: an empty
+     dict under `helm template` or on first install), the namespace and the root
+     context. An existing complete Secret is kept: a new CA on every `helm upgrade`
+     would leave the running pods with a certificate the APIService no longer trusts
+     until they restart. Else a new CA and a certificate for the Service's names,
+     valid for ten years (RSA 2048; the key is PKCS#1, "RSA PRIVATE KEY"). */}}
+{{- define "ganeti-operator.computeApiCertData" -}}
+{{- $existing := .existing | default dict -}}
+{{- $data := get $existing "data" | default dict -}}
+{{- if and (get $data "tls.crt") (get $data "tls.key") (get $data "ca.crt") -}}
+tls.crt: {{ get $data "tls.crt" }}
+tls.key: {{ get $data "tls.key" }}
+ca.crt: {{ get $data "ca.crt" }}
+{{- else -}}
+{{- $names := include "ganeti-operator.computeApiDNSNames" . | fromJsonArray -}}
+{{- $ca := genCA "ganeti-operator-api-ca" 3650 -}}
+{{- $cert := genSignedCert (index $names 2) nil $names 3650 $ca -}}
+tls.crt: {{ $cert.Cert | b64enc }}
+tls.key: {{ $cert.Key | b64enc }}
+ca.crt: {{ $ca.Cert | b64enc }}
+{{- end -}}
+{{- end }}
