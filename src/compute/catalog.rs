@@ -281,18 +281,10 @@ impl Catalog {
             {
                 continue;
             }
-            let index = &snapshot.index;
             let instances = inventory
                 .instances
                 .iter()
-                .map(|i| {
-                    GanetiInstance::from_inventory(
-                        inventory,
-                        i,
-                        index.is_locked(&inventory.cluster, &i.name),
-                        index.is_isolated(&inventory.cluster, &i.name),
-                    )
-                })
+                .map(|i| GanetiInstance::from_inventory(inventory, i))
                 .collect();
             changed += self
                 .instances

@@ -388,11 +388,11 @@ mod tests {
             uuid: "u-1".into(),
             status: "ADMIN_down".into(),
             primary_node: "node1.example.org".into(),
-            tags: vec!["ganeti-operator.io:owner:U:alice".into()],
+            tags: vec!["ganeti-operator.io:owner:U:alice".into(), "ganetimgr:adminlock".into()],
             ctime: Some(1_700_000_000.0),
             ..Default::default()
         };
-        let o = GanetiInstance::from_inventory(&lab(), &vm, true, false);
+        let o = GanetiInstance::from_inventory(&lab(), &vm);
         assert_eq!(o.metadata.name.as_deref(), Some("lab.vm1.example.org"));
         assert_eq!(o.metadata.uid.as_deref(), Some("u-1"));
         let labels = o.metadata.labels.unwrap();
@@ -412,7 +412,7 @@ mod tests {
             tags: vec!["ganeti-operator.io:owner:U:alice@example.org".into()],
             ..Default::default()
         };
-        let o = GanetiInstance::from_inventory(&lab(), &vm, false, false);
+        let o = GanetiInstance::from_inventory(&lab(), &vm);
         assert!(!o.metadata.labels.unwrap().contains_key(LABEL_OWNER_USER));
         assert_eq!(o.status.owner.unwrap().name, "alice@example.org");
     }

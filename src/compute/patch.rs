@@ -45,8 +45,8 @@ impl PatchType {
 pub enum Refused {
     /// Not JSON, or not a GanetiInstance after the patch (HTTP 400).
     BadRequest(String),
-    /// A field that cannot change (HTTP 422).
-    Invalid(String),
+    /// A field that cannot change (HTTP 422): the field and why.
+    Invalid(&'static str, String),
 }
 
 /// RFC 7386: objects merge, `null` removes, anything else replaces.
@@ -83,16 +83,18 @@ pub fn plan(current: &GanetiInstance, body: &[u8]) -> Result<(GanetiInstance, Ve
     meta.resource_version = current.metadata.resource_version.clone();
     if meta != current.metadata {
         return Err(Refused::Invalid(
+            "metadata",
             "metadata is Ganeti's (name, UUID, labels from the cluster, owner and node): only spec can change".into(),
         ));
     }
     if wanted.status != current.status {
         return Err(Refused::Invalid(
+            "status",
             "status is read from Ganeti and cannot be patched".into(),
         ));
     }
     if wanted.spec.cluster != current.spec.cluster {
-        return Err(Refused::Invalid("spec.cluster cannot change".into()));
+        return Err(Refused::Invalid("spec.cluster", "spec.cluster cannot change".into()));
     }
     let (from, to) = (&current.spec, &wanted.spec);
     let mut actions = Vec::new();
@@ -140,7 +142,7 @@ mod tests {
             disk_template: template.into(),
             ..Default::default()
         };
-        let mut o = GanetiInstance::from_inventory(&inventory, &i, false, false);
+        let mut o = GanetiInstance::from_inventory(&inventory, &i);
         o.metadata.resource_version = Some("5".into());
         o
     }
@@ -212,15 +214,15 @@ mod tests {
         let o = vm(true, "plain");
         assert!(matches!(
             actions(&o, r#"{"spec":{"cluster":"other"}}"#),
-            Err(Refused::Invalid(_))
+            Err(Refused::Invalid(..))
         ));
         assert!(matches!(
             actions(&o, r#"{"status":{"vcpus":64}}"#),
-            Err(Refused::Invalid(_))
+            Err(Refused::Invalid(..))
         ));
         assert!(matches!(
             actions(&o, r#"{"metadata":{"labels":{"x":"y"}}}"#),
-            Err(Refused::Invalid(_))
+            Err(Refused::Invalid(..))
         ));
         // kubectl's precondition is not a change.
         assert_eq!(actions(&o, r#"{"metadata":{"resourceVersion":"4"}}"#), Ok(vec![]));

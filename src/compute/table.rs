@@ -266,7 +266,7 @@ mod tests {
             ctime: Some(1000.0),
             ..Default::default()
         };
-        let o = GanetiInstance::from_inventory(&inventory, &vm, false, false);
+        let o = GanetiInstance::from_inventory(&inventory, &vm);
         let now = k8s_openapi::jiff::Timestamp::from_second(1000 + 3 * 86400).unwrap();
         let t = table([&o], IncludeObject::Metadata, Some("7".into()), true, now);
         let columns = t["columnDefinitions"].as_array().unwrap();

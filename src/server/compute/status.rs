@@ -12,6 +12,8 @@ pub struct StatusError {
     pub message: String,
     /// (resource, name) the error is about.
     pub details: Option<(&'static str, String)>,
+    /// The field an `Invalid` is about and what is wrong with it (kubectl prints it).
+    pub cause: Option<(&'static str, String)>,
 }
 
 impl StatusError {
@@ -20,12 +22,21 @@ impl StatusError {
             code,
             message: message.into(),
             details: None,
+            cause: None,
         }
     }
 
     pub fn about(mut self, resource: &'static str, name: &str) -> Self {
         self.details = Some((resource, name.to_string()));
         self
+    }
+
+    /// 422: `field` cannot be what the request says.
+    pub fn invalid(resource: &'static str, name: &str, field: &'static str, message: String) -> Self {
+        let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{resource} \"{name}\" is invalid: {field}: {message}"))
+            .about(resource, name);
+        e.cause = Some((field, message));
+        e
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
@@ -74,6 +85,9 @@ impl StatusError {
         });
         if let Some((kind, name)) = &self.details {
             status["details"] = json!({"name": name, "group": GROUP, "kind": kind});
+            if let Some((field, message)) = &self.cause {
+                status["details"]["causes"] = json!([{"reason": "FieldValueInvalid", "message": message, "field": field}]);
+            }
         }
         status
     }
@@ -109,5 +123,8 @@ mod tests {
         assert_eq!(s["details"]["name"], "lab.vm1");
         assert_eq!(StatusError::new(StatusCode::FORBIDDEN, "no").to_json()["reason"], "Forbidden");
         assert_eq!(StatusError::new(StatusCode::GONE, "old").to_json()["reason"], "Expired");
+        let invalid = StatusError::invalid("ganetiinstances", "lab.vm1", "spec.cluster", "cannot change".into()).to_json();
+        assert_eq!(invalid["reason"], "Invalid");
+        assert_eq!(invalid["details"]["causes"][0]["field"], "spec.cluster");
     }
 }

@@ -91,13 +91,13 @@ pub(super) async fn patch_instance(
 ) -> Result<Response, StatusError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     PatchType::from_content_type(content_type).map_err(|why| StatusError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, why))?;
-    let (cluster, current) = visible_instance(&state, &caller, &name)?;
+    let (cluster, listed) = visible_instance(&state, &caller, &name)?;
+    // Planned against the VM as Ganeti has it now, not as of the last sync: a job
+    // that just ended must not make the patch a no-op.
+    let current = fresh(&state, &cluster, &listed).await?;
     let (wanted, actions) = patch::plan(&current, &body).map_err(|e| match e {
         PatchRefused::BadRequest(why) => StatusError::bad_request(why).about(GanetiInstance::PLURAL, &name),
-        PatchRefused::Invalid(why) => {
-            StatusError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("GanetiInstance \"{name}\" is invalid: {why}"))
-                .about(GanetiInstance::PLURAL, &name)
-        }
+        PatchRefused::Invalid(field, why) => StatusError::invalid(GanetiInstance::PLURAL, &name, field, why),
     })?;
     let mut jobs = Vec::new();
     for action in actions {
@@ -110,6 +110,28 @@ pub(super) async fn patch_instance(
         object["metadata"]["annotations"] = json!({"compute.ganeti.dev/submitted-jobs": Value::Array(jobs).to_string()});
     }
     Ok(json_answer(object, false))
+}
+
+/// The object of the VM as Ganeti answers now (the listed one if it cannot be read;
+/// the actions decide on a fresh read anyway). A VM whose name now belongs to another
+/// UUID is gone.
+async fn fresh(state: &ComputeState, cluster: &str, listed: &GanetiInstance) -> Result<GanetiInstance, StatusError> {
+    let name = listed.metadata.name.as_deref().unwrap_or_default();
+    let (Some(client), Some(inventory)) = (state.api.shared.clusters.client(cluster), state.api.shared.inventory.get(cluster)) else {
+        return Ok(listed.clone());
+    };
+    match crate::access::read_exact(&client, &listed.status.instance_name).await {
+        Ok(Some(instance)) if listed.status.uuid.is_empty() || instance.uuid == listed.status.uuid => {
+            let mut o = GanetiInstance::from_inventory(&inventory, &instance);
+            o.metadata.resource_version = listed.metadata.resource_version.clone();
+            Ok(o)
+        }
+        Ok(_) => Err(StatusError::not_found(GanetiInstance::PLURAL, name)),
+        Err(e) => {
+            tracing::debug!(error = %e, "reading a VM before its patch failed; planning on the listed state");
+            Ok(listed.clone())
+        }
+    }
 }
 
 /// `POST ganetiinstances/{name}/{start|shutdown|reboot|migrate|console}`.
