@@ -7,6 +7,7 @@
 
 use super::client::{About, describe};
 use super::resolve::{instance_path, resolve};
+use anyhow::Context as _;
 use futures::{Sink, SinkExt as _, Stream, StreamExt as _};
 use kube::Client;
 use std::net::{IpAddr, SocketAddr};
@@ -125,7 +126,9 @@ where
 pub async fn serve(client: &Client, name: &str, address: IpAddr, port: u16) -> anyhow::Result<()> {
     let vm = resolve(client, name).await?;
     let path = instance_path(vm.name(), Some("vnc"));
-    let listener = tokio::net::TcpListener::bind((address, port)).await?;
+    let listener = tokio::net::TcpListener::bind((address, port))
+        .await
+        .with_context(|| format!("listening on {}", SocketAddr::from((address, port))))?;
     let local = listener.local_addr()?;
     println!("{}", vnc_url(local));
     eprintln!(
