@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/.cargo/bin
 
-.PHONY: test demo deps lint unit crds chart testbed-up testbed-down bench
+.PHONY: test demo deps lint unit crds chart testbed-up testbed-down bench install-plugin
 
 ## make test: lint, unit tests, then the integration suite against the real testbed
 test:
@@ -40,3 +40,12 @@ testbed-down:
 
 bench:
 	scripts/bench
+
+## make install-plugin [PREFIX=~/.local]: `kubectl ganeti`, the binary and its kubectl-ganeti
+## symlink in $(PREFIX)/bin (which must be on PATH)
+PREFIX ?= /usr/local
+install-plugin:
+	cargo build --release
+	install -D -m 0755 "$${CARGO_TARGET_DIR:-target}/release/ganeti-operator" "$(PREFIX)/bin/ganeti-operator"
+	ln -sfn ganeti-operator "$(PREFIX)/bin/kubectl-ganeti"
+	@echo "installed $(PREFIX)/bin/kubectl-ganeti; check with: kubectl plugin list"

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod leader;
 pub mod mail;
 pub mod metrics;
+pub mod plugin;
 pub mod profile;
 pub mod quota;
 pub mod rapi;

@@ -36,6 +36,13 @@ enum Command {
     /// Explain whether a user may do something, and which role, binding or tag decides.
     /// Exits 0 when allowed, 1 when not.
     Explain(ExplainArgs),
+    /// The kubectl plugin (`kubectl ganeti`; also run when invoked as `kubectl-ganeti`):
+    /// `ganeti-operator kubectl --help` lists its commands.
+    #[command(disable_help_flag = true)]
+    Kubectl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -179,8 +186,19 @@ const CONTROLLERS_STOP_GRACE: std::time::Duration = std::time::Duration::from_se
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    use ganeti_operator::plugin;
+    if std::env::args_os()
+        .next()
+        .is_some_and(|argv0| plugin::invoked_as_plugin(&argv0))
+    {
+        std::process::exit(plugin::main(std::env::args_os()).await);
+    }
     let cli = Cli::parse();
     match cli.command {
+        Command::Kubectl { args } => {
+            let argv = std::iter::once(plugin::PLUGIN_NAME.into()).chain(args);
+            std::process::exit(plugin::main(argv).await)
+        }
         Command::Crdgen { out_dir } => crdgen(out_dir),
         Command::Explain(args) => explain(args).await,
         Command::Run(args) => {
