@@ -99,6 +99,34 @@ fn post(user: &str, name: &str, subresource: &str, body: &str) -> (bool, String,
     out
 }
 
+/// `kubectl ganeti ARGS` as `user`: the testbed's kubectl finds the plugin on PATH
+/// (the operator binary, linked as `kubectl-ganeti`).
+fn plugin(user: &str, args: &[&str]) -> std::process::Command {
+    let dir = std::env::temp_dir().join(format!("gi-plugin-{}", std::process::id()));
+    let link = dir.join("kubectl-ganeti");
+    if !link.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_ganeti-operator"), &link).unwrap();
+    }
+    let mut cmd = std::process::Command::new(support::testbed::env("KUBECTL"));
+    cmd.env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()))
+        .env("KUBECONFIG", support::testbed::kubeconfig(user))
+        .arg("ganeti")
+        .args(args);
+    cmd
+}
+
+fn plugin_ok(user: &str, args: &[&str]) -> String {
+    let out = plugin(user, args).output().expect("kubectl ganeti runs");
+    assert!(
+        out.status.success(),
+        "kubectl ganeti {args:?} as {user}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn state_of(user: &str, name: &str) -> (String, String) {
     let o = get_json(user, name);
     (
@@ -169,6 +197,18 @@ async fn kubectl_reaches_ganeti_through_the_aggregation_layer() {
         "tests/testbed_compute",
     )
     .await;
+    // A kvm VM as Ganeti makes it by default (serial_console: true).
+    let c = support::ganeti::rapi();
+    let _kvm = support::ganeti::Instances::fresh(vec!["gi-k1".into()]);
+    let mut kvm = support::ganeti::instance_request("gi-k1", "198.51.100.224");
+    kvm.hypervisor = Some("kvm".into());
+    kvm.tags = owner("alice");
+    let job = c.create_instance(&kvm, "tests/testbed_compute").await.expect("kvm create accepted");
+    c.wait_job(job, Duration::from_secs(300))
+        .await
+        .expect("job wait")
+        .into_success()
+        .expect("the kvm VM is created");
     let cert = ComputeCert::generate();
     let dir = std::env::temp_dir().join(format!("gi-certs-{}", std::process::id()));
     let files = cert.write_to(&dir);
@@ -252,10 +292,9 @@ async fn kubectl_reaches_ganeti_through_the_aggregation_layer() {
         std::fs::read_to_string(&watch_out).ok().filter(|s| s.contains("running"))
     })
     .await;
-    let (ok, out, err) = post("alice", &gi("gi-a2"), "shutdown", "{}");
-    assert!(ok, "alice stops her VM: {out}{err}");
-    let answer: Value = serde_json::from_str(&out).unwrap();
-    assert!(answer["job"].as_u64().is_some(), "the answer names the job: {out}");
+    // By its Ganeti name: the plugin finds the object.
+    let job = plugin_ok("alice", &["stop", "gi-a2"]);
+    assert!(job.trim().parse::<u64>().is_ok(), "kubectl ganeti stop prints the job id: {job}");
     until("the watch sees gi-a2 stopped", || {
         std::fs::read_to_string(&watch_out).ok().filter(|s| s.contains("ADMIN_down"))
     })
@@ -290,6 +329,7 @@ async fn kubectl_reaches_ganeti_through_the_aggregation_layer() {
     assert!(!ok && err.contains("Forbidden"), "a locked VM refuses its owner: {err}");
     let (ok, _, err) = post("admin", &gi("gi-a1"), "shutdown", "{}");
     assert!(ok, "the helpdesk acts on a locked VM: {err}");
+    until("gi-a1 stopped by the helpdesk", || (state_of("admin", &gi("gi-a1")).0 == "ADMIN_down").then_some(())).await;
     let (ok, _, err) = patch("admin", &gi("gi-a1"), r#"{"locked":false,"runStrategy":"Always"}"#);
     assert!(ok, "the helpdesk unlocks and starts: {err}");
     until("gi-a1 unlocked and running", || {
@@ -298,7 +338,30 @@ async fn kubectl_reaches_ganeti_through_the_aggregation_layer() {
     })
     .await;
 
-    // 8. Nodes need system.nodes: alice is refused, the administrator binding is not.
+    // 8. VNC through `kubectl ganeti vnc` on a kvm VM with Ganeti's defaults (its
+    // console answer is the serial console; its VNC server is on network_port).
+    let port = support::free_port();
+    let mut vnc = plugin("alice", &["vnc", &gi("gi-k1"), "--port", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl ganeti vnc starts");
+    let banner = until("an RFB banner through kubectl ganeti vnc", || {
+        use std::io::Read;
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        let mut banner = [0u8; 12];
+        tcp.read_exact(&mut banner).ok()?;
+        Some(String::from_utf8_lossy(&banner).into_owned())
+    })
+    .await;
+    let _ = vnc.kill();
+    let _ = vnc.wait();
+    assert!(banner.starts_with("RFB 003."), "the VM's VNC server speaks RFB: {banner:?}");
+    let listed = plugin_ok("alice", &["list", "--cluster", CLUSTER]);
+    assert!(listed.contains("gi-a1") && !listed.contains("gi-b1"), "{listed}");
+
+    // 9. Nodes need system.nodes: alice is refused, the administrator binding is not.
     let (ok, _, err) = kubectl("alice", &["get", "ganetinodes"]);
     assert!(!ok && err.contains("Forbidden"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -105,13 +105,18 @@ impl GanetiInstance {
     pub const KIND: &str = "GanetiInstance";
     pub const PLURAL: &str = "ganetiinstances";
 
-    /// The object of `instance` of `inventory`, without a resourceVersion.
-    pub fn from_inventory(
-        inventory: &ClusterInventory,
-        instance: &Instance,
-        locked: bool,
-        isolated: bool,
-    ) -> Self {
+    /// The object of `instance` of `inventory`, without a resourceVersion. Lock and
+    /// isolation come from the instance's tags, as the authorization engine reads them.
+    pub fn from_inventory(inventory: &ClusterInventory, instance: &Instance) -> Self {
+        use crate::tags::{ParsedTag, parse};
+        let (mut locked, mut isolated) = (false, false);
+        for tag in &instance.tags {
+            match parse(tag, &inventory.tag_prefix) {
+                Some(ParsedTag::AdminLock) => locked = true,
+                Some(ParsedTag::Isolate) => isolated = true,
+                _ => {}
+            }
+        }
         let cluster = &inventory.cluster;
         let owner = inventory.owner_of(instance);
         let mut labels = BTreeMap::new();
