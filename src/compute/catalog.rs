@@ -65,7 +65,6 @@ pub enum EventType {
 }
 
 /// One change of one object.
-
 pub struct Event<T> {
     pub revision: u64,
     pub kind: EventType,
@@ -78,6 +77,8 @@ pub struct Event<T> {
 
 /// One cluster's objects by name.
 pub type ClusterObjects<T> = Arc<BTreeMap<String, Arc<T>>>;
+/// Every cluster's objects.
+pub type Clusters<T> = Vec<(Arc<str>, ClusterObjects<T>)>;
 
 struct State<T> {
     revision: u64,
@@ -122,7 +123,7 @@ impl<T: Object> Default for Store<T> {
 
 impl<T: Object> Store<T> {
     /// The current revision and every cluster's objects (cheap: shared maps).
-    pub fn list(&self) -> (u64, Vec<(Arc<str>, ClusterObjects<T>)>) {
+    pub fn list(&self) -> (u64, Clusters<T>) {
         let state = self.state.read().expect("catalog lock");
         let clusters = state
             .clusters

@@ -114,7 +114,7 @@ pub fn age(since: Option<&Time>, now: k8s_openapi::jiff::Timestamp) -> String {
 }
 
 fn mib(n: u64) -> String {
-    if n >= 1024 && n % 1024 == 0 {
+    if n >= 1024 && n.is_multiple_of(1024) {
         format!("{}Gi", n / 1024)
     } else {
         format!("{n}Mi")
