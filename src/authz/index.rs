@@ -272,9 +272,13 @@ impl AuthzIndexBuilder {
                     SubjectKind::User => &mut ix.tagged_users,
                     SubjectKind::Group => &mut ix.tagged_groups,
                 };
-                let list = map.entry(s.name.as_str().into()).or_default();
-                if list.last() != Some(&(id as u32)) {
-                    list.push(id as u32);
+                // Look up before inserting: most subjects name many instances.
+                match map.get_mut(s.name.as_str()) {
+                    Some(list) if list.last() == Some(&(id as u32)) => {}
+                    Some(list) => list.push(id as u32),
+                    None => {
+                        map.insert(s.name.as_str().into(), vec![id as u32]);
+                    }
                 }
             }
         }
