@@ -530,7 +530,8 @@ async fn compute_api(
         return Ok(());
     };
     let catalog = std::sync::Arc::new(ganeti_operator::compute::catalog::Catalog::default());
-    let follow = tokio::spawn(catalog.clone().follow(shared.rules.clone()));
+    let applications = ganeti_operator::compute::follow::applications(shared.client.clone());
+    let follow = tokio::spawn(catalog.clone().follow(shared.rules.clone(), applications));
     let config = server::compute::ComputeConfig {
         listen: *listen,
         cert: cert.clone(),

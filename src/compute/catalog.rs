@@ -3,8 +3,8 @@
 //! clusters whose inventory changed are compared, object by object, so an unchanged
 //! VM keeps its resourceVersion and a watch hears only of real changes.
 
-use super::objects::{GanetiInstance, GanetiNode};
-use crate::access::rules::{Rules, Snapshot};
+use super::objects::{Applications, GanetiInstance, GanetiNode};
+use crate::access::rules::Snapshot;
 use crate::inventory::ClusterInventory;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -259,6 +259,8 @@ pub struct Catalog {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     /// The inventories of the last update, to skip unchanged clusters.
     seen: std::sync::Mutex<HashMap<String, Arc<ClusterInventory>>>,
+    /// The applications of the last update (when they change, every cluster is compared).
+    applications: std::sync::Mutex<Option<Arc<Applications>>>,
 }
 
 impl Catalog {
@@ -268,10 +270,18 @@ impl Catalog {
         self.snapshot.read().expect("catalog lock").clone()
     }
 
-    /// Brings every store up to `snapshot`; returns how many objects changed.
-    pub fn update(&self, snapshot: Arc<Snapshot>) -> usize {
+    /// Brings every store up to `snapshot` and `applications`; returns how many
+    /// objects changed.
+    pub fn update(&self, snapshot: Arc<Snapshot>, applications: &Arc<Applications>) -> usize {
         let previous = self.snapshot().unwrap_or_else(|| snapshot.clone());
         let mut seen = self.seen.lock().expect("catalog lock");
+        {
+            let mut last = self.applications.lock().expect("catalog lock");
+            if !last.as_ref().is_some_and(|a| Arc::ptr_eq(a, applications)) {
+                seen.clear();
+                *last = Some(applications.clone());
+            }
+        }
         let mut changed = 0;
         let mut present = Vec::new();
         for inventory in snapshot.inventories() {
@@ -285,7 +295,7 @@ impl Catalog {
             let instances = inventory
                 .instances
                 .iter()
-                .map(|i| GanetiInstance::from_inventory(inventory, i))
+                .map(|i| GanetiInstance::from_inventory(inventory, i).made_by(applications))
                 .collect();
             changed += self
                 .instances
@@ -312,21 +322,6 @@ impl Catalog {
         }
         *self.snapshot.write().expect("catalog lock") = Some(snapshot);
         changed
-    }
-
-    /// Follows the authorization snapshots until the rules end.
-    pub async fn follow(self: Arc<Self>, rules: Rules) {
-        let mut changes = rules.changes();
-        loop {
-            let snapshot = changes.borrow_and_update().clone();
-            let changed = self.update(snapshot);
-            if changed > 0 {
-                tracing::debug!(changed, "compute API: objects changed");
-            }
-            if changes.changed().await.is_err() {
-                return;
-            }
-        }
     }
 }
 
@@ -359,17 +354,50 @@ mod tests {
         ))
     }
 
+    impl Catalog {
+        fn update_with(&self, snapshot: Arc<Snapshot>) -> usize {
+            self.update(snapshot, &NO_APPLICATIONS)
+        }
+    }
+
+    static NO_APPLICATIONS: std::sync::LazyLock<Arc<Applications>> =
+        std::sync::LazyLock::new(Default::default);
+
+    #[test]
+    fn the_application_that_made_a_vm_is_named_and_follows_changes() {
+        let catalog = Catalog::default();
+        let none = Arc::new(Applications::new());
+        catalog.update(snapshot(&[("a", "running")]), &none);
+        let (_, a) = catalog.instances.get("lab.a").unwrap();
+        assert_eq!(a.status.application, None);
+        let made = Arc::new(Applications::from([(
+            "u-a".to_string(),
+            super::super::objects::ApplicationRef {
+                namespace: "team".into(),
+                name: "app-1".into(),
+            },
+        )]));
+        // The same inventory, new applications: the VM changes.
+        let same = catalog.snapshot().unwrap();
+        assert_eq!(catalog.update(same, &made), 1);
+        let (_, a) = catalog.instances.get("lab.a").unwrap();
+        assert_eq!(a.status.application.as_ref().unwrap().name, "app-1");
+    }
+
     #[test]
     fn only_real_changes_get_a_new_version_and_an_event() {
         let catalog = Catalog::default();
-        assert_eq!(catalog.update(snapshot(&[("a", "running"), ("b", "running")])), 2);
+        assert_eq!(
+            catalog.update_with(snapshot(&[("a", "running"), ("b", "running")])),
+            2
+        );
         let (rv, _) = catalog.instances.list();
         let start = catalog.instances.watch(Some(rv)).unwrap();
         let mut live = start.live;
         assert!(start.backlog.is_empty());
         // b stops, a is unchanged, c appears, and then a goes away.
         assert_eq!(
-            catalog.update(snapshot(&[
+            catalog.update_with(snapshot(&[
                 ("a", "running"),
                 ("b", "ADMIN_down"),
                 ("c", "running")
@@ -377,7 +405,7 @@ mod tests {
             2
         );
         assert_eq!(
-            catalog.update(snapshot(&[("b", "ADMIN_down"), ("c", "running")])),
+            catalog.update_with(snapshot(&[("b", "ADMIN_down"), ("c", "running")])),
             1
         );
         let kinds: Vec<(EventType, String)> = std::iter::from_fn(|| live.try_recv().ok())
@@ -403,7 +431,7 @@ mod tests {
     fn a_version_older_than_the_history_is_expired() {
         let catalog = Catalog::default();
         for n in 0..(HISTORY + 10) {
-            catalog.update(snapshot(&[(
+            catalog.update_with(snapshot(&[(
                 "a",
                 if n % 2 == 0 { "running" } else { "ADMIN_down" },
             )]));
@@ -416,9 +444,9 @@ mod tests {
     #[test]
     fn a_cluster_that_is_gone_deletes_its_objects() {
         let catalog = Catalog::default();
-        catalog.update(snapshot(&[("a", "running")]));
+        catalog.update_with(snapshot(&[("a", "running")]));
         let mut live = catalog.instances.watch(None).unwrap().live;
-        catalog.update(Arc::new(Snapshot::build(
+        catalog.update_with(Arc::new(Snapshot::build(
             Vec::new(),
             Vec::new(),
             Vec::new(),

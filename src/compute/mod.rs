@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod discovery;
+pub mod follow;
 pub mod objects;
 pub mod patch;
 pub mod select;

@@ -97,11 +97,31 @@ pub struct GanetiInstanceStatus {
     pub locked: bool,
     /// Whether the isolation tag is set.
     pub isolated: bool,
+    /// The InstanceApplication that made the VM (matched by Ganeti UUID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<ApplicationRef>,
     /// False when the operator's last read of the cluster failed: this is older data.
     pub fresh: bool,
 }
 
+/// An InstanceApplication, by namespace and name.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Hash)]
+#[schemars(rename = "dev.ganeti.compute.v1alpha1.ApplicationRef")]
+pub struct ApplicationRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The applications that made VMs, by the VM's Ganeti UUID.
+pub type Applications = std::collections::HashMap<String, ApplicationRef>;
+
 impl GanetiInstance {
+    /// Names the application that made the VM, if one did.
+    pub fn made_by(mut self, applications: &Applications) -> Self {
+        self.status.application = applications.get(&self.status.uuid).cloned();
+        self
+    }
+
     pub const KIND: &str = "GanetiInstance";
     pub const PLURAL: &str = "ganetiinstances";
 
@@ -174,6 +194,7 @@ impl GanetiInstance {
                 owner,
                 locked,
                 isolated,
+                application: None,
                 fresh: inventory.reachable,
             },
         }

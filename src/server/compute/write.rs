@@ -138,6 +138,7 @@ async fn fresh(
     match crate::access::read_exact(&client, &listed.status.instance_name).await {
         Ok(Some(instance)) if listed.status.uuid.is_empty() || instance.uuid == listed.status.uuid => {
             let mut o = GanetiInstance::from_inventory(&inventory, &instance);
+            o.status.application = listed.status.application.clone();
             o.metadata.resource_version = listed.metadata.resource_version.clone();
             Ok(o)
         }
