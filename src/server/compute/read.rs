@@ -134,12 +134,17 @@ async fn ready(state: &ComputeState) -> Result<Arc<Snapshot>, StatusError> {
             "roles and bindings are not loaded yet on this replica; try again",
         ));
     }
-    state.catalog.snapshot().ok_or_else(|| {
-        StatusError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no cluster inventory on this replica yet: its first read is under way",
-        )
-    })
+    // As the JSON API: no inventory yet is "unknown", not "no VMs".
+    state
+        .catalog
+        .snapshot()
+        .filter(|s| !s.inventories().is_empty())
+        .ok_or_else(|| {
+            StatusError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no cluster inventory on this replica yet: its first read is under way",
+            )
+        })
 }
 
 /// `system.nodes` / `system.jobs` for the whole resource.
