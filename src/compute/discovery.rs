@@ -80,6 +80,9 @@ fn schemas(base: &'static str) -> serde_json::Map<String, Value> {
         (generator.subschema_for::<GanetiJob>(), GanetiJob::KIND),
     ];
     let mut definitions = generator.take_definitions(true);
+    for schema in definitions.values_mut() {
+        unwrap_descriptions(schema);
+    }
     for (reference, kind) in kinds {
         let Some(name) = reference
             .get("$ref")
@@ -96,6 +99,29 @@ fn schemas(base: &'static str) -> serde_json::Map<String, Value> {
         }
     }
     definitions
+}
+
+/// Doc comments keep their line breaks in schemars' descriptions; `kubectl explain`
+/// wraps text itself, so single breaks become spaces (paragraphs stay).
+fn unwrap_descriptions(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    Value::String(text) if key == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    _ => unwrap_descriptions(v),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
 }
 
 /// Read paths of every resource, so aggregators that prune unreferenced definitions
