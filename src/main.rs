@@ -436,7 +436,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .prune_forever(std::time::Duration::from_secs(600)),
     );
     let compute = compute_api(
-        (&args.compute_api_listen, &args.compute_api_cert, &args.compute_api_key),
+        (
+            &args.compute_api_listen,
+            &args.compute_api_cert,
+            &args.compute_api_key,
+        ),
         state.api(),
         &shared,
         &stop,

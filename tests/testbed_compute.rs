@@ -8,9 +8,9 @@ mod support;
 
 use ganeti_operator::api::Subject;
 use ganeti_operator::tags::{DEFAULT_PREFIX, format_owner};
+use kube::api::Api;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use kube::api::Api;
 use std::time::{Duration, Instant};
 use support::compute::{ComputeCert, register_compute_api, unregister_compute_api, wait_available};
 use support::ganeti::{apply_cluster, create_instances};
@@ -39,7 +39,10 @@ struct Cleanup;
 impl Drop for Cleanup {
     fn drop(&mut self) {
         unregister_compute_api();
-        support::testbed::delete_if_present("rolebinding.ganeti.dev", &["gi-users", "gi-helpdesk", "gi-bob-views"]);
+        support::testbed::delete_if_present(
+            "rolebinding.ganeti.dev",
+            &["gi-users", "gi-helpdesk", "gi-bob-views"],
+        );
         support::testbed::delete_if_present("role.ganeti.dev", &["gi-helpdesk", "gi-viewer"]);
         support::testbed::delete_if_present("ganeticluster", &[CLUSTER]);
     }
@@ -60,10 +63,21 @@ async fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 fn names_as(user: &str) -> BTreeSet<String> {
     let out = kubectl_ok(
         user,
-        &["get", "gi", "--field-selector", &format!("spec.cluster={CLUSTER}"), "-o", "name"],
+        &[
+            "get",
+            "gi",
+            "--field-selector",
+            &format!("spec.cluster={CLUSTER}"),
+            "-o",
+            "name",
+        ],
     );
     out.lines()
-        .map(|l| l.trim().trim_start_matches("ganetiinstance.compute.ganeti.dev/").to_string())
+        .map(|l| {
+            l.trim()
+                .trim_start_matches("ganetiinstance.compute.ganeti.dev/")
+                .to_string()
+        })
         .filter(|l| !l.is_empty())
         .collect()
 }
@@ -75,7 +89,10 @@ fn explained(user: &str, groups: &[&str], instances: &[String]) -> BTreeSet<Stri
         .filter(|i| {
             let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ganeti-operator"));
             cmd.args(["explain", user, "vms.view", &format!("{CLUSTER}/{i}")])
-                .args(["--kubeconfig", support::testbed::kubeconfig("root").to_str().unwrap()]);
+                .args([
+                    "--kubeconfig",
+                    support::testbed::kubeconfig("root").to_str().unwrap(),
+                ]);
             for g in groups {
                 cmd.args(["--group", g]);
             }
@@ -109,10 +126,13 @@ fn plugin(user: &str, args: &[&str]) -> std::process::Command {
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_ganeti-operator"), &link).unwrap();
     }
     let mut cmd = std::process::Command::new(support::testbed::env("KUBECTL"));
-    cmd.env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()))
-        .env("KUBECONFIG", support::testbed::kubeconfig(user))
-        .arg("ganeti")
-        .args(args);
+    cmd.env(
+        "PATH",
+        format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()),
+    )
+    .env("KUBECONFIG", support::testbed::kubeconfig(user))
+    .arg("ganeti")
+    .args(args);
     cmd
 }
 
@@ -154,7 +174,10 @@ async fn bind(root: &kube::Client, name: &str, role: &str, subjects: Value, extr
 /// Every Ganeti instance the test's cluster shows (other tests' VMs included: the
 /// testbed has one Ganeti cluster).
 async fn ganeti_instances() -> Vec<String> {
-    support::ganeti::rapi().instance_names().await.expect("RAPI lists instances")
+    support::ganeti::rapi()
+        .instance_names()
+        .await
+        .expect("RAPI lists instances")
 }
 
 #[tokio::test]
@@ -168,7 +191,12 @@ async fn kubectl_reaches_ganeti_through_the_aggregation_layer() {
         json!({"vms": {"view": "allowed", "start": "allowed", "shutdown": "allowed", "lock": "allowed", "admin": "allowed"}, "scope": {"kind": "All"}}),
     )
     .await;
-    role(&root, "gi-viewer", json!({"vms": {"view": "allowed"}, "scope": {"kind": "All"}})).await;
+    role(
+        &root,
+        "gi-viewer",
+        json!({"vms": {"view": "allowed"}, "scope": {"kind": "All"}}),
+    )
+    .await;
     bind(
         &root,
         "gi-users",
@@ -177,7 +205,14 @@ async fn kubectl_reaches_ganeti_through_the_aggregation_layer() {
         json!({}),
     )
     .await;
-    bind(&root, "gi-helpdesk", "gi-helpdesk", json!([{"kind": "Group", "name": "ganeti-admins"}]), json!({})).await;
+    bind(
+        &root,
+        "gi-helpdesk",
+        "gi-helpdesk",
+        json!([{"kind": "Group", "name": "ganeti-admins"}]),
+        json!({}),
+    )
+    .await;
     // bob may view alice's gi-a1 and nothing more on it.
     bind(
         &root,
@@ -203,7 +238,10 @@ async fn kubectl_reaches_ganeti_through_the_aggregation_layer() {
     let mut kvm = support::ganeti::instance_request("gi-k1", "198.51.100.224");
     kvm.hypervisor = Some("kvm".into());
     kvm.tags = owner("alice");
-    let job = c.create_instance(&kvm, "tests/testbed_compute").await.expect("kvm create accepted");
+    let job = c
+        .create_instance(&kvm, "tests/testbed_compute")
+        .await
+        .expect("kvm create accepted");
     c.wait_job(job, Duration::from_secs(300))
         .await
         .expect("job wait")
@@ -245,7 +283,10 @@ async fn kubectl_reaches_ganeti_through_the_aggregation_layer() {
         assert_eq!(listed, allowed, "{user} lists what explain allows\n{}", op.log());
     }
     assert!(names_as("alice").contains(&gi("gi-a1")) && !names_as("alice").contains(&gi("gi-b1")));
-    assert!(names_as("bob").contains(&gi("gi-a1")), "bob's view-only binding shows gi-a1");
+    assert!(
+        names_as("bob").contains(&gi("gi-a1")),
+        "bob's view-only binding shows gi-a1"
+    );
     assert!(names_as("carol").contains(&gi("gi-t1")), "team-a's VM is carol's");
     for vm in ["gi-a1", "gi-a2", "gi-b1", "gi-t1"] {
         assert!(names_as("admin").contains(&gi(vm)), "the helpdesk sees {vm}");
@@ -253,7 +294,12 @@ async fn kubectl_reaches_ganeti_through_the_aggregation_layer() {
 
     // 2. The object: its uid is Ganeti's UUID; the table has the operator's columns.
     let a1 = get_json("alice", &gi("gi-a1"));
-    let uuid = support::ganeti::rapi().instance("gi-a1").await.unwrap().uuid.unwrap();
+    let uuid = support::ganeti::rapi()
+        .instance("gi-a1")
+        .await
+        .unwrap()
+        .uuid
+        .unwrap();
     assert_eq!(a1["metadata"]["uid"], json!(uuid));
     assert_eq!(a1["metadata"]["labels"]["compute.ganeti.dev/owner-user"], "alice");
     assert_eq!(a1["spec"]["cluster"], CLUSTER);
@@ -261,13 +307,26 @@ async fn kubectl_reaches_ganeti_through_the_aggregation_layer() {
     for column in ["NAME", "CLUSTER", "STATE", "NODE", "OWNER"] {
         assert!(table.contains(column), "kubectl get prints {column}:\n{table}");
     }
-    let by_label = kubectl_ok("alice", &["get", "gi", "-l", "compute.ganeti.dev/owner-user=alice", "-o", "name"]);
+    let by_label = kubectl_ok(
+        "alice",
+        &[
+            "get",
+            "gi",
+            "-l",
+            "compute.ganeti.dev/owner-user=alice",
+            "-o",
+            "name",
+        ],
+    );
     assert!(by_label.contains(&gi("gi-a2")), "{by_label}");
 
     // 3. kubectl explain reads the OpenAPI document.
     let explained_fields = kubectl_ok("alice", &["explain", "gi.spec"]);
     for field in ["runStrategy", "locked", "isolated"] {
-        assert!(explained_fields.contains(field), "kubectl explain documents {field}:\n{explained_fields}");
+        assert!(
+            explained_fields.contains(field),
+            "kubectl explain documents {field}:\n{explained_fields}"
+        );
     }
 
     // 4. No existence leak: bob gets 404 for alice's gi-a2 and for a VM that does not exist.
@@ -282,21 +341,38 @@ async fn kubectl_reaches_ganeti_through_the_aggregation_layer() {
     // 5. A watch sees alice stop her VM through the shutdown subresource.
     let watch_out = std::env::temp_dir().join(format!("gi-watch-{}", std::process::id()));
     let mut watcher = std::process::Command::new(support::testbed::env("KUBECTL"))
-        .args(["--kubeconfig", support::testbed::kubeconfig("alice").to_str().unwrap()])
-        .args(["get", "gi", &gi("gi-a2"), "-w", "-o", "jsonpath={.status.state}{\"\\n\"}"])
+        .args([
+            "--kubeconfig",
+            support::testbed::kubeconfig("alice").to_str().unwrap(),
+        ])
+        .args([
+            "get",
+            "gi",
+            &gi("gi-a2"),
+            "-w",
+            "-o",
+            "jsonpath={.status.state}{\"\\n\"}",
+        ])
         .stdout(std::fs::File::create(&watch_out).unwrap())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("kubectl get -w starts");
     until("the watch's first event", || {
-        std::fs::read_to_string(&watch_out).ok().filter(|s| s.contains("running"))
+        std::fs::read_to_string(&watch_out)
+            .ok()
+            .filter(|s| s.contains("running"))
     })
     .await;
     // By its Ganeti name: the plugin finds the object.
     let job = plugin_ok("alice", &["stop", "gi-a2"]);
-    assert!(job.trim().parse::<u64>().is_ok(), "kubectl ganeti stop prints the job id: {job}");
+    assert!(
+        job.trim().parse::<u64>().is_ok(),
+        "kubectl ganeti stop prints the job id: {job}"
+    );
     until("the watch sees gi-a2 stopped", || {
-        std::fs::read_to_string(&watch_out).ok().filter(|s| s.contains("ADMIN_down"))
+        std::fs::read_to_string(&watch_out)
+            .ok()
+            .filter(|s| s.contains("ADMIN_down"))
     })
     .await;
     let _ = watcher.kill();
@@ -304,11 +380,25 @@ async fn kubectl_reaches_ganeti_through_the_aggregation_layer() {
 
     // 6. Declarative: runStrategy starts and stops.
     let patch = |user: &str, name: &str, spec: &str| {
-        kubectl(user, &["patch", "gi", name, "--type", "merge", "-p", &format!("{{\"spec\":{spec}}}")])
+        kubectl(
+            user,
+            &[
+                "patch",
+                "gi",
+                name,
+                "--type",
+                "merge",
+                "-p",
+                &format!("{{\"spec\":{spec}}}"),
+            ],
+        )
     };
     let (ok, _, err) = patch("alice", &gi("gi-a2"), r#"{"runStrategy":"Always"}"#);
     assert!(ok, "runStrategy Always: {err}");
-    until("gi-a2 running again", || (state_of("alice", &gi("gi-a2")).0 == "running").then_some(())).await;
+    until("gi-a2 running again", || {
+        (state_of("alice", &gi("gi-a2")).0 == "running").then_some(())
+    })
+    .await;
     let (ok, _, err) = patch("alice", &gi("gi-a2"), r#"{"runStrategy":"Halted"}"#);
     assert!(ok, "runStrategy Halted: {err}");
     until("gi-a2 halted", || {
@@ -316,21 +406,50 @@ async fn kubectl_reaches_ganeti_through_the_aggregation_layer() {
     })
     .await;
     // Only the spec is declarative.
-    let (ok, _, err) = kubectl("alice", &["patch", "gi", &gi("gi-a2"), "--type", "merge", "-p", r#"{"spec":{"cluster":"x"}}"#]);
-    assert!(!ok && err.contains("spec.cluster: Invalid value") || err.contains("spec.cluster cannot change"), "{err}");
+    let (ok, _, err) = kubectl(
+        "alice",
+        &[
+            "patch",
+            "gi",
+            &gi("gi-a2"),
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"cluster":"x"}}"#,
+        ],
+    );
+    assert!(
+        !ok && err.contains("spec.cluster: Invalid value") || err.contains("spec.cluster cannot change"),
+        "{err}"
+    );
 
     // 7. A lock: the owner's actions are refused, the helpdesk's allowed.
     let (ok, _, err) = patch("alice", &gi("gi-a1"), r#"{"locked":true}"#);
     assert!(!ok && err.contains("Forbidden"), "alice has no vms.lock: {err}");
     let (ok, _, err) = patch("admin", &gi("gi-a1"), r#"{"locked":true}"#);
     assert!(ok, "the helpdesk locks gi-a1: {err}");
-    until("gi-a1 shows locked", || get_json("alice", &gi("gi-a1"))["spec"]["locked"].as_bool().filter(|l| *l)).await;
+    until("gi-a1 shows locked", || {
+        get_json("alice", &gi("gi-a1"))["spec"]["locked"]
+            .as_bool()
+            .filter(|l| *l)
+    })
+    .await;
     let (ok, _, err) = post("alice", &gi("gi-a1"), "shutdown", "{}");
-    assert!(!ok && err.contains("Forbidden"), "a locked VM refuses its owner: {err}");
+    assert!(
+        !ok && err.contains("Forbidden"),
+        "a locked VM refuses its owner: {err}"
+    );
     let (ok, _, err) = post("admin", &gi("gi-a1"), "shutdown", "{}");
     assert!(ok, "the helpdesk acts on a locked VM: {err}");
-    until("gi-a1 stopped by the helpdesk", || (state_of("admin", &gi("gi-a1")).0 == "ADMIN_down").then_some(())).await;
-    let (ok, _, err) = patch("admin", &gi("gi-a1"), r#"{"locked":false,"runStrategy":"Always"}"#);
+    until("gi-a1 stopped by the helpdesk", || {
+        (state_of("admin", &gi("gi-a1")).0 == "ADMIN_down").then_some(())
+    })
+    .await;
+    let (ok, _, err) = patch(
+        "admin",
+        &gi("gi-a1"),
+        r#"{"locked":false,"runStrategy":"Always"}"#,
+    );
     assert!(ok, "the helpdesk unlocks and starts: {err}");
     until("gi-a1 unlocked and running", || {
         let o = get_json("alice", &gi("gi-a1"));
@@ -357,7 +476,10 @@ async fn kubectl_reaches_ganeti_through_the_aggregation_layer() {
     .await;
     let _ = vnc.kill();
     let _ = vnc.wait();
-    assert!(banner.starts_with("RFB 003."), "the VM's VNC server speaks RFB: {banner:?}");
+    assert!(
+        banner.starts_with("RFB 003."),
+        "the VM's VNC server speaks RFB: {banner:?}"
+    );
     let listed = plugin_ok("alice", &["list", "--cluster", CLUSTER]);
     assert!(listed.contains("gi-a1") && !listed.contains("gi-b1"), "{listed}");
 

@@ -393,7 +393,10 @@ mod tests {
             uuid: "u-1".into(),
             status: "ADMIN_down".into(),
             primary_node: "node1.example.org".into(),
-            tags: vec!["ganeti-operator.io:owner:U:alice".into(), "ganetimgr:adminlock".into()],
+            tags: vec![
+                "ganeti-operator.io:owner:U:alice".into(),
+                "ganetimgr:adminlock".into(),
+            ],
             ctime: Some(1_700_000_000.0),
             ..Default::default()
         };

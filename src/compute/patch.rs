@@ -94,7 +94,10 @@ pub fn plan(current: &GanetiInstance, body: &[u8]) -> Result<(GanetiInstance, Ve
         ));
     }
     if wanted.spec.cluster != current.spec.cluster {
-        return Err(Refused::Invalid("spec.cluster", "spec.cluster cannot change".into()));
+        return Err(Refused::Invalid(
+            "spec.cluster",
+            "spec.cluster cannot change".into(),
+        ));
     }
     let (from, to) = (&current.spec, &wanted.spec);
     let mut actions = Vec::new();

@@ -267,7 +267,9 @@ pub(in crate::server) async fn perform(
     state
         .take_action_token(caller, &attempt)
         .map_err(Refused::RateLimited)?;
-    let (pinned, client) = state.authorize(caller, vm, action.as_str(), action.right()).await?;
+    let (pinned, client) = state
+        .authorize(caller, vm, action.as_str(), action.right())
+        .await?;
     let attempt = Attempt {
         uuid: Some(&pinned.uuid),
         ..attempt
@@ -290,7 +292,13 @@ pub(in crate::server) async fn perform(
     match submit(&client, &pinned, &caller.identity.user, action, &plan).await {
         Ok(job) => {
             state.audit(caller, &attempt, &Outcome::Done { job: job.0 });
-            refresh_after(state.shared.inventory.clone(), client, cluster.to_string(), pinned.name.clone(), job);
+            refresh_after(
+                state.shared.inventory.clone(),
+                client,
+                cluster.to_string(),
+                pinned.name.clone(),
+                job,
+            );
             let mut answer = json!({
                 "job": job.0, "cluster": cluster, "instance": name, "uuid": pinned.uuid,
                 "action": action.as_str(),
@@ -312,7 +320,13 @@ const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Reads the VM again once `job` ends and puts it in the inventory: what users see
 /// (and watch) follows their action at once, not at the next sync.
-fn refresh_after(inventory: crate::inventory::Inventory, client: Arc<RapiClient>, cluster: String, name: String, job: JobId) {
+fn refresh_after(
+    inventory: crate::inventory::Inventory,
+    client: Arc<RapiClient>,
+    cluster: String,
+    name: String,
+    job: JobId,
+) {
     tokio::spawn(async move {
         let _ = client.wait_job(job, REFRESH_WAIT).await;
         match crate::access::read_exact(&client, &name).await {

@@ -26,7 +26,9 @@ fn list(data: &BTreeMap<String, String>, key: &str, default: &[&str]) -> Result<
     match data.get(key) {
         None => Ok(default.iter().map(|s| s.to_string()).collect()),
         Some(text) if text.trim().is_empty() => Ok(Vec::new()),
-        Some(text) => serde_json::from_str(text).map_err(|e| format!("{key} is not a JSON list of strings: {e}")),
+        Some(text) => {
+            serde_json::from_str(text).map_err(|e| format!("{key} is not a JSON list of strings: {e}"))
+        }
     }
 }
 
@@ -53,7 +55,8 @@ impl RequestHeader {
     /// Reads it from the API server.
     pub async fn load(client: &kube::Client) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client.clone(), CONFIG_NAMESPACE);
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(client.clone(), CONFIG_NAMESPACE);
         let cm = api
             .get(CONFIG_NAME)
             .await
@@ -63,7 +66,11 @@ impl RequestHeader {
 
     /// The TLS settings: our certificate, and client certificates required and
     /// checked against the requestheader CA.
-    pub fn server_config(&self, cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    pub fn server_config(
+        &self,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         use anyhow::Context as _;
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -72,9 +79,10 @@ impl RequestHeader {
         for cert in CertificateDer::pem_slice_iter(self.client_ca.as_bytes()) {
             roots.add(cert.context("a requestheader CA certificate")?)?;
         }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .context("the requestheader CA")?;
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .context("the requestheader CA")?;
         let certs = CertificateDer::pem_slice_iter(cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .context("the serving certificate")?;
@@ -97,9 +105,11 @@ impl RequestHeader {
         peer: Option<&[u8]>,
         header: impl Fn(&str) -> Vec<&'h str>,
     ) -> Result<crate::server::auth::Identity, String> {
-        let peer = peer.ok_or("no client certificate: only the Kubernetes API server's front proxy may call")?;
+        let peer =
+            peer.ok_or("no client certificate: only the Kubernetes API server's front proxy may call")?;
         if !self.allowed_names.is_empty() {
-            let (_, cert) = x509_parser::parse_x509_certificate(peer).map_err(|e| format!("client certificate: {e}"))?;
+            let (_, cert) =
+                x509_parser::parse_x509_certificate(peer).map_err(|e| format!("client certificate: {e}"))?;
             let cn = cert
                 .subject()
                 .iter_common_name()
@@ -116,7 +126,12 @@ impl RequestHeader {
             .flat_map(|h| header(h))
             .find(|u| !u.is_empty())
             .ok_or("no user header: the request was not authenticated by the API server")?;
-        let groups = self.group_headers.iter().flat_map(|h| header(h)).map(str::to_string).collect();
+        let groups = self
+            .group_headers
+            .iter()
+            .flat_map(|h| header(h))
+            .map(str::to_string)
+            .collect();
         Ok(crate::server::auth::Identity {
             user: user.to_string(),
             groups,
@@ -129,7 +144,10 @@ mod tests {
     use super::*;
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn certificate(cn: &str) -> (Vec<u8>, String) {
@@ -167,7 +185,11 @@ mod tests {
         let e = rh.identity(Some(&other), headers).unwrap_err();
         assert!(e.contains("not an allowed front proxy"), "{e}");
         assert!(rh.identity(None, headers).is_err());
-        assert!(rh.identity(Some(&proxy), |_| vec![]).unwrap_err().contains("no user header"));
+        assert!(
+            rh.identity(Some(&proxy), |_| vec![])
+                .unwrap_err()
+                .contains("no user header")
+        );
         assert!(rh.server_config(b"", b"").is_err());
     }
 
@@ -175,10 +197,12 @@ mod tests {
     fn a_server_without_the_aggregation_layer_is_named() {
         let e = RequestHeader::parse(&data(&[("client-ca-file", "x")])).unwrap_err();
         assert!(e.contains("--requestheader-client-ca-file"), "{e}");
-        assert!(RequestHeader::parse(&data(&[
-            ("requestheader-client-ca-file", "-----BEGIN CERTIFICATE-----"),
-            ("requestheader-allowed-names", "front-proxy-client"),
-        ]))
-        .is_err());
+        assert!(
+            RequestHeader::parse(&data(&[
+                ("requestheader-client-ca-file", "-----BEGIN CERTIFICATE-----"),
+                ("requestheader-allowed-names", "front-proxy-client"),
+            ]))
+            .is_err()
+        );
     }
 }

@@ -65,7 +65,10 @@ pub fn router(state: Arc<ComputeState>) -> Router {
         )
         .route(&base, get(|| async { Json(discovery::api_resource_list()) }))
         .route("/openapi/v2", get(|| async { Json(discovery::openapi_v2()) }))
-        .route("/openapi/v3", get(|| async { Json(discovery::openapi_v3_index(&OPENAPI_V3)) }))
+        .route(
+            "/openapi/v3",
+            get(|| async { Json(discovery::openapi_v3_index(&OPENAPI_V3)) }),
+        )
         .route(
             &format!("/openapi/v3/apis/{GROUP_VERSION}"),
             get(|| async {
@@ -147,7 +150,10 @@ pub async fn serve(
         match RequestHeader::load(&api.shared.client).await {
             Ok(rh) => break rh,
             Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "aggregated API: cannot read the front proxy's settings; retrying in 10 s");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "aggregated API: cannot read the front proxy's settings; retrying in 10 s"
+                );
                 tokio::time::sleep(Duration::from_secs(10)).await;
             }
         }
@@ -166,11 +172,14 @@ pub async fn serve(
         stopper.graceful_shutdown(Some(Duration::from_secs(5)));
     });
     tracing::info!(addr = %config.listen, "aggregated API {GROUP_VERSION} listening (TLS, front proxy only)");
-    axum_server::bind_rustls(config.listen, axum_server::tls_rustls::RustlsConfig::from_config(tls))
-        .handle(handle)
-        .serve(router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .await
-        .context("aggregated API server")
+    axum_server::bind_rustls(
+        config.listen,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    )
+    .handle(handle)
+    .serve(router(state).into_make_service_with_connect_info::<SocketAddr>())
+    .await
+    .context("aggregated API server")
 }
 
 /// Whether the client asked for a `meta.k8s.io` Table (what `kubectl get` prints).
@@ -186,7 +195,14 @@ const TABLE_CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
 /// A JSON answer, as a Table's content type when it is one.
 fn json_answer(value: serde_json::Value, table: bool) -> Response {
-    let content_type = if table { TABLE_CONTENT_TYPE } else { "application/json" };
-    ([(axum::http::header::CONTENT_TYPE, content_type)], value.to_string()).into_response()
+    let content_type = if table {
+        TABLE_CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    (
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        value.to_string(),
+    )
+        .into_response()
 }
-

@@ -90,9 +90,11 @@ impl Selection {
     fn parse<T: Served>(params: &ListParams, headers: &HeaderMap) -> Result<Self, StatusError> {
         Ok(Self {
             labels: LabelSelector::parse(&params.label_selector).map_err(StatusError::bad_request)?,
-            fields: FieldSelector::parse(&params.field_selector, T::FIELDS).map_err(StatusError::bad_request)?,
+            fields: FieldSelector::parse(&params.field_selector, T::FIELDS)
+                .map_err(StatusError::bad_request)?,
             table: wants_table(headers),
-            include: IncludeObject::parse(params.include_object.as_deref()).map_err(StatusError::bad_request)?,
+            include: IncludeObject::parse(params.include_object.as_deref())
+                .map_err(StatusError::bad_request)?,
         })
     }
 
@@ -141,7 +143,12 @@ async fn ready(state: &ComputeState) -> Result<Arc<Snapshot>, StatusError> {
 }
 
 /// `system.nodes` / `system.jobs` for the whole resource.
-fn require(snapshot: &Snapshot, p: &Principal<'_>, right: SystemRight, plural: &'static str) -> Result<(), StatusError> {
+fn require(
+    snapshot: &Snapshot,
+    p: &Principal<'_>,
+    right: SystemRight,
+    plural: &'static str,
+) -> Result<(), StatusError> {
     let decision = snapshot.index.decide(p, &Request::System(right));
     if decision.allowed {
         return Ok(());
@@ -167,7 +174,14 @@ pub(super) async fn list_instances(
     let selection = Selection::parse::<GanetiInstance>(&params, &headers)?;
     let p = caller.principal();
     if is_watch(&params) {
-        return watch(&state.catalog.instances, &params, selection, &caller, instance_visible(), snapshot);
+        return watch(
+            &state.catalog.instances,
+            &params,
+            selection,
+            &caller,
+            instance_visible(),
+            snapshot,
+        );
     }
     let (revision, clusters) = state.catalog.instances.list();
     let wanted = selection.fields.pinned("spec.cluster");
@@ -183,6 +197,7 @@ pub(super) async fn list_instances(
         let permitted = snapshot.index.permitted_instances(&p, VmRight::View);
         let by_cluster: HashMap<&str, &crate::compute::catalog::ClusterObjects<GanetiInstance>> =
             clusters.iter().map(|(c, o)| (&**c, o)).collect();
+        let mut name = String::new();
         for (cluster, instance) in permitted {
             if wanted.is_some_and(|w| w != cluster) {
                 continue;
@@ -190,7 +205,8 @@ pub(super) async fn list_instances(
             let Some(objects) = by_cluster.get(cluster) else {
                 continue;
             };
-            if let Some(o) = objects.get(&crate::compute::object_name(cluster, instance))
+            crate::compute::write_object_name(&mut name, cluster, instance);
+            if let Some(o) = objects.get(name.as_str())
                 && selection.matches(&**o)
             {
                 items.push(o.clone());
@@ -198,7 +214,12 @@ pub(super) async fn list_instances(
         }
         items.sort_by(|a, b| a.name().cmp(b.name()));
     }
-    Ok(answer_list(GanetiInstance::LIST_KIND, items.iter().map(|o| &**o), revision, &selection))
+    Ok(answer_list(
+        GanetiInstance::LIST_KIND,
+        items.iter().map(|o| &**o),
+        revision,
+        &selection,
+    ))
 }
 
 pub(super) async fn get_instance(
@@ -225,11 +246,23 @@ pub(super) async fn list_nodes(
     Proxied(caller): Proxied,
 ) -> Result<Response, StatusError> {
     let snapshot = ready(&state).await?;
-    require(&snapshot, &caller.principal(), SystemRight::Nodes, GanetiNode::PLURAL)?;
+    require(
+        &snapshot,
+        &caller.principal(),
+        SystemRight::Nodes,
+        GanetiNode::PLURAL,
+    )?;
     let selection = Selection::parse::<GanetiNode>(&params, &headers)?;
     if is_watch(&params) {
         // The right was checked for the whole resource.
-        return watch(&state.catalog.nodes, &params, selection, &caller, Arc::new(|_, _, _, _| true), snapshot);
+        return watch(
+            &state.catalog.nodes,
+            &params,
+            selection,
+            &caller,
+            Arc::new(|_, _, _, _| true),
+            snapshot,
+        );
     }
     let (revision, clusters) = state.catalog.nodes.list();
     let items: Vec<&GanetiNode> = clusters
@@ -247,7 +280,12 @@ pub(super) async fn get_node(
     Proxied(caller): Proxied,
 ) -> Result<Response, StatusError> {
     let snapshot = ready(&state).await?;
-    require(&snapshot, &caller.principal(), SystemRight::Nodes, GanetiNode::PLURAL)?;
+    require(
+        &snapshot,
+        &caller.principal(),
+        SystemRight::Nodes,
+        GanetiNode::PLURAL,
+    )?;
     let (_, o) = state
         .catalog
         .nodes
@@ -272,10 +310,16 @@ pub(super) async fn list_jobs(
         ));
     }
     let labels = LabelSelector::parse(&params.label_selector).map_err(StatusError::bad_request)?;
-    let fields = FieldSelector::parse(&params.field_selector, &["metadata.name", "spec.cluster", "status.state"])
-        .map_err(StatusError::bad_request)?;
+    let fields = FieldSelector::parse(
+        &params.field_selector,
+        &["metadata.name", "spec.cluster", "status.state"],
+    )
+    .map_err(StatusError::bad_request)?;
     let p = caller.principal();
-    let all = snapshot.index.decide(&p, &Request::System(SystemRight::Jobs)).allowed;
+    let all = snapshot
+        .index
+        .decide(&p, &Request::System(SystemRight::Jobs))
+        .allowed;
     let clusters: Vec<String> = snapshot
         .inventories()
         .iter()
@@ -340,7 +384,8 @@ pub(super) async fn get_job(
 ) -> Result<Response, StatusError> {
     let snapshot = ready(&state).await?;
     let not_found = || StatusError::not_found(GanetiJob::PLURAL, &name);
-    let (cluster, id) = split_name(&name, snapshot.inventories().iter().map(|i| i.cluster.as_str())).ok_or_else(not_found)?;
+    let (cluster, id) =
+        split_name(&name, snapshot.inventories().iter().map(|i| i.cluster.as_str())).ok_or_else(not_found)?;
     let id: u64 = id.parse().map_err(|_| not_found())?;
     let client = state.api.shared.clusters.client(cluster).ok_or_else(not_found)?;
     let job = match client.job(crate::rapi::JobId(id)).await {
@@ -349,9 +394,17 @@ pub(super) async fn get_job(
         Err(e) => return Err(StatusError::new(StatusCode::BAD_GATEWAY, format!("Ganeti: {e}"))),
     };
     if !crate::access::action::submitted_by(&job, &caller.identity.user) {
-        require(&snapshot, &caller.principal(), SystemRight::Jobs, GanetiJob::PLURAL)?;
+        require(
+            &snapshot,
+            &caller.principal(),
+            SystemRight::Jobs,
+            GanetiJob::PLURAL,
+        )?;
     }
-    Ok(answer_one(&GanetiJob::from_job(cluster, &job), wants_table(&headers)))
+    Ok(answer_one(
+        &GanetiJob::from_job(cluster, &job),
+        wants_table(&headers),
+    ))
 }
 
 fn is_watch(params: &ListParams) -> bool {
@@ -360,7 +413,10 @@ fn is_watch(params: &ListParams) -> bool {
 
 fn answer_one<T: Row>(o: &T, table: bool) -> Response {
     if table {
-        json_answer(table::table([o], IncludeObject::Metadata, None, true, now()), true)
+        json_answer(
+            table::table([o], IncludeObject::Metadata, None, true, now()),
+            true,
+        )
     } else {
         json_answer(serde_json::to_value(o).unwrap_or(Value::Null), false)
     }
@@ -372,20 +428,43 @@ fn answer_list<'a, T: Row + 'a>(
     revision: u64,
     selection: &Selection,
 ) -> Response {
-    let rv = revision.to_string();
-    if selection.table {
-        return json_answer(table::table(items, selection.include, Some(rv), true, now()), true);
+    /// A list, written out as it is serialised (no `Value` tree of its items).
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct List<'a, T> {
+        api_version: &'static str,
+        kind: &'a str,
+        metadata: ListMeta<'a>,
+        items: Vec<&'a T>,
     }
-    let items: Vec<&T> = items.into_iter().collect();
-    json_answer(
-        json!({
-            "apiVersion": GROUP_VERSION,
-            "kind": kind,
-            "metadata": {"resourceVersion": rv},
-            "items": items,
-        }),
-        false,
-    )
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ListMeta<'a> {
+        resource_version: &'a str,
+    }
+    let rv = revision.to_string();
+    let (body, content_type) = if selection.table {
+        let t = table::Table::new(items, selection.include, Some(rv), true, now());
+        (serde_json::to_vec(&t), super::TABLE_CONTENT_TYPE)
+    } else {
+        let list = List {
+            api_version: GROUP_VERSION,
+            kind,
+            metadata: ListMeta {
+                resource_version: &rv,
+            },
+            items: items.into_iter().collect(),
+        };
+        (serde_json::to_vec(&list), "application/json")
+    };
+    match body {
+        Ok(body) => ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(e) => StatusError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("serialising the list: {e}"),
+        )
+        .into_response(),
+    }
 }
 
 /// A watch: the events after `resourceVersion` (or every visible object as ADDED
@@ -399,17 +478,20 @@ fn watch<T: Served>(
     visible: Visible<T>,
     snapshot: Arc<Snapshot>,
 ) -> Result<Response, StatusError> {
-    let from = match params.resource_version.as_deref() {
-        None | Some("") | Some("0") => None,
-        Some(rv) => Some(
-            rv.parse::<u64>()
-                .map_err(|_| StatusError::bad_request(format!("resourceVersion {rv:?} is not one of ours")))?,
-        ),
-    };
+    let from =
+        match params.resource_version.as_deref() {
+            None | Some("") | Some("0") => None,
+            Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
+                StatusError::bad_request(format!("resourceVersion {rv:?} is not one of ours"))
+            })?),
+        };
     let start = store.watch(from).map_err(|Expired { oldest }| {
         StatusError::new(
             StatusCode::GONE,
-            format!("too old resource version: {} ({oldest})", from.unwrap_or_default()),
+            format!(
+                "too old resource version: {} ({oldest})",
+                from.unwrap_or_default()
+            ),
         )
     })?;
     // Without a version: the current objects first, as ADDED (after subscribing, so
@@ -420,14 +502,22 @@ fn watch<T: Served>(
             let (revision, clusters) = store.list();
             let objects: Vec<(Arc<str>, Arc<T>)> = clusters
                 .into_iter()
-                .flat_map(|(c, objects)| objects.values().map(move |o| (c.clone(), o.clone())).collect::<Vec<_>>())
+                .flat_map(|(c, objects)| {
+                    objects
+                        .values()
+                        .map(move |o| (c.clone(), o.clone()))
+                        .collect::<Vec<_>>()
+                })
                 .collect();
             (revision, objects)
         }
     };
     let user = caller.identity.user.clone();
     let groups = caller.groups.clone();
-    let timeout = params.timeout_seconds.map(Duration::from_secs).unwrap_or(WATCH_TIMEOUT);
+    let timeout = params
+        .timeout_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(WATCH_TIMEOUT);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
     let mut live = start.live;
     let backlog = start.backlog;

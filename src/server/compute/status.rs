@@ -33,8 +33,11 @@ impl StatusError {
 
     /// 422: `field` cannot be what the request says.
     pub fn invalid(resource: &'static str, name: &str, field: &'static str, message: String) -> Self {
-        let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{resource} \"{name}\" is invalid: {field}: {message}"))
-            .about(resource, name);
+        let mut e = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{resource} \"{name}\" is invalid: {field}: {message}"),
+        )
+        .about(resource, name);
         e.cause = Some((field, message));
         e
     }
@@ -57,7 +60,10 @@ impl StatusError {
     }
 
     pub fn not_found_path() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "the server could not find the requested resource")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "the server could not find the requested resource",
+        )
     }
 
     fn reason(&self) -> &'static str {
@@ -86,7 +92,8 @@ impl StatusError {
         if let Some((kind, name)) = &self.details {
             status["details"] = json!({"name": name, "group": GROUP, "kind": kind});
             if let Some((field, message)) = &self.cause {
-                status["details"]["causes"] = json!([{"reason": "FieldValueInvalid", "message": message, "field": field}]);
+                status["details"]["causes"] =
+                    json!([{"reason": "FieldValueInvalid", "message": message, "field": field}]);
             }
         }
         status
@@ -119,11 +126,26 @@ mod tests {
         let s = StatusError::not_found("ganetiinstances", "lab.vm1").to_json();
         assert_eq!(s["reason"], "NotFound");
         assert_eq!(s["code"], 404);
-        assert_eq!(s["message"], "ganetiinstances.compute.ganeti.dev \"lab.vm1\" not found");
+        assert_eq!(
+            s["message"],
+            "ganetiinstances.compute.ganeti.dev \"lab.vm1\" not found"
+        );
         assert_eq!(s["details"]["name"], "lab.vm1");
-        assert_eq!(StatusError::new(StatusCode::FORBIDDEN, "no").to_json()["reason"], "Forbidden");
-        assert_eq!(StatusError::new(StatusCode::GONE, "old").to_json()["reason"], "Expired");
-        let invalid = StatusError::invalid("ganetiinstances", "lab.vm1", "spec.cluster", "cannot change".into()).to_json();
+        assert_eq!(
+            StatusError::new(StatusCode::FORBIDDEN, "no").to_json()["reason"],
+            "Forbidden"
+        );
+        assert_eq!(
+            StatusError::new(StatusCode::GONE, "old").to_json()["reason"],
+            "Expired"
+        );
+        let invalid = StatusError::invalid(
+            "ganetiinstances",
+            "lab.vm1",
+            "spec.cluster",
+            "cannot change".into(),
+        )
+        .to_json();
         assert_eq!(invalid["reason"], "Invalid");
         assert_eq!(invalid["details"]["causes"][0]["field"], "spec.cluster");
     }

@@ -73,7 +73,10 @@ async fn run(
         Ok(Performed::Done(answer)) => Ok(answer),
         Ok(Performed::Confirm(_)) => Err(StatusError::new(
             StatusCode::CONFLICT,
-            format!("{} needs a mailed confirmation; use the JSON API", action.as_str()),
+            format!(
+                "{} needs a mailed confirmation; use the JSON API",
+                action.as_str()
+            ),
         )),
         Err(e) => Err(refused(e, name)),
     }
@@ -89,8 +92,12 @@ pub(super) async fn patch_instance(
     Proxied(caller): Proxied,
     body: Bytes,
 ) -> Result<Response, StatusError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    PatchType::from_content_type(content_type).map_err(|why| StatusError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, why))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    PatchType::from_content_type(content_type)
+        .map_err(|why| StatusError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, why))?;
     let (cluster, listed) = visible_instance(&state, &caller, &name)?;
     // Planned against the VM as Ganeti has it now, not as of the last sync: a job
     // that just ended must not make the patch a no-op.
@@ -107,7 +114,8 @@ pub(super) async fn patch_instance(
     let mut object = serde_json::to_value(&wanted).unwrap_or(Value::Null);
     if !jobs.is_empty() {
         // Which jobs the patch submitted, for `kubectl patch -o yaml` and scripts.
-        object["metadata"]["annotations"] = json!({"compute.ganeti.dev/submitted-jobs": Value::Array(jobs).to_string()});
+        object["metadata"]["annotations"] =
+            json!({"compute.ganeti.dev/submitted-jobs": Value::Array(jobs).to_string()});
     }
     Ok(json_answer(object, false))
 }
@@ -115,9 +123,16 @@ pub(super) async fn patch_instance(
 /// The object of the VM as Ganeti answers now (the listed one if it cannot be read;
 /// the actions decide on a fresh read anyway). A VM whose name now belongs to another
 /// UUID is gone.
-async fn fresh(state: &ComputeState, cluster: &str, listed: &GanetiInstance) -> Result<GanetiInstance, StatusError> {
+async fn fresh(
+    state: &ComputeState,
+    cluster: &str,
+    listed: &GanetiInstance,
+) -> Result<GanetiInstance, StatusError> {
     let name = listed.metadata.name.as_deref().unwrap_or_default();
-    let (Some(client), Some(inventory)) = (state.api.shared.clusters.client(cluster), state.api.shared.inventory.get(cluster)) else {
+    let (Some(client), Some(inventory)) = (
+        state.api.shared.clusters.client(cluster),
+        state.api.shared.inventory.get(cluster),
+    ) else {
         return Ok(listed.clone());
     };
     match crate::access::read_exact(&client, &listed.status.instance_name).await {
@@ -157,7 +172,11 @@ pub(super) async fn act(
 }
 
 /// A console ticket for the browser page, as `POST /api/v1/.../console` gives.
-async fn console(state: &ComputeState, caller: crate::server::api::Caller, name: &str) -> Result<Response, StatusError> {
+async fn console(
+    state: &ComputeState,
+    caller: crate::server::api::Caller,
+    name: &str,
+) -> Result<Response, StatusError> {
     let (cluster, o) = visible_instance(state, &caller, name)?;
     crate::server::console::issue_ticket(
         State(state.api.clone()),

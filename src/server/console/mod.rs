@@ -280,17 +280,15 @@ async fn websocket(
         .map(|c| c.0.0.ip().to_string())
         .unwrap_or_else(|| "unknown".into());
     match open(&state, &q, &headers, source.clone()).await {
-        Ok((tcp, ticket)) => upgrade
-            .protocols(["binary"])
-            .on_upgrade(move |socket| {
-                let session = relay::Session {
-                    user: ticket.user,
-                    cluster: ticket.cluster,
-                    instance: ticket.instance,
-                    uuid: ticket.uuid,
-                };
-                relay::relay(socket, tcp, session, relay::Framing::Raw)
-            }),
+        Ok((tcp, ticket)) => upgrade.protocols(["binary"]).on_upgrade(move |socket| {
+            let session = relay::Session {
+                user: ticket.user,
+                cluster: ticket.cluster,
+                instance: ticket.instance,
+                uuid: ticket.uuid,
+            };
+            relay::relay(socket, tcp, session, relay::Framing::Raw)
+        }),
         Err((status, why)) => {
             // Refusals after the ticket was read are audited with its user; this line
             // also covers the ones before (bad ticket, foreign origin).
