@@ -21,9 +21,29 @@
 //!   plans, /metrics renders) and reports its own peak RSS (`VmHWM`): `rss_peak_10k`
 //!   counts neither the server and its answers nor the driver's baseline parses. The
 //!   operator's Kubernetes watches and HTTP server are not part of it.
+//! - the fleet probe: this binary run again with `GANETI_BENCH_ROLE=fleet`: one replica
+//!   following 50 clusters × 2,000 instances (one synthetic RAPI serves every cluster,
+//!   each through its own client, as the registry keeps one per cluster). Per sync
+//!   interval (`DEFAULT_SYNC_INTERVAL`, 30 s) every cluster is read once and put into
+//!   the inventory, with a few instances changed since the previous read (the server
+//!   alternates two answers, 4 instances apart); after each put the authorization
+//!   snapshot is rebuilt over every inventory (`Snapshot::build`, as `Rules::watch`
+//!   does after an inventory change: one rebuild per put, the case of clusters whose
+//!   syncs do not coincide) and the compute catalog is brought up to it
+//!   (`Catalog::update`, as `Catalog::follow` does); /metrics is rendered once per
+//!   interval. The intervals are run back to back:
+//!   - `sync_50x2k_cpu`: the probe's CPU time (user + system, all threads) per interval,
+//!     divided by the interval (median over the intervals after the first);
+//!   - `sync_50x2k_rss`: its peak RSS (`VmHWM`) after them, with the inventory, the
+//!     snapshots and the catalog holding the 100k instances (and whatever the catalog's
+//!     watch history keeps alive).
+//!   Not in it: the tag sync (a Kubernetes client's work on each snapshot), watches.
 
 use axum::{Router, extract::State, routing::get};
-use ganeti_operator::api::GanetiCluster;
+use ganeti_operator::access::rules::Snapshot;
+use ganeti_operator::api::{GanetiCluster, Role, RoleBinding, RoleBindingSpec, Subject};
+use ganeti_operator::compute::catalog::{Catalog, HISTORY};
+use ganeti_operator::controllers::cluster::DEFAULT_SYNC_INTERVAL;
 use ganeti_operator::controllers::cluster::{plan, read_cluster};
 use ganeti_operator::inventory::Inventory;
 use ganeti_operator::metrics::Metrics;
@@ -33,7 +53,7 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 const ROLE: &str = "GANETI_BENCH_ROLE";
@@ -44,6 +64,10 @@ struct Answers {
     features: Vec<u8>,
     nodes: Vec<u8>,
     instances: Vec<u8>,
+    /// The same instances, a few of them changed (every 500th stopped or started).
+    instances_changed: Vec<u8>,
+    /// Which of the two `/2/instances` answers (`flip` on stdin toggles it).
+    changed: AtomicBool,
     jobs: Vec<u8>,
     writes: AtomicU64,
 }
@@ -59,7 +83,9 @@ fn node(i: usize) -> Value {
         "uuid": format!("8b14cfb1-a886-4c1d-89af-{i:012}"), "serial_no": 1, "tags": []})
 }
 
-fn instance(i: usize, nodes: usize) -> Value {
+fn instance(i: usize, nodes: usize, changed: bool) -> Value {
+    // Every 500th instance stops (or starts) in the changed answer.
+    let up = !i.is_multiple_of(7) ^ (changed && i.is_multiple_of(500));
     json!({"name": format!("vm{i}.example.org"), "admin_state": "up", "os": "debootstrap+default",
         "pnode": format!("node{}.ganeti.test", i % nodes), "snodes": [format!("node{}.ganeti.test", (i + 1) % nodes)],
         "disk_template": "drbd", "nic.ips": [format!("10.2.{}.{}", i / 250, i % 250)], "nic.macs": ["aa:00:00:2f:e7:87"],
@@ -69,8 +95,8 @@ fn instance(i: usize, nodes: usize) -> Value {
         "disk_usage": 122880, "disk.uuids": ["a", "b"], "disk.names": [null, null],
         "beparams": {"minmem": 2048, "maxmem": 2048, "vcpus": 2, "auto_balance": true, "always_failover": false,
             "spindle_use": 1, "memory": 2048},
-        "hvparams": {"vnc_bind_address": "0.0.0.0", "kernel_path": ""}, "oper_state": !i.is_multiple_of(7), "oper_ram": 2048,
-        "oper_vcpus": 2, "status": if !i.is_multiple_of(7) { "running" } else { "ADMIN_down" }, "custom_hvparams": {},
+        "hvparams": {"vnc_bind_address": "0.0.0.0", "kernel_path": ""}, "oper_state": up, "oper_ram": 2048,
+        "oper_vcpus": 2, "status": if up { "running" } else { "ADMIN_down" }, "custom_hvparams": {},
         "custom_beparams": {}, "custom_nicparams": [{}], "ctime": 1795541331.996601, "mtime": 1795541332.2330883,
         "uuid": format!("904d2888-beac-412d-a393-{i:012}"), "serial_no": 2,
         "tags": [format!("GANETI_WEB_MANAGER:owner:U:user{}", i % 500), "GANETI_WEB_MANAGER:power:G:ops"]})
@@ -89,7 +115,10 @@ fn answers(instances: usize, nodes: usize) -> Answers {
         .unwrap(),
         features: serde_json::to_vec(&json!(["instance-create-reqv1", "instance-reinstall-reqv1", "node-migrate-reqv1"])).unwrap(),
         nodes: serde_json::to_vec(&(0..nodes).map(node).collect::<Vec<_>>()).unwrap(),
-        instances: serde_json::to_vec(&(0..instances).map(|i| instance(i, nodes)).collect::<Vec<_>>()).unwrap(),
+        instances: serde_json::to_vec(&(0..instances).map(|i| instance(i, nodes, false)).collect::<Vec<_>>()).unwrap(),
+        instances_changed: serde_json::to_vec(&(0..instances).map(|i| instance(i, nodes, true)).collect::<Vec<_>>())
+            .unwrap(),
+        changed: AtomicBool::new(false),
         // As `GET /2/query/job?fields=status` answers: one `[[status, value]]` row per job.
         jobs: serde_json::to_vec(&json!({
             "fields": [{"name": "status", "title": "Status", "kind": "text", "doc": "Job status"}],
@@ -121,10 +150,15 @@ fn serve_main() {
     println!("PORT {port}\n{}END", ca);
     std::io::stdout().flush().unwrap();
     for line in std::io::stdin().lock().lines() {
-        if line.unwrap().trim() == "writes" {
-            println!("{}", answers.writes.load(Ordering::Relaxed));
-            std::io::stdout().flush().unwrap();
+        match line.unwrap().trim() {
+            "writes" => println!("{}", answers.writes.load(Ordering::Relaxed)),
+            "flip" => {
+                answers.changed.fetch_xor(true, Ordering::Relaxed);
+                println!("ok");
+            }
+            _ => continue,
         }
+        std::io::stdout().flush().unwrap();
     }
 }
 
@@ -138,7 +172,17 @@ async fn serve(answers: Arc<Answers>) -> (u16, String) {
         .route("/2/info", get(body(|a| &a.info)))
         .route("/2/features", get(body(|a| &a.features)))
         .route("/2/nodes", get(body(|a| &a.nodes)))
-        .route("/2/instances", get(body(|a| &a.instances)))
+        .route(
+            "/2/instances",
+            get(|State(a): State<Arc<Answers>>| async move {
+                let body = if a.changed.load(Ordering::Relaxed) {
+                    &a.instances_changed
+                } else {
+                    &a.instances
+                };
+                ([("content-type", "application/json")], body.clone())
+            }),
+        )
         .route("/2/query/job", get(body(|a| &a.jobs)))
         .fallback(
             |State(a): State<Arc<Answers>>, method: axum::http::Method| async move {
@@ -212,6 +256,14 @@ impl Server {
         }
     }
 
+    /// Switches `/2/instances` to the other answer (a few instances changed).
+    fn flip(&mut self) {
+        writeln!(self.stdin, "flip").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ok");
+    }
+
     /// Requests other than GETs the server has seen.
     fn writes(&mut self) -> u64 {
         writeln!(self.stdin, "writes").unwrap();
@@ -256,8 +308,21 @@ async fn full_sync(
     Option<ganeti_operator::api::cluster::GanetiClusterStatus>,
     [f64; 3],
 ) {
+    full_sync_of("bench", client, inventory, cluster).await
+}
+
+/// [`full_sync`] of the cluster called `name`.
+async fn full_sync_of(
+    name: &str,
+    client: &RapiClient,
+    inventory: &Inventory,
+    cluster: &GanetiCluster,
+) -> (
+    Option<ganeti_operator::api::cluster::GanetiClusterStatus>,
+    [f64; 3],
+) {
     let t = Instant::now();
-    let inv = read_cluster(client, "bench", "GANETI_WEB_MANAGER".into())
+    let inv = read_cluster(client, name, "GANETI_WEB_MANAGER".into())
         .await
         .ok()
         .unwrap();
@@ -266,7 +331,7 @@ async fn full_sync(
     inventory.put(inv);
     let swap = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let snapshot = inventory.get("bench").unwrap();
+    let snapshot = inventory.get(name).unwrap();
     let status = plan::plan_status(
         cluster,
         &plan::SyncOutcome::Synced(&snapshot),
@@ -368,6 +433,232 @@ fn rss_main() {
     println!("{}", peak_rss_kib());
 }
 
+const FLEET_CLUSTERS: usize = 50;
+const FLEET_INSTANCES: usize = 2_000;
+const FLEET_NODES: usize = 40;
+/// Instances the changed answer differs in (every 500th of 2,000).
+const FLEET_CHANGES: usize = FLEET_INSTANCES / 500;
+
+/// CPU time of this process (user + system, every thread), in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // After the command name (in parentheses, may hold spaces) come fields 3, 4, ...:
+    // utime and stime are fields 14 and 15 of proc(5), in USER_HZ (100 on Linux).
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..].split_whitespace().collect();
+    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The roles and bindings of the fleet: the preconfigured roles, administrators and
+/// users by group, and 100 users bound to `advanced-user` on one cluster each.
+fn fleet_rules() -> (Vec<Arc<Role>>, Vec<Arc<RoleBinding>>) {
+    let roles = ganeti_operator::authz::preconfigured_roles()
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let binding = |name: String, role: &str, subject: Subject, clusters: Vec<String>| {
+        Arc::new(RoleBinding::new(
+            &name,
+            RoleBindingSpec {
+                role_ref: role.into(),
+                subjects: vec![subject],
+                clusters,
+                instances: vec![],
+            },
+        ))
+    };
+    let mut bindings = vec![
+        binding(
+            "administrators".into(),
+            ganeti_operator::authz::ADMINISTRATOR,
+            Subject::group("ganeti-admins"),
+            vec![],
+        ),
+        binding(
+            "users".into(),
+            ganeti_operator::authz::USER,
+            Subject::group("ganeti-users"),
+            vec![],
+        ),
+    ];
+    for n in 0..100 {
+        bindings.push(binding(
+            format!("advanced-{n}"),
+            ganeti_operator::authz::ADVANCED_USER,
+            Subject::user(format!("user{n}")),
+            vec![format!("c{}", n % FLEET_CLUSTERS)],
+        ));
+    }
+    (roles, bindings)
+}
+
+/// The fleet probe: on each `go` on stdin, one sync interval's work for every
+/// cluster; prints `<cpu seconds> <wall seconds> <RSS KiB>`. At the end of stdin,
+/// prints `VmHWM` in KiB.
+fn fleet_main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = std::env::var("GANETI_BENCH_URL").unwrap();
+    let ca = std::env::var("GANETI_BENCH_CA").unwrap();
+    runtime().block_on(async {
+        let clients: Vec<RapiClient> = (0..FLEET_CLUSTERS)
+            .map(|_| {
+                RapiClient::new(RapiConfig::new(
+                    &url,
+                    Credentials::new("bench", "bench"),
+                    TlsMode::CaBundle(ca.clone().into_bytes()),
+                ))
+                .unwrap()
+            })
+            .collect();
+        let names: Vec<String> = (0..FLEET_CLUSTERS).map(|c| format!("c{c}")).collect();
+        let mut objects: Vec<GanetiCluster> = (0..FLEET_CLUSTERS).map(|_| cluster_object(&url)).collect();
+        let inventory = Inventory::default();
+        let metrics = Metrics::new(inventory.clone()).unwrap();
+        let catalog = Catalog::default();
+        let applications = Arc::default();
+        let (roles, bindings) = fleet_rules();
+        let limit_kib: u64 = std::env::var("GANETI_BENCH_RSS_LIMIT_MIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3072)
+            * 1024;
+        let mut stdin = BufReader::new(std::io::stdin());
+        let mut line = String::new();
+        while {
+            line.clear();
+            stdin.read_line(&mut line).unwrap() > 0
+        } {
+            let (cpu, wall) = (cpu_seconds(), Instant::now());
+            // Wall time of: sync (read, put, status), snapshot build, catalog update.
+            let mut phases = [0f64; 3];
+            for c in 0..FLEET_CLUSTERS {
+                let t = Instant::now();
+                let (status, _) = full_sync_of(&names[c], &clients[c], &inventory, &objects[c]).await;
+                if status.is_some() {
+                    objects[c].status = status;
+                }
+                phases[0] += t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let snapshot = Snapshot::build(roles.clone(), bindings.clone(), Vec::new(), inventory.all());
+                phases[1] += t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                catalog.update(Arc::new(snapshot), &applications);
+                phases[2] += t.elapsed().as_secs_f64();
+                // The machine is shared: a leak is reported, not followed to the OOM killer.
+                let rss = rss_kib();
+                if rss > limit_kib {
+                    println!("ABORT {rss}");
+                    std::process::exit(0);
+                }
+            }
+            assert!(metrics.render().len() > 1000);
+            println!(
+                "{} {} {} {} {} {}",
+                cpu_seconds() - cpu,
+                wall.elapsed().as_secs_f64(),
+                rss_kib(),
+                phases[0],
+                phases[1],
+                phases[2]
+            );
+            std::io::stdout().flush().unwrap();
+        }
+        let (_, listed) = catalog.instances.list();
+        assert_eq!(
+            listed.iter().map(|(_, o)| o.len()).sum::<usize>(),
+            FLEET_CLUSTERS * FLEET_INSTANCES
+        );
+    });
+    println!("{}", peak_rss_kib());
+}
+
+/// Runs the fleet probe against `server` for `intervals` intervals; prints the figures.
+fn fleet(server: &mut Server, intervals: usize) {
+    let mut probe = spawn_role(
+        "fleet",
+        &[
+            ("GANETI_BENCH_URL", server.url.clone()),
+            ("GANETI_BENCH_CA", server.ca.clone()),
+        ],
+    );
+    let mut stdin = probe.stdin.take().unwrap();
+    let mut stdout = BufReader::new(probe.stdout.take().unwrap());
+    let mut cpu = Vec::new();
+    let mut walls = Vec::new();
+    let mut line = String::new();
+    for n in 0..intervals {
+        server.flip();
+        writeln!(stdin, "go").unwrap();
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        if let Some(rss) = line.strip_prefix("ABORT ") {
+            let rss: f64 = rss.trim().parse().unwrap();
+            eprintln!(
+                "the fleet probe stopped in interval {n}: {:.0} MiB resident, over GANETI_BENCH_RSS_LIMIT_MIB",
+                rss / 1024.0
+            );
+            let _ = probe.wait();
+            println!("sync_50x2k_rss {:.0} MiB", rss / 1024.0);
+            return;
+        }
+        let figures: Vec<f64> = line.split_whitespace().map(|f| f.parse().unwrap()).collect();
+        if std::env::var_os("GANETI_BENCH_VERBOSE").is_some() {
+            eprintln!(
+                "interval {n}: cpu {:.2} s, wall {:.2} s (sync {:.2} s, snapshot builds {:.2} s, catalog updates {:.2} s), rss {:.0} MiB",
+                figures[0],
+                figures[1],
+                figures[3],
+                figures[4],
+                figures[5],
+                figures[2] / 1024.0
+            );
+        }
+        // The first interval creates every object: not the steady state.
+        if n > 0 {
+            cpu.push(figures[0]);
+            walls.push(figures[1]);
+        }
+    }
+    drop(stdin);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let hwm: f64 = line.trim().parse().unwrap();
+    assert!(probe.wait().unwrap().success(), "the fleet probe failed");
+    let interval = DEFAULT_SYNC_INTERVAL.as_secs_f64();
+    println!("sync_50x2k_cpu {:.3} cores", median(cpu) / interval);
+    println!("sync_50x2k_interval_wall {:.2} s", median(walls));
+    println!("sync_50x2k_rss {:.0} MiB", hwm / 1024.0);
+    // What the catalog's watch history keeps per update: the rules with the update's
+    // VMs (`FLEET_CHANGES` of them), one per cluster read, up to `HISTORY` events.
+    let (roles, bindings) = fleet_rules();
+    let vms = Arc::new(ganeti_operator::inventory::ClusterInventory {
+        cluster: "c0".into(),
+        tag_prefix: "GANETI_WEB_MANAGER".into(),
+        instances: (0..FLEET_CHANGES)
+            .map(|i| ganeti_operator::inventory::Instance {
+                name: format!("vm{i}.example.org"),
+                tags: vec![format!("GANETI_WEB_MANAGER:owner:U:user{i}")],
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    });
+    let before = rss_kib();
+    let kept: Vec<Snapshot> = (0..1000)
+        .map(|_| Snapshot::build(roles.clone(), bindings.clone(), Vec::new(), vec![vms.clone()]))
+        .collect();
+    let per = rss_kib().saturating_sub(before) as f64 / kept.len() as f64;
+    println!("sync_50x2k_event_rules {per:.0} KiB");
+}
+
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
@@ -381,11 +672,17 @@ fn main() {
     match std::env::var(ROLE).as_deref() {
         Ok("serve") => return serve_main(),
         Ok("rss") => return rss_main(),
+        Ok("fleet") => return fleet_main(),
         _ => {}
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = runtime();
+    // `GANETI_BENCH_ONLY=fleet`: the 50 × 2k figures alone.
+    let only_fleet = std::env::var("GANETI_BENCH_ONLY").as_deref() == Ok("fleet");
     for (instances, nodes, rounds, label) in [(1_000, 100, 30, "1k"), (10_000, 1_000, 15, "10k")] {
+        if only_fleet {
+            break;
+        }
         let mut server = Server::start(instances, nodes);
         rt.block_on(run(&mut server, rounds, label));
         if label == "10k" {
@@ -402,4 +699,11 @@ fn main() {
             println!("rss_peak_10k {:.0} MiB", kib / 1024.0);
         }
     }
+    // Enough intervals for the catalog's watch history to fill (its steady state).
+    let intervals = std::env::var("GANETI_BENCH_INTERVALS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(HISTORY.div_ceil(FLEET_CLUSTERS * FLEET_CHANGES) + 2);
+    let mut server = Server::start(FLEET_INSTANCES, FLEET_NODES);
+    fleet(&mut server, intervals);
 }

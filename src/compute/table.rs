@@ -4,7 +4,8 @@
 use super::objects::{GanetiInstance, GanetiJob, GanetiNode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde::ser::{SerializeStruct, Serializer};
+use serde_json::Value;
 
 /// One column: name, type, priority (1: only with `-o wide`) and what it shows.
 pub struct Column {
@@ -47,7 +48,70 @@ impl IncludeObject {
 pub trait Row: Serialize {
     fn columns() -> &'static [Column];
     fn metadata(&self) -> &ObjectMeta;
-    fn cells(&self, now: k8s_openapi::jiff::Timestamp) -> Vec<Value>;
+    fn cells(&self, now: k8s_openapi::jiff::Timestamp) -> Vec<Cell<'_>>;
+}
+
+/// One cell of a row, borrowed from the object where it has it as is; sizes and ages
+/// are formatted on the stack.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
+    Null,
+    Str(&'a str),
+    String(String),
+    Bool(bool),
+    Int(u64),
+    /// A size in MiB: `2Gi` when whole GiB, else `512Mi`.
+    Mib(u64),
+    /// The time since, as [`age`] writes it.
+    Age(Option<&'a Time>, k8s_openapi::jiff::Timestamp),
+}
+
+impl Serialize for Cell<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Cell::Null => s.serialize_unit(),
+            Cell::Str(v) => s.serialize_str(v),
+            Cell::String(v) => s.serialize_str(v),
+            Cell::Bool(v) => s.serialize_bool(*v),
+            Cell::Int(v) => s.serialize_u64(*v),
+            Cell::Mib(n) => short(s, Mib(*n)),
+            Cell::Age(since, now) => short(s, Age(*since, *now)),
+        }
+    }
+}
+
+/// Serialises a short text (a size, an age) formatted on the stack.
+fn short<S: Serializer>(s: S, value: impl std::fmt::Display) -> Result<S::Ok, S::Error> {
+    use std::fmt::Write as _;
+    struct Buffer {
+        bytes: [u8; 32],
+        len: usize,
+    }
+    impl std::fmt::Write for Buffer {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let end = self.len + s.len();
+            self.bytes
+                .get_mut(self.len..end)
+                .ok_or(std::fmt::Error)?
+                .copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+    let mut buffer = Buffer {
+        bytes: [0; 32],
+        len: 0,
+    };
+    match write!(buffer, "{value}") {
+        Ok(()) => s.serialize_str(std::str::from_utf8(&buffer.bytes[..buffer.len]).unwrap_or_default()),
+        Err(_) => s.serialize_str(&value.to_string()),
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Cell<'a> {
+    fn from(s: Option<&'a str>) -> Self {
+        s.map_or(Cell::Null, Cell::Str)
+    }
 }
 
 /// The Table of `objects`; column definitions only when `with_columns` (a watch sends
@@ -59,65 +123,169 @@ pub fn table<'a, T: Row + 'a>(
     with_columns: bool,
     now: k8s_openapi::jiff::Timestamp,
 ) -> Value {
-    let columns: Vec<Value> = if with_columns {
-        T::columns()
-            .iter()
-            .map(|c| {
-                let format = if c.name == "Name" { "name" } else { "" };
-                json!({"name": c.name, "type": c.kind, "format": format, "description": c.description, "priority": c.priority})
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let rows: Vec<Value> = objects
-        .into_iter()
-        .map(|o| {
-            let object = match include {
-                IncludeObject::None => Value::Null,
-                IncludeObject::Metadata => json!({
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": o.metadata(),
-                }),
-                IncludeObject::Object => serde_json::to_value(o).unwrap_or(Value::Null),
-            };
-            json!({"cells": o.cells(now), "object": object})
-        })
-        .collect();
-    let mut metadata = serde_json::Map::new();
-    if let Some(rv) = resource_version {
-        metadata.insert("resourceVersion".into(), Value::String(rv));
+    serde_json::to_value(Table::new(objects, include, resource_version, with_columns, now))
+        .unwrap_or(Value::Null)
+}
+
+/// A Table over borrowed objects, serialised as it is written out: a list of 10k
+/// objects makes no `Value` tree (building and freeing one cost most of such a list).
+/// [`table`] is the same as a `Value`.
+pub struct Table<'a, T> {
+    objects: Vec<&'a T>,
+    include: IncludeObject,
+    resource_version: Option<String>,
+    with_columns: bool,
+    now: k8s_openapi::jiff::Timestamp,
+}
+
+impl<'a, T: Row + 'a> Table<'a, T> {
+    pub fn new(
+        objects: impl IntoIterator<Item = &'a T>,
+        include: IncludeObject,
+        resource_version: Option<String>,
+        with_columns: bool,
+        now: k8s_openapi::jiff::Timestamp,
+    ) -> Self {
+        Self {
+            objects: objects.into_iter().collect(),
+            include,
+            resource_version,
+            with_columns,
+            now,
+        }
     }
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": metadata,
-        "columnDefinitions": columns,
-        "rows": rows,
-    })
+}
+
+impl<T: Row> Serialize for Table<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Metadata<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            resource_version: Option<&'a str>,
+        }
+        let mut t = s.serialize_struct("Table", 5)?;
+        t.serialize_field("kind", "Table")?;
+        t.serialize_field("apiVersion", "meta.k8s.io/v1")?;
+        t.serialize_field(
+            "metadata",
+            &Metadata {
+                resource_version: self.resource_version.as_deref(),
+            },
+        )?;
+        t.serialize_field(
+            "columnDefinitions",
+            &Columns::<T>(self.with_columns, std::marker::PhantomData),
+        )?;
+        t.serialize_field("rows", &Rows(self))?;
+        t.end()
+    }
+}
+
+/// The column definitions of `T`, or none.
+struct Columns<T>(bool, std::marker::PhantomData<T>);
+
+impl<T: Row> Serialize for Columns<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Definition {
+            name: &'static str,
+            #[serde(rename = "type")]
+            kind: &'static str,
+            format: &'static str,
+            description: &'static str,
+            priority: u8,
+        }
+        let columns = if self.0 { T::columns() } else { &[] };
+        s.collect_seq(columns.iter().map(|c| Definition {
+            name: c.name,
+            kind: c.kind,
+            format: if c.name == "Name" { "name" } else { "" },
+            description: c.description,
+            priority: c.priority,
+        }))
+    }
+}
+
+/// The rows: cells, and the object as `?includeObject=` asks.
+struct Rows<'t, 'a, T>(&'t Table<'a, T>);
+
+impl<T: Row> Serialize for Rows<'_, '_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct PartialObjectMetadata<'a> {
+            kind: &'static str,
+            api_version: &'static str,
+            metadata: &'a ObjectMeta,
+        }
+        struct Row_<'a, T> {
+            object: &'a T,
+            include: IncludeObject,
+            now: k8s_openapi::jiff::Timestamp,
+        }
+        impl<T: Row> Serialize for Row_<'_, T> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut r = s.serialize_struct("TableRow", 2)?;
+                r.serialize_field("cells", &self.object.cells(self.now))?;
+                match self.include {
+                    IncludeObject::None => r.serialize_field("object", &())?,
+                    IncludeObject::Metadata => r.serialize_field(
+                        "object",
+                        &PartialObjectMetadata {
+                            kind: "PartialObjectMetadata",
+                            api_version: "meta.k8s.io/v1",
+                            metadata: self.object.metadata(),
+                        },
+                    )?,
+                    IncludeObject::Object => r.serialize_field("object", self.object)?,
+                }
+                r.end()
+            }
+        }
+        let t = self.0;
+        s.collect_seq(t.objects.iter().map(|o| Row_ {
+            object: *o,
+            include: t.include,
+            now: t.now,
+        }))
+    }
 }
 
 /// Kubernetes' short age: `45s`, `12m`, `5h`, `3d`, `2y`.
 pub fn age(since: Option<&Time>, now: k8s_openapi::jiff::Timestamp) -> String {
-    let Some(since) = since else {
-        return "<unknown>".into();
-    };
-    let secs = (now.as_second() - since.0.as_second()).max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 3 * 3600 => format!("{}m", s / 60),
-        s if s < 2 * 86400 => format!("{}h", s / 3600),
-        s if s < 2 * 365 * 86400 => format!("{}d", s / 86400),
-        s => format!("{}y", s / (365 * 86400)),
+    Age(since, now).to_string()
+}
+
+struct Age<'a>(Option<&'a Time>, k8s_openapi::jiff::Timestamp);
+
+impl std::fmt::Display for Age<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(since) = self.0 else {
+            return f.write_str("<unknown>");
+        };
+        let secs = (self.1.as_second() - since.0.as_second()).max(0);
+        match secs {
+            s if s < 120 => write!(f, "{s}s"),
+            s if s < 3 * 3600 => write!(f, "{}m", s / 60),
+            s if s < 2 * 86400 => write!(f, "{}h", s / 3600),
+            s if s < 2 * 365 * 86400 => write!(f, "{}d", s / 86400),
+            s => write!(f, "{}y", s / (365 * 86400)),
+        }
     }
 }
 
-fn mib(n: u64) -> String {
-    if n >= 1024 && n.is_multiple_of(1024) {
-        format!("{}Gi", n / 1024)
-    } else {
-        format!("{n}Mi")
+/// A size in MiB: `2Gi` when whole GiB, else `512Mi`.
+struct Mib(u64);
+
+impl std::fmt::Display for Mib {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0;
+        if n >= 1024 && n.is_multiple_of(1024) {
+            write!(f, "{}Gi", n / 1024)
+        } else {
+            write!(f, "{n}Mi")
+        }
     }
 }
 
@@ -143,34 +311,33 @@ impl Row for GanetiInstance {
     fn metadata(&self) -> &ObjectMeta {
         &self.metadata
     }
-    fn cells(&self, now: k8s_openapi::jiff::Timestamp) -> Vec<Value> {
+    fn cells(&self, now: k8s_openapi::jiff::Timestamp) -> Vec<Cell<'_>> {
         let s = &self.status;
-        let owner = s
-            .owner
-            .as_ref()
-            .map(|o| match o.kind {
-                crate::api::common::SubjectKind::User => o.name.clone(),
-                crate::api::common::SubjectKind::Group => format!("group:{}", o.name),
-            })
-            .unwrap_or_else(|| "<none>".into());
+        let owner = match &s.owner {
+            Some(o) => match o.kind {
+                crate::api::common::SubjectKind::User => Cell::Str(&o.name),
+                crate::api::common::SubjectKind::Group => Cell::String(format!("group:{}", o.name)),
+            },
+            None => Cell::Str("<none>"),
+        };
         vec![
-            json!(self.metadata.name),
-            json!(self.spec.cluster),
-            json!(s.state),
-            json!(s.primary_node),
-            json!(owner),
-            json!(s.locked),
-            json!(age(self.metadata.creation_timestamp.as_ref(), now)),
-            json!(if s.ips.is_empty() {
-                "<none>".to_string()
-            } else {
-                s.ips.join(",")
-            }),
-            json!(s.vcpus),
-            json!(mib(s.memory_mib)),
-            json!(mib(s.disk_mib)),
-            json!(s.os),
-            json!(s.uuid),
+            self.metadata.name.as_deref().into(),
+            Cell::Str(&self.spec.cluster),
+            Cell::Str(&s.state),
+            Cell::Str(&s.primary_node),
+            owner,
+            Cell::Bool(s.locked),
+            Cell::Age(self.metadata.creation_timestamp.as_ref(), now),
+            match s.ips.as_slice() {
+                [] => Cell::Str("<none>"),
+                [ip] => Cell::Str(ip),
+                ips => Cell::String(ips.join(",")),
+            },
+            Cell::Int(s.vcpus.into()),
+            Cell::Mib(s.memory_mib),
+            Cell::Mib(s.disk_mib),
+            Cell::Str(&s.os),
+            Cell::Str(&s.uuid),
         ]
     }
 }
@@ -200,20 +367,20 @@ impl Row for GanetiNode {
     fn metadata(&self) -> &ObjectMeta {
         &self.metadata
     }
-    fn cells(&self, _now: k8s_openapi::jiff::Timestamp) -> Vec<Value> {
+    fn cells(&self, _now: k8s_openapi::jiff::Timestamp) -> Vec<Cell<'_>> {
         let s = &self.status;
         vec![
-            json!(self.metadata.name),
-            json!(self.spec.cluster),
-            json!(s.role),
-            json!(s.primary_instances),
-            json!(mib(s.memory_free_mib)),
-            json!(mib(s.disk_free_mib)),
-            json!(s.cpus),
-            json!(mib(s.memory_total_mib)),
-            json!(mib(s.disk_total_mib)),
-            json!(s.secondary_instances),
-            json!(s.group.clone().unwrap_or_default()),
+            self.metadata.name.as_deref().into(),
+            Cell::Str(&self.spec.cluster),
+            Cell::Str(&s.role),
+            Cell::Int(s.primary_instances.into()),
+            Cell::Mib(s.memory_free_mib),
+            Cell::Mib(s.disk_free_mib),
+            Cell::Int(s.cpus.into()),
+            Cell::Mib(s.memory_total_mib),
+            Cell::Mib(s.disk_total_mib),
+            Cell::Int(s.secondary_instances.into()),
+            Cell::Str(s.group.as_deref().unwrap_or_default()),
         ]
     }
 }
@@ -234,16 +401,16 @@ impl Row for GanetiJob {
     fn metadata(&self) -> &ObjectMeta {
         &self.metadata
     }
-    fn cells(&self, now: k8s_openapi::jiff::Timestamp) -> Vec<Value> {
+    fn cells(&self, now: k8s_openapi::jiff::Timestamp) -> Vec<Cell<'_>> {
         let s = &self.status;
         vec![
-            json!(self.metadata.name),
-            json!(self.spec.cluster),
-            json!(s.state),
-            json!(s.summary.join(",")),
-            json!(s.submitter.clone().unwrap_or_else(|| "<none>".into())),
-            json!(age(s.received.as_ref(), now)),
-            json!(s.failure.clone().unwrap_or_default()),
+            self.metadata.name.as_deref().into(),
+            Cell::Str(&self.spec.cluster),
+            Cell::Str(&s.state),
+            Cell::String(s.summary.join(",")),
+            Cell::Str(s.submitter.as_deref().unwrap_or("<none>")),
+            Cell::Age(s.received.as_ref(), now),
+            Cell::Str(s.failure.as_deref().unwrap_or_default()),
         ]
     }
 }
@@ -276,6 +443,16 @@ mod tests {
         assert_eq!(t["rows"][0]["object"]["metadata"]["name"], "lab.vm1");
         assert_eq!(cells[6], "3d");
         assert_eq!(cells[9], "2Gi");
+        // Written out directly, it is the same document.
+        let bytes = serde_json::to_vec(&Table::new(
+            [&o],
+            IncludeObject::Metadata,
+            Some("7".into()),
+            true,
+            now,
+        ))
+        .unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), t);
         let without = table([&o], IncludeObject::None, None, false, now);
         assert!(without["columnDefinitions"].as_array().unwrap().is_empty());
         assert!(without["rows"][0]["object"].is_null());

@@ -202,6 +202,7 @@ pub(super) async fn list_instances(
         let permitted = snapshot.index.permitted_instances(&p, VmRight::View);
         let by_cluster: HashMap<&str, &crate::compute::catalog::ClusterObjects<GanetiInstance>> =
             clusters.iter().map(|(c, o)| (&**c, o)).collect();
+        let mut name = String::new();
         for (cluster, instance) in permitted {
             if wanted.is_some_and(|w| w != cluster) {
                 continue;
@@ -209,7 +210,8 @@ pub(super) async fn list_instances(
             let Some(objects) = by_cluster.get(cluster) else {
                 continue;
             };
-            if let Some(o) = objects.get(&crate::compute::object_name(cluster, instance))
+            crate::compute::write_object_name(&mut name, cluster, instance);
+            if let Some(o) = objects.get(name.as_str())
                 && selection.matches(&**o)
             {
                 items.push(o.clone());
@@ -431,23 +433,43 @@ fn answer_list<'a, T: Row + 'a>(
     revision: u64,
     selection: &Selection,
 ) -> Response {
-    let rv = revision.to_string();
-    if selection.table {
-        return json_answer(
-            table::table(items, selection.include, Some(rv), true, now()),
-            true,
-        );
+    /// A list, written out as it is serialised (no `Value` tree of its items).
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct List<'a, T> {
+        api_version: &'static str,
+        kind: &'a str,
+        metadata: ListMeta<'a>,
+        items: Vec<&'a T>,
     }
-    let items: Vec<&T> = items.into_iter().collect();
-    json_answer(
-        json!({
-            "apiVersion": GROUP_VERSION,
-            "kind": kind,
-            "metadata": {"resourceVersion": rv},
-            "items": items,
-        }),
-        false,
-    )
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ListMeta<'a> {
+        resource_version: &'a str,
+    }
+    let rv = revision.to_string();
+    let (body, content_type) = if selection.table {
+        let t = table::Table::new(items, selection.include, Some(rv), true, now());
+        (serde_json::to_vec(&t), super::TABLE_CONTENT_TYPE)
+    } else {
+        let list = List {
+            api_version: GROUP_VERSION,
+            kind,
+            metadata: ListMeta {
+                resource_version: &rv,
+            },
+            items: items.into_iter().collect(),
+        };
+        (serde_json::to_vec(&list), "application/json")
+    };
+    match body {
+        Ok(body) => ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(e) => StatusError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("serialising the list: {e}"),
+        )
+        .into_response(),
+    }
 }
 
 /// A watch: the events after `resourceVersion` (or every visible object as ADDED
