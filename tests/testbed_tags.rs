@@ -628,7 +628,13 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
         .unwrap();
     let op = Operator::start("tags-reused").await;
     wait_leading(&op).await;
-    wait_syncs(&op, 3.0).await;
+    // The pass that plans on the new VM drops the old one's record: until then, the
+    // counted reconciles may be early ones (no inventory or RAPI client yet).
+    wait_until("the old VM's record dropped from the ledger", 60, &op, async || {
+        !ledger_entries(&root).await.contains_key(&old_uuid)
+    })
+    .await;
+    wait_syncs(&op, 2.0).await;
     assert!(
         tags_of(VM_REUSE).contains(frank_tag),
         "the hand-written tag on the new VM stays:\n{}",
