@@ -395,6 +395,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     shutdown.clone().cancelled_owned(),
                 )),
                 tokio::spawn(controllers::system_rights::run(ctx.clone(), shutdown.clone())),
+                tokio::spawn(controllers::quota::run(ctx.clone(), shutdown.clone())),
             ];
             let lost = leadership.lost(&stop).await;
             if lost {
@@ -405,7 +406,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             stop.cancel();
             // In-flight reconciles finish, within a bound: the lease is released (and a
             // follower takes over) well inside Kubernetes' default 30 s grace period.
-            let names = ["application", "tags", "notification", "profile", "system-rights"];
+            let names = [
+                "application",
+                "tags",
+                "notification",
+                "profile",
+                "system-rights",
+                "quota",
+            ];
             let stopping = async {
                 for (name, task) in names.into_iter().zip(tasks) {
                     task.await?;

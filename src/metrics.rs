@@ -13,8 +13,23 @@
 
 use crate::inventory::{ClusterInventory, Instance, Inventory, Node, NodeRole};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// One ClusterQuota figure: what one subject uses of one resource, and the limit that
+/// applies to it (`None`: unlimited). Memory and disk in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaSeries {
+    pub cluster: String,
+    pub quota: String,
+    /// `User` or `Group`.
+    pub subject_kind: &'static str,
+    pub subject: String,
+    /// `instances`, `vcpus`, `memory` or `disk`.
+    pub resource: &'static str,
+    pub used: u64,
+    pub limit: Option<u64>,
+}
 
 /// Every metric the operator exports.
 pub struct Metrics {
@@ -39,6 +54,9 @@ pub struct Metrics {
     leading: AtomicBool,
     /// Length of the last rendered text, to size the next one.
     last_render_len: AtomicUsize,
+    /// The quota figures as the quota controller last computed them, replaced whole:
+    /// a quota or subject that went away leaves no stale series behind.
+    quota_series: RwLock<Arc<Vec<QuotaSeries>>>,
 }
 
 impl Metrics {
@@ -126,6 +144,7 @@ impl Metrics {
             leading_gauge,
             leading: AtomicBool::new(true),
             last_render_len: AtomicUsize::new(0),
+            quota_series: RwLock::default(),
         })
     }
 
@@ -134,6 +153,11 @@ impl Metrics {
     pub fn set_leading(&self, leading: bool) {
         self.leading.store(leading, Ordering::Relaxed);
         self.leading_gauge.set(i64::from(leading));
+    }
+
+    /// Replaces the quota figures (the quota controller, on every change).
+    pub fn set_quota_series(&self, series: Vec<QuotaSeries>) {
+        *self.quota_series.write().expect("quota series lock") = Arc::new(series);
     }
 
     /// Everything in Prometheus' text exposition format.
@@ -145,6 +169,8 @@ impl Metrics {
             .expect("text encoding into a String cannot fail");
         if self.leading.load(Ordering::Relaxed) {
             render_inventory(&clusters, &mut text);
+            let quotas = self.quota_series.read().expect("quota series lock").clone();
+            render_quotas(&quotas, &mut text);
         }
         self.last_render_len.store(text.len(), Ordering::Relaxed);
         text
@@ -426,6 +452,39 @@ pub fn render_inventory(clusters: &[Arc<ClusterInventory>], out: &mut String) {
     }
 }
 
+/// Appends `ganeti_quota_used` and `ganeti_quota_limit` (the latter only for finite
+/// limits), with the same labels, so that `used / limit` matches series one to one.
+pub fn render_quotas(series: &[QuotaSeries], out: &mut String) {
+    let mut labels = LabelSets::default();
+    for s in series {
+        labels.push(&[
+            ("cluster", &s.cluster),
+            ("quota", &s.quota),
+            ("subject_kind", s.subject_kind),
+            ("subject", &s.subject),
+            ("resource", s.resource),
+        ]);
+    }
+    header(
+        out,
+        "ganeti_quota_used",
+        "What a subject of a ClusterQuota uses on its cluster (instances, vcpus, memory and disk in bytes), approved applications not yet created included.",
+    );
+    for (s, l) in series.iter().zip(labels.iter()) {
+        sample(out, "ganeti_quota_used", l, s.used);
+    }
+    header(
+        out,
+        "ganeti_quota_limit",
+        "The limit in force for a subject of a ClusterQuota; absent when unlimited.",
+    );
+    for (s, l) in series.iter().zip(labels.iter()) {
+        if let Some(limit) = s.limit {
+            sample(out, "ganeti_quota_limit", l, limit);
+        }
+    }
+}
+
 /// RAPI request durations, from every cluster's client.
 impl crate::rapi::RapiObserver for Metrics {
     fn observe(&self, op: &'static str, outcome: &'static str, seconds: f64) {
@@ -504,6 +563,44 @@ mod tests {
         let text = m.render();
         assert!(text.contains("ganeti_instance_up{"));
         assert!(text.contains("ganeti_operator_leading 1\n"));
+    }
+
+    #[test]
+    fn quota_series_are_replaced_whole_and_rendered_by_the_leader_only() {
+        let m = Metrics::new(Inventory::default()).unwrap();
+        let series = |subject: &str, limit| QuotaSeries {
+            cluster: "prod".into(),
+            quota: "team".into(),
+            subject_kind: "Group",
+            subject: subject.into(),
+            resource: "instances",
+            used: 2,
+            limit,
+        };
+        m.set_quota_series(vec![series("a", Some(5)), series("b", None)]);
+        let text = m.render();
+        let labels =
+            "cluster=\"prod\",quota=\"team\",subject_kind=\"Group\",subject=\"a\",resource=\"instances\"";
+        assert!(
+            text.contains(&format!("ganeti_quota_used{{{labels}}} 2\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("ganeti_quota_limit{{{labels}}} 5\n")));
+        assert!(text.contains(
+            "ganeti_quota_used{cluster=\"prod\",quota=\"team\",subject_kind=\"Group\",subject=\"b\""
+        ));
+        assert!(
+            !text.contains("subject=\"b\",resource=\"instances\"} 5"),
+            "unlimited: no limit series"
+        );
+        assert_eq!(text.matches("ganeti_quota_limit{").count(), 1);
+        m.set_quota_series(vec![series("b", None)]);
+        assert!(
+            !m.render().contains("subject=\"a\""),
+            "a subject gone is no series"
+        );
+        m.set_leading(false);
+        assert!(!m.render().contains("ganeti_quota_used"));
     }
 
     #[test]

@@ -18,10 +18,18 @@ use serde::{Deserialize, Serialize};
     doc = "Limits (instances, vCPUs, memory, disk) on one GanetiCluster: the default for everyone when no subject is given, or an override for one user or group. An absent limit means unlimited.",
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
     printcolumn(name = "Subject", type_ = "string", json_path = ".spec.subject.name"),
-    printcolumn(name = "Instances", type_ = "integer", json_path = ".spec.limits.instances"),
-    printcolumn(name = "VCPUs", type_ = "integer", json_path = ".spec.limits.vcpus"),
-    printcolumn(name = "Memory", type_ = "string", json_path = ".spec.limits.memory"),
-    printcolumn(name = "Disk", type_ = "string", json_path = ".spec.limits.disk"),
+    printcolumn(name = "Used", type_ = "string", json_path = ".status.used"),
+    printcolumn(name = "Limit", type_ = "string", json_path = ".status.limit"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    // This object's own limits, as written: in `-o wide` (Limit above is what applies).
+    printcolumn(name = "Instances", type_ = "integer", json_path = ".spec.limits.instances", priority = "1"),
+    printcolumn(name = "VCPUs", type_ = "integer", json_path = ".spec.limits.vcpus", priority = "1"),
+    printcolumn(name = "Memory", type_ = "string", json_path = ".spec.limits.memory", priority = "1"),
+    printcolumn(name = "Disk", type_ = "string", json_path = ".spec.limits.disk", priority = "1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("has(self.subject) == has(oldSelf.subject) && (!has(self.subject) || self.subject == oldSelf.subject)")
@@ -75,7 +83,16 @@ pub struct ClusterQuotaStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Usage of each subject this quota governs.
+    /// What the subjects use, in short (the `Used` column): for an override its
+    /// subject's usage; for a default the number of subjects and their total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<String>,
+    /// The limits in force, in short (the `Limit` column): for an override, its
+    /// subject's (limits it leaves out come from the default); for a default, those of
+    /// each subject without an override (the smallest of all defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// Usage of each subject this quota governs (at most 1000, sorted by subject).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub usage: Vec<SubjectUsage>,
 }

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod harness;
 pub mod notification;
 pub mod profile;
+pub mod quota;
 pub mod system_rights;
 pub mod tags;
 pub mod written;

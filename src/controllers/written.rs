@@ -48,6 +48,14 @@ impl<S: Clone> LastWritten<S> {
             .insert(name.to_owned(), (resource_version.to_owned(), status));
     }
 
+    /// Forgets every object but those `keep` names (the others were deleted).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.by_name
+            .lock()
+            .expect("last-written lock")
+            .retain(|n, _| keep(n));
+    }
+
     pub fn forget(&self, name: &str) {
         self.by_name.lock().expect("last-written lock").remove(name);
     }

@@ -42,7 +42,10 @@ mod usage;
 
 pub use check::{Exceeded, Request, Resize, Verdict, check, check_application, check_resize};
 pub use limits::{EffectiveLimits, Limit, LimitKind, Source, effective_limits};
-pub use usage::{MAX_STATUS_SUBJECTS, StatusUsage, Usage, status_usage, usage, usage_by_subject};
+pub(crate) use usage::tally;
+pub use usage::{
+    MAX_STATUS_SUBJECTS, StatusUsage, Usage, status_usage, status_usage_of, usage, usage_by_subject,
+};
 
 use crate::api::quantity::QuantityError;
 

@@ -183,10 +183,17 @@ pub fn status_usage(
     applications: &[InstanceApplication],
     owner_of: impl Fn(&Instance) -> Option<Subject>,
 ) -> StatusUsage {
-    let mut all = usage_by_subject(&quota.spec.cluster, instances, applications, owner_of);
-    let selected: Vec<(Subject, Usage)> = match &quota.spec.subject {
-        Some(s) => vec![(s.clone(), all.remove(s).unwrap_or_default())],
-        None => all.into_iter().collect(),
+    let all = usage_by_subject(&quota.spec.cluster, instances, applications, owner_of);
+    status_usage_of(quota, &all)
+}
+
+/// [`status_usage`] from the usage of every subject on the quota's cluster
+/// ([`usage_by_subject`]), computed once for all the quotas of a cluster.
+pub fn status_usage_of(quota: &ClusterQuota, all: &BTreeMap<Subject, Usage>) -> StatusUsage {
+    let none = Usage::default();
+    let selected: Vec<(&Subject, &Usage)> = match &quota.spec.subject {
+        Some(s) => vec![(s, all.get(s).unwrap_or(&none))],
+        None => all.iter().collect(),
     };
     let omitted = selected.len().saturating_sub(MAX_STATUS_SUBJECTS);
     let mut out = StatusUsage {
@@ -196,7 +203,7 @@ pub fn status_usage(
     for (subject, u) in selected.into_iter().take(MAX_STATUS_SUBJECTS) {
         out.uncountable.extend(u.uncountable.iter().cloned());
         out.usage.push(SubjectUsage {
-            subject,
+            subject: subject.clone(),
             instances: saturate(u.instances),
             vcpus: saturate(u.vcpus),
             memory: u.memory.to_string(),
