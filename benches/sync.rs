@@ -26,12 +26,13 @@
 //!   each through its own client, as the registry keeps one per cluster). Per sync
 //!   interval (`DEFAULT_SYNC_INTERVAL`, 30 s) every cluster is read once and put into
 //!   the inventory, with a few instances changed since the previous read (the server
-//!   alternates two answers, 4 instances apart); after each put the authorization
-//!   snapshot is rebuilt over every inventory (`Snapshot::build`, as `Rules::watch`
-//!   does after an inventory change: one rebuild per put, the case of clusters whose
-//!   syncs do not coincide) and the compute catalog is brought up to it
-//!   (`Catalog::update`, as `Catalog::follow` does); /metrics is rendered once per
-//!   interval. The intervals are run back to back:
+//!   alternates two answers, 4 instances apart). The reads are spread evenly over the
+//!   interval (no two coincide: the most rebuilds). The authorization snapshot is
+//!   rebuilt over every inventory (`Snapshot::build`) when `Rules::watch` would: after
+//!   a change, no sooner than `pause_after` the previous build (the same function),
+//!   on a clock that advances by the reads' spacing; the compute catalog is brought up
+//!   to each (`Catalog::update`, as `Catalog::follow` does); /metrics is rendered once
+//!   per interval. The intervals are run back to back:
 //!   - `sync_50x2k_cpu`: the probe's CPU time (user + system, all threads) per interval,
 //!     divided by the interval (median over the intervals after the first);
 //!   - `sync_50x2k_rss`: its peak RSS (`VmHWM`) after them, with the inventory, the
@@ -40,7 +41,7 @@
 //!   Not in it: the tag sync (a Kubernetes client's work on each snapshot), watches.
 
 use axum::{Router, extract::State, routing::get};
-use ganeti_operator::access::rules::Snapshot;
+use ganeti_operator::access::rules::{Snapshot, pause_after};
 use ganeti_operator::api::{GanetiCluster, Role, RoleBinding, RoleBindingSpec, Subject};
 use ganeti_operator::compute::catalog::{Catalog, HISTORY};
 use ganeti_operator::controllers::cluster::DEFAULT_SYNC_INTERVAL;
@@ -532,26 +533,54 @@ fn fleet_main() {
             * 1024;
         let mut stdin = BufReader::new(std::io::stdin());
         let mut line = String::new();
+        // The simulated clock: intervals run back to back here, but the pacing of
+        // rebuilds is decided as if each lasted `DEFAULT_SYNC_INTERVAL`.
+        let spacing = DEFAULT_SYNC_INTERVAL / FLEET_CLUSTERS as u32;
+        let mut interval_start = std::time::Duration::ZERO;
+        let mut next_build = std::time::Duration::ZERO;
+        let mut pending = false;
         while {
             line.clear();
             stdin.read_line(&mut line).unwrap() > 0
         } {
             let (cpu, wall) = (cpu_seconds(), Instant::now());
             // Wall time of: sync (read, put, status), snapshot build, catalog update.
-            let mut phases = [0f64; 3];
+            let mut phases = [0f64; 4];
+            // Each build is followed by the catalog update that follows it, as
+            // `Catalog::follow` does on each published snapshot.
+            let build = |phases: &mut [f64; 4]| {
+                let t = Instant::now();
+                let snapshot = Snapshot::build(roles.clone(), bindings.clone(), Vec::new(), inventory.all());
+                let took = t.elapsed();
+                phases[1] += took.as_secs_f64();
+                let t = Instant::now();
+                catalog.update(Arc::new(snapshot), &applications);
+                phases[2] += t.elapsed().as_secs_f64();
+                phases[3] += 1.0;
+                took
+            };
             for c in 0..FLEET_CLUSTERS {
+                // Where this read lands in the interval (the reads spread evenly: the
+                // case where no two coincide), on the clock `Rules::watch` paces by.
+                let at = interval_start + spacing * c as u32;
+                if pending && next_build <= at {
+                    // The rebuild the pacing let through before this read.
+                    let took = build(&mut phases);
+                    next_build += took + pause_after(took);
+                }
                 let t = Instant::now();
                 let (status, _) = full_sync_of(&names[c], &clients[c], &inventory, &objects[c]).await;
                 if status.is_some() {
                     objects[c].status = status;
                 }
                 phases[0] += t.elapsed().as_secs_f64();
-                let t = Instant::now();
-                let snapshot = Snapshot::build(roles.clone(), bindings.clone(), Vec::new(), inventory.all());
-                phases[1] += t.elapsed().as_secs_f64();
-                let t = Instant::now();
-                catalog.update(Arc::new(snapshot), &applications);
-                phases[2] += t.elapsed().as_secs_f64();
+                // This read is a change the next build must cover.
+                pending = true;
+                if next_build <= at {
+                    let took = build(&mut phases);
+                    next_build = at + took + pause_after(took);
+                    pending = false;
+                }
                 // The machine is shared: a leak is reported, not followed to the OOM killer.
                 let rss = rss_kib();
                 if rss > limit_kib {
@@ -559,15 +588,17 @@ fn fleet_main() {
                     std::process::exit(0);
                 }
             }
+            interval_start += DEFAULT_SYNC_INTERVAL;
             assert!(metrics.render().len() > 1000);
             println!(
-                "{} {} {} {} {} {}",
+                "{} {} {} {} {} {} {}",
                 cpu_seconds() - cpu,
                 wall.elapsed().as_secs_f64(),
                 rss_kib(),
                 phases[0],
                 phases[1],
-                phases[2]
+                phases[2],
+                phases[3]
             );
             std::io::stdout().flush().unwrap();
         }
@@ -612,10 +643,11 @@ fn fleet(server: &mut Server, intervals: usize) {
         let figures: Vec<f64> = line.split_whitespace().map(|f| f.parse().unwrap()).collect();
         if std::env::var_os("GANETI_BENCH_VERBOSE").is_some() {
             eprintln!(
-                "interval {n}: cpu {:.2} s, wall {:.2} s (sync {:.2} s, snapshot builds {:.2} s, catalog updates {:.2} s), rss {:.0} MiB",
+                "interval {n}: cpu {:.2} s, wall {:.2} s (sync {:.2} s, {} snapshot builds {:.2} s, catalog updates {:.2} s), rss {:.0} MiB",
                 figures[0],
                 figures[1],
                 figures[3],
+                figures[6],
                 figures[4],
                 figures[5],
                 figures[2] / 1024.0
