@@ -38,6 +38,7 @@
 //!   - `sync_50x2k_rss`: its peak RSS (`VmHWM`) after them, with the inventory, the
 //!     snapshots and the catalog holding the 100k instances (and whatever the catalog's
 //!     watch history keeps alive).
+//!
 //!   Not in it: the tag sync (a Kubernetes client's work on each snapshot), watches.
 
 use axum::{Router, extract::State, routing::get};

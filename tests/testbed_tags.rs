@@ -630,9 +630,12 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     wait_leading(&op).await;
     // The pass that plans on the new VM drops the old one's record: until then, the
     // counted reconciles may be early ones (no inventory or RAPI client yet).
-    wait_until("the old VM's record dropped from the ledger", 60, &op, async || {
-        !ledger_entries(&root).await.contains_key(&old_uuid)
-    })
+    wait_until(
+        "the old VM's record dropped from the ledger",
+        60,
+        &op,
+        async || !ledger_entries(&root).await.contains_key(&old_uuid),
+    )
     .await;
     wait_syncs(&op, 2.0).await;
     assert!(

@@ -273,7 +273,10 @@ mod tests {
     fn a_slow_build_spaces_the_next_and_a_quick_one_waits_only_to_settle() {
         assert_eq!(pause_after(Duration::from_millis(1)), SETTLE);
         assert_eq!(pause_after(Duration::ZERO), SETTLE);
-        assert_eq!(pause_after(Duration::from_millis(300)), Duration::from_millis(1200));
+        assert_eq!(
+            pause_after(Duration::from_millis(300)),
+            Duration::from_millis(1200)
+        );
         // Building takes at most 1 / (1 + factor) of the time, whatever the build costs.
         let build = Duration::from_millis(700);
         let cycle = build + pause_after(build);
