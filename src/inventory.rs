@@ -125,6 +125,8 @@ pub struct ClusterInventory {
     pub jobs_by_status: BTreeMap<String, u32>,
     /// Prefix of the permission tags on this cluster (GanetiCluster `tagPrefix`).
     pub tag_prefix: String,
+    /// The GanetiCluster's `managementPolicy` is `Observe`: nothing is written to it.
+    pub observed: bool,
     /// Whether the last read succeeded. A failed read keeps the previous data (other
     /// controllers still need it) but marks it stale.
     pub reachable: bool,

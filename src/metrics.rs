@@ -49,6 +49,9 @@ pub struct Metrics {
     pub rapi_duration: HistogramVec,
     /// Status writes to the API server, by controller (0 on an unchanged pass).
     pub status_writes: IntCounterVec,
+    /// RAPI writes asked for, by cluster, operation and result (`sent`, or `refused`
+    /// unsent on an observed-only cluster).
+    pub rapi_writes: IntCounterVec,
     /// 1 while this replica leads (runs the controllers and exports the inventory).
     leading_gauge: IntGauge,
     leading: AtomicBool,
@@ -118,6 +121,13 @@ impl Metrics {
             ),
             &["controller"],
         )?;
+        let rapi_writes = IntCounterVec::new(
+            Opts::new(
+                "ganeti_operator_rapi_writes_total",
+                "RAPI writes (PUT/POST/DELETE) the operator was asked for, by cluster, operation and result: sent, or refused unsent because the cluster is observed only.",
+            ),
+            &["cluster", "operation", "result"],
+        )?;
         let leading_gauge = IntGauge::new(
             "ganeti_operator_leading",
             "Whether this replica leads: runs the controllers and exports the ganeti_* inventory series.",
@@ -125,6 +135,7 @@ impl Metrics {
         leading_gauge.set(1);
         registry.register(Box::new(leading_gauge.clone()))?;
         registry.register(Box::new(status_writes.clone()))?;
+        registry.register(Box::new(rapi_writes.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
@@ -141,6 +152,7 @@ impl Metrics {
             reconcile_duration,
             rapi_duration,
             status_writes,
+            rapi_writes,
             leading_gauge,
             leading: AtomicBool::new(true),
             last_render_len: AtomicUsize::new(0),
@@ -492,6 +504,11 @@ impl crate::rapi::RapiObserver for Metrics {
             .with_label_values(&[op, outcome])
             .observe(seconds);
     }
+
+    fn write(&self, cluster: &str, op: &'static str, sent: bool) {
+        let result = if sent { "sent" } else { "refused" };
+        self.rapi_writes.with_label_values(&[cluster, op, result]).inc();
+    }
 }
 
 #[cfg(test)]
@@ -516,6 +533,7 @@ mod tests {
                 ..Default::default()
             }],
             tag_prefix: "GANETI_WEB_MANAGER".into(),
+            observed: false,
             instances: vec![Instance {
                 name: "vm\"1".into(),
                 tags: vec!["GANETI_WEB_MANAGER:owner:U:alice".into()],

@@ -62,6 +62,8 @@ pub enum Refusal {
     /// The name now belongs to another VM than the ticket or link was issued for
     /// (renamed, or destroyed and reused).
     Replaced { name: String },
+    /// The cluster is observed only (`managementPolicy: Observe`): nothing is written.
+    ObservedOnly { cluster: String },
 }
 
 impl std::fmt::Display for Refusal {
@@ -74,6 +76,9 @@ impl std::fmt::Display for Refusal {
                 "{name} is no longer the VM this was issued for (it was renamed, or destroyed and its \
                  name reused): nothing was done; ask again for the VM you mean"
             ),
+            Self::ObservedOnly { cluster } => {
+                f.write_str(&crate::api::cluster::observed_only_message(cluster))
+            }
         }
     }
 }
@@ -169,6 +174,25 @@ pub fn authorize(
         owner,
         instance: instance.clone(),
     })
+}
+
+/// Whether using `right` changes something in Ganeti. Viewing does not, nor does
+/// opening a console: its ticket is a RAPI read (`GET /2/instances/<n>/console`, which
+/// Ganeti grants a read-only user) and the VNC stream is the VM's, not Ganeti's state.
+pub fn writes_ganeti(right: VmRight) -> bool {
+    !matches!(right, VmRight::View | VmRight::Console)
+}
+
+/// Refuses a use of `right` that would write to `cluster` when it is observed only.
+/// Decided after [`authorize`], so a caller who may not do it anyway learns nothing
+/// more. Pure.
+pub fn writable(cluster: &str, observed: bool, right: VmRight) -> Result<(), Refusal> {
+    if observed && writes_ganeti(right) {
+        return Err(Refusal::ObservedOnly {
+            cluster: cluster.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// The cluster right a VM action needs besides the VM right of the same name. These

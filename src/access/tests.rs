@@ -408,3 +408,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_observed_cluster_refuses_every_write_but_view_and_console() {
+    use crate::api::role::VmRight;
+    for right in VmRight::ALL {
+        let refused = writable("lab", true, *right);
+        if matches!(right, VmRight::View | VmRight::Console) {
+            assert_eq!(refused, Ok(()), "{right}");
+        } else {
+            let e = refused.unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "cluster lab is observed only (managementPolicy: Observe): the operator makes no changes to it in Ganeti",
+                "{right}"
+            );
+        }
+        assert_eq!(writable("lab", false, *right), Ok(()), "managed: {right}");
+    }
+}

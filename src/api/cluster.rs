@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
     printcolumn(name = "Master", type_ = "string", json_path = ".status.master"),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodeCount"),
     printcolumn(name = "Instances", type_ = "integer", json_path = ".status.instanceCount"),
+    printcolumn(name = "Policy", type_ = "string", json_path = ".status.managementPolicy"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -72,6 +73,13 @@ pub struct GanetiClusterSpec {
     #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9.+*/@_-]+$"))]
     pub tag_prefix: Option<String>,
 
+    /// `Manage` (default): the operator writes to Ganeti (permission tags, instances
+    /// of approved applications, users' actions). `Observe`: read only: inventory,
+    /// status, metrics and view rights, but never a write to Ganeti; tags, creates and
+    /// actions are refused with a message saying so. A read-only RAPI user suffices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
+
     /// Settings for instances created on this cluster, where an application does not say.
     #[serde(default)]
     pub defaults: InstanceDefaults,
@@ -80,6 +88,36 @@ pub struct GanetiClusterSpec {
     /// defaults. Absent: only the defaults (an application may still name them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed: Option<AllowedChoices>,
+}
+
+/// Whether the operator may write to a cluster (see `managementPolicy`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ManagementPolicy {
+    /// Read and write: tags, instance creation, users' actions.
+    #[default]
+    Manage,
+    /// Read only: never a write to Ganeti.
+    Observe,
+}
+
+impl GanetiClusterSpec {
+    /// The policy in force (`Manage` when unset).
+    pub fn management_policy(&self) -> ManagementPolicy {
+        self.management_policy.unwrap_or_default()
+    }
+
+    /// Whether the operator must never write to this cluster.
+    pub fn observed_only(&self) -> bool {
+        self.management_policy() == ManagementPolicy::Observe
+    }
+}
+
+/// Why a write to an observed-only cluster was refused: one wording for the tag sync,
+/// applications, the JSON and aggregated APIs.
+pub fn observed_only_message(cluster: &str) -> String {
+    format!(
+        "cluster {cluster} is observed only (managementPolicy: Observe): the operator makes no changes to it in Ganeti"
+    )
 }
 
 /// Network choices an application may make, whoever approves it: a self-approver cannot
@@ -262,6 +300,9 @@ pub struct GanetiClusterStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The management policy in force: `Observe` means nothing is written to Ganeti.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
     /// The cluster's name in Ganeti.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,

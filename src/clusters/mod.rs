@@ -125,13 +125,24 @@ pub fn connect(
     secret: &Secret,
     policy: Policy,
 ) -> Result<RapiClient, ConnectError> {
+    connect_named("", spec, secret, policy)
+}
+
+/// As [`connect`], for the GanetiCluster `cluster` (the name its metrics carry).
+pub fn connect_named(
+    cluster: &str,
+    spec: &GanetiClusterSpec,
+    secret: &Secret,
+    policy: Policy,
+) -> Result<RapiClient, ConnectError> {
     let tls = tls_mode(spec, policy)?;
     let credentials = credentials(spec, secret)?;
-    Ok(RapiClient::new(RapiConfig::new(
-        spec.rapi_url.clone(),
-        credentials,
-        tls,
-    ))?)
+    let mut config = RapiConfig::new(spec.rapi_url.clone(), credentials, tls);
+    // An observed-only cluster gets a client that cannot write: whatever path a
+    // write comes from, it stops here unsent.
+    config.read_only = spec.observed_only();
+    config.cluster = cluster.to_owned();
+    Ok(RapiClient::new(config)?)
 }
 
 /// The credentials Secret a spec names, read only if it is labelled: its metadata
@@ -227,6 +238,32 @@ mod tests {
             Policy::default(),
         )
         .expect("labelled: connects");
+    }
+
+    #[test]
+    fn an_observed_cluster_gets_a_client_that_cannot_write() {
+        let labelled = secret(Some("rapi"), &[("username", "viewer"), ("password", "b")]);
+        let observed = spec(serde_json::json!({"managementPolicy": "Observe"}));
+        assert!(
+            connect(&observed, &labelled, Policy::default())
+                .unwrap()
+                .is_read_only()
+        );
+        for managed in [
+            spec(serde_json::json!({})),
+            spec(serde_json::json!({"managementPolicy": "Manage"})),
+        ] {
+            assert!(
+                !connect(&managed, &labelled, Policy::default())
+                    .unwrap()
+                    .is_read_only()
+            );
+        }
+        // Changing the policy makes a new client.
+        assert_ne!(
+            ClientKey::new(&observed, &labelled),
+            ClientKey::new(&spec(serde_json::json!({})), &labelled)
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub struct ClientKey {
     url: String,
     ca_bundle: Option<String>,
     insecure: bool,
+    observed: bool,
     secret_version: Option<String>,
 }
 
@@ -26,6 +27,7 @@ impl ClientKey {
             url: spec.rapi_url.clone(),
             ca_bundle: spec.ca_bundle.clone(),
             insecure: spec.insecure == Some(true),
+            observed: spec.observed_only(),
             secret_version: secret.metadata.resource_version.clone(),
         }
     }
@@ -76,8 +78,9 @@ impl Registry {
         {
             return Ok(c.clone());
         }
-        let client =
-            Arc::new(super::connect(spec, secret, self.policy)?.with_observer(self.observer.clone()));
+        let client = Arc::new(
+            super::connect_named(cluster, spec, secret, self.policy)?.with_observer(self.observer.clone()),
+        );
         clients.insert(cluster.to_string(), (key, client.clone()));
         Ok(client)
     }

@@ -64,6 +64,7 @@ impl ErrorKind {
                 R::Decode => "RapiBadResponse",
                 R::JobFailed => "GanetiJobFailed",
                 R::Config => "RapiConfigError",
+                R::ReadOnly => "ClusterObservedOnly",
             },
             Self::Cluster(reason) => reason.as_str(),
             Self::Invalid => "InvalidState",

@@ -46,6 +46,12 @@ pub enum RapiError {
     /// The client was configured wrongly (bad URL, ...).
     #[error("invalid RAPI client configuration: {detail}")]
     Config { detail: String },
+    /// A write on a read-only client (an observed-only cluster): refused before
+    /// anything was sent.
+    #[error(
+        "not sent: the cluster is observed only (managementPolicy: Observe), so the operator never writes to it"
+    )]
+    ReadOnly,
 }
 
 /// What kind of failure a [`RapiError`] is, for callers to match on instead of
@@ -78,11 +84,13 @@ pub enum ErrorKind {
     JobFailed,
     /// [`RapiError::Config`].
     Config,
+    /// [`RapiError::ReadOnly`].
+    ReadOnly,
 }
 
 impl ErrorKind {
     /// Every kind, e.g. to register metric labels up front.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::AuthFailed,
         Self::Forbidden,
         Self::NotFound,
@@ -95,6 +103,7 @@ impl ErrorKind {
         Self::Decode,
         Self::JobFailed,
         Self::Config,
+        Self::ReadOnly,
     ];
 
     /// The label of this kind in metrics and condition reasons (stable: dashboards
@@ -113,6 +122,7 @@ impl ErrorKind {
             Self::Decode => "decode_error",
             Self::JobFailed => "ganeti_error",
             Self::Config => "config_error",
+            Self::ReadOnly => "read_only",
         }
     }
 }
@@ -133,6 +143,7 @@ impl RapiError {
             Self::Decode { .. } => ErrorKind::Decode,
             Self::JobFailed(_) => ErrorKind::JobFailed,
             Self::Config { .. } => ErrorKind::Config,
+            Self::ReadOnly => ErrorKind::ReadOnly,
         }
     }
 
@@ -474,6 +485,7 @@ mod tests {
             RapiError::Config {
                 detail: String::new(),
             },
+            RapiError::ReadOnly,
         ];
         let mut cats: Vec<_> = all.iter().map(RapiError::category).collect();
         cats.sort();
@@ -498,6 +510,7 @@ mod tests {
             (ErrorKind::Decode, "decode_error"),
             (ErrorKind::JobFailed, "ganeti_error"),
             (ErrorKind::Config, "config_error"),
+            (ErrorKind::ReadOnly, "read_only"),
         ];
         assert_eq!(labels.map(|(k, _)| k), ErrorKind::ALL);
         for (kind, label) in labels {

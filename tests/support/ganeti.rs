@@ -145,6 +145,18 @@ pub async fn apply_rapi_secret(client: &kube::Client, name: &str, password: &str
 /// As [`apply_rapi_secret`]; `labelled: false` leaves the label off (the operator must
 /// then not use it).
 pub async fn apply_rapi_secret_labelled(client: &kube::Client, name: &str, password: &str, labelled: bool) {
+    apply_rapi_secret_for(client, name, &env("GANETI_RAPI_USER"), password, labelled).await;
+}
+
+/// The Secret `name` in ganeti-system with the RAPI credentials of `user` (e.g. the
+/// testbed's read-only `GANETI_RAPI_RO_USER`), labelled for the operator if `labelled`.
+pub async fn apply_rapi_secret_for(
+    client: &kube::Client,
+    name: &str,
+    user: &str,
+    password: &str,
+    labelled: bool,
+) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "ganeti-system");
     let labels = if labelled {
         json!({ganeti_operator::clusters::CREDENTIALS_LABEL: ganeti_operator::clusters::CREDENTIALS_LABEL_VALUE})
@@ -154,7 +166,7 @@ pub async fn apply_rapi_secret_labelled(client: &kube::Client, name: &str, passw
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": name, "namespace": "ganeti-system", "labels": labels},
-        "stringData": {"username": env("GANETI_RAPI_USER"), "password": password},
+        "stringData": {"username": user, "password": password},
     });
     super::apply(&secrets, name, &secret).await;
 }

@@ -162,7 +162,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .await;
 }
 
-/// Pending applications naming `cluster`.
+/// Pending applications naming `cluster`, and Approved ones on it (held while it is
+/// observed only).
 fn waiting_on(
     store: &Store<InstanceApplication>,
     cluster: Option<&str>,
@@ -170,7 +171,14 @@ fn waiting_on(
     store
         .state()
         .into_iter()
-        .filter(|a| plan::phase(a) == Phase::Pending && a.spec.cluster.as_deref() == cluster)
+        .filter(|a| match plan::phase(a) {
+            Phase::Pending => a.spec.cluster.as_deref() == cluster,
+            Phase::Approved => {
+                let on = a.status.as_ref().and_then(|s| s.cluster.as_deref());
+                on.or(a.spec.cluster.as_deref()) == cluster
+            }
+            _ => false,
+        })
         .map(|a| ObjectRef::from_obj(&*a))
         .collect()
 }

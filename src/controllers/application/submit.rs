@@ -37,8 +37,14 @@ pub(super) async fn submit(
         }
     }
     let (client, cluster) = cluster_client(app, state).await?;
-    let prefix = tag_prefix(&cluster).to_string();
     let now = Timestamp::now();
+    // Before anything else: an observed-only cluster gets no create job, and the
+    // application says so rather than fail on the client's refusal.
+    if cluster.spec.observed_only() || client.is_read_only() {
+        let step = plan::held_on_observed(app, &cluster.name_any(), now);
+        return Ok(record(app, state, step).await?);
+    }
+    let prefix = tag_prefix(&cluster).to_string();
     // Ganeti is searched as far as the decision needs: the marked instances, then the
     // running jobs.
     let mut found = if approved_here {

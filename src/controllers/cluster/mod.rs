@@ -248,7 +248,8 @@ async fn reconcile_inner(leading: bool, cluster: &GanetiCluster, ctx: &Context) 
         .clone()
         .unwrap_or_else(|| crate::tags::DEFAULT_PREFIX.to_string());
     match read_cluster(&client, &name, prefix).await {
-        Ok(inventory) => {
+        Ok(mut inventory) => {
+            inventory.observed = cluster.spec.observed_only();
             ctx.shared.inventory.put(inventory);
             let snapshot = ctx.shared.inventory.get(&name).expect("just stored");
             report(&SyncOutcome::Synced(&snapshot)).await?;
@@ -353,6 +354,8 @@ pub async fn read_cluster(
         instances: instances.map_err(failure)?,
         jobs_by_status: jobs.map_err(failure)?,
         tag_prefix,
+        // Set by the caller, from the spec.
+        observed: false,
         reachable: true,
         read_started: Some(read_started),
     })
@@ -367,7 +370,7 @@ fn failure(e: RapiError) -> SyncOutcome<'static> {
         RapiKind::Timeout => FailureReason::Timeout,
         RapiKind::Unreachable => FailureReason::Unreachable,
         RapiKind::Unavailable => FailureReason::Unavailable,
-        RapiKind::Config => FailureReason::InvalidSpec,
+        RapiKind::Config | RapiKind::ReadOnly => FailureReason::InvalidSpec,
         RapiKind::NotFound
         | RapiKind::BadRequest
         | RapiKind::Http

@@ -88,6 +88,7 @@ pub fn plan_status(
     let generation = cluster.metadata.generation;
     let mut next = current.clone();
     next.observed_generation = generation;
+    next.management_policy = Some(cluster.spec.management_policy());
     let conds = &mut next.conditions;
 
     match outcome {
@@ -109,10 +110,15 @@ pub fn plan_status(
                 Status::True,
                 "Synced",
                 format!(
-                    "Ganeti {} with {} nodes and {} instances",
+                    "Ganeti {} with {} nodes and {} instances{}",
                     inv.facts.software_version,
                     inv.nodes.len(),
-                    inv.instances.len()
+                    inv.instances.len(),
+                    if cluster.spec.observed_only() {
+                        "; observed only (managementPolicy: Observe): nothing is written to it"
+                    } else {
+                        ""
+                    }
                 ),
                 generation,
                 now,
@@ -294,6 +300,7 @@ mod tests {
             reachable: true,
             read_started: None,
             tag_prefix: "GANETI_WEB_MANAGER".into(),
+            observed: false,
         }
     }
 
@@ -302,6 +309,30 @@ mod tests {
     }
 
     const HEARTBEAT: SignedDuration = SignedDuration::from_secs(300);
+
+    #[test]
+    fn the_policy_in_force_is_shown_and_an_observed_cluster_says_so() {
+        use crate::api::cluster::ManagementPolicy;
+        let mut c = cluster(false);
+        let inventory = inv(false);
+        let status = plan_status(&c, &SyncOutcome::Synced(&inventory), t(1000), HEARTBEAT).unwrap();
+        assert_eq!(status.management_policy, Some(ManagementPolicy::Manage));
+        c.spec.management_policy = Some(ManagementPolicy::Observe);
+        let status = plan_status(&c, &SyncOutcome::Synced(&inventory), t(1000), HEARTBEAT).unwrap();
+        assert_eq!(status.management_policy, Some(ManagementPolicy::Observe));
+        assert!(
+            conditions::is_true(&status.conditions, "Ready"),
+            "observed is no failure"
+        );
+        let ready = conditions::get(&status.conditions, "Ready").unwrap();
+        assert!(
+            ready
+                .message
+                .contains("observed only (managementPolicy: Observe)"),
+            "{}",
+            ready.message
+        );
+    }
 
     #[test]
     fn a_sync_fills_status_and_a_second_identical_sync_writes_nothing() {

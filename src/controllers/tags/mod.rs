@@ -17,7 +17,8 @@
 //! or the roles and bindings changed since its last sync, or its retry is due
 //! ([`RETRY`]). Nothing runs before every watch has listed once: a pass over an empty
 //! binding list would remove every tag the operator wrote. A cluster whose inventory
-//! is stale (unreachable) is not synced.
+//! is stale (unreachable) is not synced, nor is one observed only (`managementPolicy:
+//! Observe`): its bindings' status says that no tags are written there.
 //!
 //! # The ledger: which tags are the operator's
 //! The operator removes only grant tags it added itself. It records them per cluster in
@@ -279,6 +280,12 @@ impl TagSync {
         let Some(inv) = c.snapshot.clone().filter(|i| i.reachable) else {
             return Ok(());
         };
+        if inv.observed {
+            // Not a failure to retry: the bindings' status says no tags go there.
+            c.report = None;
+            c.failing = None;
+            return Ok(());
+        }
         let Some(client) = ctx.shared.clusters.client(name) else {
             c.failing = Some("no RAPI client yet (the cluster was not read)".into());
             c.retry_at = Some(Instant::now() + RETRY);
@@ -425,7 +432,9 @@ impl TagSync {
             .clusters
             .iter()
             .map(|(name, c)| {
+                let observed = c.snapshot.as_ref().is_some_and(|i| i.observed);
                 let state = match (&c.failing, &c.report) {
+                    _ if observed => status::ClusterState::Observed,
                     (Some(why), _) => status::ClusterState::Failing(why),
                     (None, Some(r)) => status::ClusterState::Synced(r),
                     (None, None) => status::ClusterState::Failing("not synced yet"),

@@ -22,6 +22,8 @@ pub enum ClusterState<'a> {
     Synced(&'a ClusterReport),
     /// Known, but its last sync failed or its inventory is stale.
     Failing(&'a str),
+    /// Observed only (`managementPolicy: Observe`): no tags are written there.
+    Observed,
 }
 
 /// The clusters a binding writes tags on: those of the instances it or its role's
@@ -76,6 +78,7 @@ pub fn binding_status(
     let mut errors: Vec<String> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     let mut unsynced: Vec<String> = Vec::new();
+    let mut observed: Vec<String> = Vec::new();
     for cluster in tag_clusters(binding, role) {
         match clusters.get(&cluster) {
             Some(ClusterState::Synced(report)) => {
@@ -91,6 +94,7 @@ pub fn binding_status(
                 missing.extend(r.missing.iter().map(|i| format!("{cluster}/{i}")));
             }
             Some(ClusterState::Failing(why)) => unsynced.push(format!("{cluster} ({why})")),
+            Some(ClusterState::Observed) => observed.push(cluster),
             None => unsynced.push(format!("{cluster} (no GanetiCluster of that name has been read)")),
         }
     }
@@ -129,6 +133,15 @@ pub fn binding_status(
             "ClusterNotSynced",
             format!("tags not checked on {}", unsynced.join(", ")),
         )
+    } else if s.tag_count == 0 && !observed.is_empty() {
+        (
+            Status::True,
+            "ObservedOnly",
+            format!(
+                "no tags are written on {}: observed only (managementPolicy: Observe); the binding still grants its rights there",
+                observed.join(", ")
+            ),
+        )
     } else if s.tag_count == 0 {
         (
             Status::True,
@@ -146,6 +159,12 @@ pub fn binding_status(
             ),
         )
     };
+    if !observed.is_empty() && sync_reason != "ObservedOnly" {
+        sync_message.push_str(&format!(
+            "; none written on {} (observed only, managementPolicy: Observe)",
+            observed.join(", ")
+        ));
+    }
     if !missing.is_empty() {
         missing.truncate(MAX_ERRORS);
         sync_message.push_str(&format!("; listed but not in Ganeti: {}", missing.join(", ")));
@@ -165,6 +184,9 @@ pub fn binding_status(
             rf_reason,
             format!("role {role_name} does not exist"),
         ),
+        (true, Status::True) if !observed.is_empty() => {
+            (Status::True, "Ready", format!("role found; {sync_message}"))
+        }
         (true, Status::True) => (Status::True, "Ready", "role found, tags in sync".to_owned()),
         (true, other) => (other, sync_reason, sync_message),
     };
@@ -343,6 +365,43 @@ mod tests {
             None,
             "no rewrite"
         );
+    }
+
+    #[test]
+    fn an_observed_cluster_is_reported_not_failed() {
+        let b = binding("x", "user", &[("lab", "vm1")]);
+        let role = role_spec();
+        let clusters = BTreeMap::from([("lab".to_string(), ClusterState::Observed)]);
+        let s = binding_status(&b, Some(&role), &clusters, now()).unwrap();
+        let (status, reason, msg) = cond(&s.conditions, "TagsInSync");
+        assert_eq!((status, reason), ("True", "ObservedOnly"));
+        assert!(
+            msg.contains("lab: observed only (managementPolicy: Observe)"),
+            "{msg}"
+        );
+        let (status, reason, msg) = cond(&s.conditions, "Ready");
+        assert_eq!((status, reason), ("True", "Ready"));
+        assert!(msg.contains("observed only"), "{msg}");
+        assert_eq!(s.tag_count, 0);
+        // Beside a managed cluster's tags, the observed one is named.
+        let mut report = ClusterReport::default();
+        report.bindings.insert(
+            "x".into(),
+            BindingReport {
+                tags: BTreeSet::from([("vm2".to_string(), "GANETI_WEB_MANAGER:power:U:bob".to_string())]),
+                instances: BTreeSet::from(["vm2".to_string()]),
+                ..BindingReport::default()
+            },
+        );
+        let b = binding("x", "user", &[("lab", "vm1"), ("prod", "vm2")]);
+        let clusters = BTreeMap::from([
+            ("lab".to_string(), ClusterState::Observed),
+            ("prod".to_string(), ClusterState::Synced(&report)),
+        ]);
+        let s = binding_status(&b, Some(&role), &clusters, now()).unwrap();
+        let (status, reason, msg) = cond(&s.conditions, "TagsInSync");
+        assert_eq!((status, reason), ("True", "Synced"));
+        assert!(msg.contains("none written on lab (observed only"), "{msg}");
     }
 
     #[test]

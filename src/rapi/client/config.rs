@@ -35,6 +35,11 @@ impl fmt::Debug for Credentials {
 /// `outcome` is `"ok"` or a `RapiError::category()`.
 pub trait RapiObserver: Send + Sync {
     fn observe(&self, op: &'static str, outcome: &'static str, seconds: f64);
+
+    /// Every write the client is asked for, on the cluster it was built for (its
+    /// `RapiConfig::cluster`): `sent`, or refused unsent by a read-only client. What
+    /// proves that an observed-only cluster sees no writes.
+    fn write(&self, _cluster: &str, _op: &'static str, _sent: bool) {}
 }
 
 /// The default observer: records nothing.
@@ -59,6 +64,10 @@ pub struct RapiConfig {
     pub wait_timeout: Duration,
     /// Extra attempts for reads that failed transiently.
     pub read_retries: usize,
+    /// Refuse every write before sending it (an observed-only cluster).
+    pub read_only: bool,
+    /// The GanetiCluster this client is for, as metrics name it (may be empty).
+    pub cluster: String,
 }
 
 impl RapiConfig {
@@ -71,6 +80,8 @@ impl RapiConfig {
             request_timeout: Duration::from_secs(30),
             wait_timeout: Duration::from_secs(40),
             read_retries: 3,
+            read_only: false,
+            cluster: String::new(),
         }
     }
 }

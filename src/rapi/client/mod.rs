@@ -36,6 +36,10 @@ pub struct RapiClient {
     wait_timeout: Duration,
     read_retries: usize,
     insecure: bool,
+    /// Writes are refused unsent: the one check every write path passes (defence in
+    /// depth behind the planners, which check the policy to say why).
+    read_only: bool,
+    cluster: Arc<str>,
     observer: Arc<dyn RapiObserver>,
 }
 
@@ -45,6 +49,7 @@ impl fmt::Debug for RapiClient {
             .field("base", &self.base.as_str())
             .field("credentials", &self.credentials)
             .field("insecure", &self.insecure)
+            .field("read_only", &self.read_only)
             .finish_non_exhaustive()
     }
 }
@@ -94,6 +99,8 @@ impl RapiClient {
             wait_timeout: config.wait_timeout,
             read_retries: config.read_retries,
             insecure: config.tls == TlsMode::Insecure,
+            read_only: config.read_only,
+            cluster: config.cluster.into(),
             observer: Arc::new(NoopObserver),
         })
     }
@@ -107,6 +114,11 @@ impl RapiClient {
     /// Whether certificate checks are off (the caller reports a warning condition).
     pub fn is_insecure(&self) -> bool {
         self.insecure
+    }
+
+    /// Whether every write is refused unsent (an observed-only cluster).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// `base` + `/2/...` path segments (each percent-encoded) + query.
@@ -228,6 +240,11 @@ impl RapiClient {
         body: Option<&Value>,
         reason: &str,
     ) -> Result<JobId, RapiError> {
+        self.observer.write(&self.cluster, op, !self.read_only);
+        if self.read_only {
+            tracing::warn!(op, cluster = %self.cluster, "a write to an observed-only cluster was refused unsent");
+            return Err(RapiError::ReadOnly);
+        }
         let mut q = query.to_vec();
         q.push(("reason", reason));
         let url = self.url(segments, &q);
@@ -338,6 +355,58 @@ mod tests {
         fn observe(&self, op: &'static str, outcome: &'static str, _: f64) {
             self.0.lock().unwrap().push((op, outcome));
         }
+    }
+
+    #[derive(Default)]
+    struct Writes(std::sync::Mutex<Vec<(String, &'static str, bool)>>);
+    impl RapiObserver for Writes {
+        fn observe(&self, _: &'static str, _: &'static str, _: f64) {}
+        fn write(&self, cluster: &str, op: &'static str, sent: bool) {
+            self.0.lock().unwrap().push((cluster.to_owned(), op, sent));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_only_client_refuses_every_write_unsent_and_says_so() {
+        // A port nobody listens on: a write that were sent would fail as unreachable.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let mut cfg = RapiConfig::new(
+            format!("https://127.0.0.1:{port}"),
+            Credentials::new("viewer", "p"),
+            TlsMode::Insecure,
+        );
+        cfg.read_only = true;
+        cfg.read_retries = 0;
+        cfg.cluster = "lab".into();
+        let writes = Arc::new(Writes::default());
+        let c = RapiClient::new(cfg.clone())
+            .unwrap()
+            .with_observer(writes.clone());
+        assert!(c.is_read_only());
+        let err = c.startup_instance("vm", "test").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err:?}");
+        assert!(err.to_string().contains("managementPolicy: Observe"), "{err}");
+        let err = c.add_cluster_tags(&["a"], "test").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ReadOnly);
+        // Reads still go out (and fail here only because nobody listens).
+        assert_eq!(c.info().await.unwrap_err().kind(), ErrorKind::Unreachable);
+        // A managed client sends (and reports) its writes.
+        cfg.read_only = false;
+        let m = RapiClient::new(cfg).unwrap().with_observer(writes.clone());
+        assert_eq!(
+            m.startup_instance("vm", "t").await.unwrap_err().kind(),
+            ErrorKind::Unreachable
+        );
+        assert_eq!(
+            *writes.0.lock().unwrap(),
+            vec![
+                ("lab".to_owned(), "instance_startup", false),
+                ("lab".to_owned(), "cluster_tags_add", false),
+                ("lab".to_owned(), "instance_startup", true),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -149,12 +149,19 @@ pub(super) async fn cluster_tags(
         state.audit(&caller, &attempt, &Outcome::Refused(why.clone()));
         return Err(ApiError::new(StatusCode::FORBIDDEN, why));
     }
+    let client = state.client(&cluster)?;
+    if inv.observed || client.is_read_only() {
+        let refused = ApiError::from(&crate::access::Refusal::ObservedOnly {
+            cluster: cluster.clone(),
+        });
+        state.audit(&caller, &attempt, &Outcome::Refused(refused.1.clone()));
+        return Err(refused);
+    }
     let (TagsPlan::Add(tags) | TagsPlan::Remove(tags)) = &plan;
     for tag in tags {
         crate::tags::check_user_tag(tag, &inv.tag_prefix)
             .map_err(|why| ApiError::new(StatusCode::FORBIDDEN, why))?;
     }
-    let client = state.client(&cluster)?;
     let refs: Vec<&str> = tags.iter().map(String::as_str).collect();
     let why = action::reason_for(&caller.identity.user, CLUSTER_TAGS);
     let submitted = match &plan {

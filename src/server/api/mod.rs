@@ -181,7 +181,7 @@ impl From<&Refusal> for ApiError {
         let status = match r {
             Refusal::NotFound { .. } => StatusCode::NOT_FOUND,
             Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
-            Refusal::Replaced { .. } => StatusCode::CONFLICT,
+            Refusal::Replaced { .. } | Refusal::ObservedOnly { .. } => StatusCode::CONFLICT,
         };
         Self::new(status, r.to_string())
     }
@@ -324,7 +324,14 @@ impl ApiState {
             fresh.as_ref(),
             &inv.tag_prefix,
             right,
-        ) {
+        )
+        // Every user's write to a VM (JSON API, aggregated API, confirmation links)
+        // passes here: an observed-only cluster refuses it with words; its read-only
+        // client would refuse it anyway.
+        .and_then(|pinned| {
+            access::writable(vm.cluster, inv.observed || client.is_read_only(), right)?;
+            Ok(pinned)
+        }) {
             Ok(pinned) => Ok((pinned, client)),
             Err(refusal) => {
                 let e = ApiError::from(&refusal);

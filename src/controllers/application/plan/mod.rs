@@ -40,10 +40,10 @@ pub use create::{
 };
 pub use evaluate::evaluate;
 pub use mail::{MailKind, mail_due, mail_text, notified};
-pub use status::{changed_after_approval, failed, failed_locally, submitted};
+pub use status::{OBSERVED_ONLY, changed_after_approval, failed, failed_locally, held_observed, submitted};
 pub use steps::{
     Follow, Found, JOB_POLL, JOB_POLL_MAX, JobOutcome, Step, Submission, Submit, after_create, after_job,
-    after_lookup, create_job_summary, poll_delay,
+    after_lookup, create_job_summary, held_on_observed, poll_delay,
 };
 
 use crate::api::application::{Decision, InstanceApplication, InstanceApplicationStatus, Phase};

@@ -128,6 +128,38 @@ pub fn submitted(
     status
 }
 
+/// Approved on a cluster that is observed only: nothing is submitted; the application
+/// stays Approved (its VM is created if the cluster becomes managed again) and says why.
+/// `None`: the status already says it.
+pub fn held_observed(
+    app: &InstanceApplication,
+    cluster: &str,
+    now: Timestamp,
+) -> Option<InstanceApplicationStatus> {
+    let (mut status, generation) = transition(app);
+    let message = format!(
+        "{}: no instance is created; the application stays Approved and its VM is created once the cluster is managed (managementPolicy: Manage)",
+        crate::api::cluster::observed_only_message(cluster)
+    );
+    let current = conditions::get(&status.conditions, INSTANCE_CREATED);
+    if current.is_some_and(|c| c.reason == OBSERVED_ONLY && c.message == message) {
+        return None;
+    }
+    conditions::set(
+        &mut status.conditions,
+        INSTANCE_CREATED,
+        Status::False,
+        OBSERVED_ONLY,
+        message,
+        generation,
+        now,
+    );
+    Some(status)
+}
+
+/// The reason of the `InstanceCreated` condition while the cluster is observed only.
+pub const OBSERVED_ONLY: &str = "ClusterObservedOnly";
+
 /// The VM exists: the instance the application's own job made (see [`is_ours`]).
 pub(super) fn created(
     app: &InstanceApplication,

@@ -175,6 +175,26 @@ pub fn after_lookup(app: &InstanceApplication, found: &Found, prefix: &str, now:
     }
 }
 
+/// Approved, on a cluster that is observed only (`managementPolicy: Observe`): never
+/// submitted, whatever else holds; the condition and a warning Event say why (once).
+pub fn held_on_observed(app: &InstanceApplication, cluster: &str, now: Timestamp) -> Step {
+    let status = super::status::held_observed(app, cluster, now);
+    let note = status.as_ref().map(|_| Note {
+        warning: true,
+        reason: super::status::OBSERVED_ONLY,
+        message: format!(
+            "{}: the approved instance is not created",
+            crate::api::cluster::observed_only_message(cluster)
+        ),
+    });
+    Step {
+        status,
+        note,
+        // The GanetiCluster watch wakes the application when its spec changes.
+        requeue: None,
+    }
+}
+
 /// Approved, the create request built and sent (or not): Creating with the job, or
 /// Failed.
 pub fn after_create(app: &InstanceApplication, submission: Submission, now: Timestamp) -> Step {

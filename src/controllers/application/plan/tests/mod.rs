@@ -73,6 +73,7 @@ fn spec() -> GanetiClusterSpec {
         insecure: None,
         sync_interval: None,
         tag_prefix: None,
+        management_policy: None,
         allowed: None,
         defaults: InstanceDefaults {
             disk_template: None,

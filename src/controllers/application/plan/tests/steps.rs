@@ -521,3 +521,27 @@ fn a_job_record_tells_its_outcome() {
         other => panic!("a canceled job failed, not {other:?}"),
     }
 }
+
+#[test]
+fn an_approved_application_on_an_observed_cluster_is_held_with_one_warning() {
+    let mut a = approved("observed");
+    let step = held_on_observed(&a, "lab", now());
+    let s = stored(&step);
+    assert_eq!(s.phase, Phase::Approved, "stays approved: created once managed");
+    assert_eq!(s.job_id, None);
+    let c = crate::api::conditions::get(&s.conditions, INSTANCE_CREATED).unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", OBSERVED_ONLY));
+    assert!(
+        c.message
+            .contains("cluster lab is observed only (managementPolicy: Observe)"),
+        "{}",
+        c.message
+    );
+    let note = step.note.as_ref().expect("an Event");
+    assert!(note.warning && note.message.contains("not created"), "{note:?}");
+    assert_eq!(step.requeue, None);
+    // Stored: the next pass writes nothing and says nothing again.
+    a.status = step.status.clone();
+    let again = held_on_observed(&a, "lab", now());
+    assert_eq!((again.status, again.note), (None, None));
+}
