@@ -46,6 +46,7 @@
 //!   Exempt from the escalation check; the operator wants at least one such binding
 //!   ([`has_administrator_binding`]).
 
+mod build;
 mod escalation;
 mod explain;
 pub mod holders;
@@ -54,8 +55,9 @@ mod listed;
 mod permitted;
 mod preconfigured;
 
+pub use build::AuthzIndexBuilder;
 pub use escalation::has_administrator_binding;
-pub use index::{AuthzIndex, AuthzIndexBuilder, BindingId, InstanceId};
+pub use index::{AuthzIndex, BindingId, InstanceId};
 pub use listed::ListedGrant;
 pub use preconfigured::{ADMINISTRATOR, ADVANCED_USER, PRECONFIGURED_LABEL, USER, preconfigured_roles};
 
