@@ -60,13 +60,15 @@ _kube_build() {
     log "kube: building kube-testbed $kver (first time only: several minutes, ~2.5 GB RAM)"
     t0=$SECONDS
     tmp="$bin.tmp.$$"
-    if ! (cd "$KUBE_SRC" && GOTOOLCHAIN=local CGO_ENABLED=0 \
+    # A throwaway build cache (several GB that nothing reuses: the binary itself is cached).
+    if ! (cd "$KUBE_SRC" && GOTOOLCHAIN=local CGO_ENABLED=0 GOCACHE="$TESTBED_CACHE/go-build.tmp" \
       "$go" build -mod=readonly -buildvcs=false -p 2 -trimpath -ldflags "$ldflags" -o "$tmp" .) \
       >"$TESTBED_CACHE/kube-testbed-build.log" 2>&1; then
-      rm -f "$tmp"
+      rm -rf "$tmp" "$TESTBED_CACHE/go-build.tmp"
       tail -n 30 "$TESTBED_CACHE/kube-testbed-build.log" >&2
       die "kube: go build failed (log: $TESTBED_CACHE/kube-testbed-build.log)"
     fi
+    rm -rf "$TESTBED_CACHE/go-build.tmp"
     mv "$tmp" "$bin"
     log "kube: built $(basename "$bin") in $((SECONDS - t0))s"
     # Keep the three newest builds (other checkouts may use older sources).
