@@ -533,3 +533,168 @@ fn metrics_have_their_own_port_that_the_users_service_does_not_expose() {
             .any(|a| a == "--metrics-listen=0.0.0.0:9100")
     );
 }
+
+/// The certificate in a rendered TLS Secret (checked to be issued by the Secret's CA):
+/// its DNS names, and the CA as the Secret holds it.
+fn secret_certificate(secret: &Value) -> (Vec<String>, String) {
+    use base64::Engine as _;
+    let b64 = |k: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(secret["data"][k].as_str().unwrap_or_else(|| panic!("no {k}")))
+            .unwrap()
+    };
+    let pem = b64("tls.crt");
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let ca_pem = b64("ca.crt");
+    let (_, ca_pem) = x509_parser::pem::parse_x509_pem(&ca_pem).unwrap();
+    let ca = ca_pem.parse_x509().unwrap();
+    assert_eq!(
+        cert.issuer(),
+        ca.subject(),
+        "the Secret's CA issued its certificate"
+    );
+    assert!(ca.is_ca());
+    let names = cert
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect();
+    (names, secret["data"]["ca.crt"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn the_webhook_gets_a_serving_certificate_the_chart_makes_when_none_is_given() {
+    let docs = render(&["webhook.enabled=true"]).unwrap();
+    let secret = find(&docs, "Secret", "ganeti-operator-webhook-tls")
+        .expect("the chart makes the webhook's certificate");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    let (names, ca) = secret_certificate(secret);
+    assert!(
+        names.contains(&"ganeti-operator-webhook.ganeti-system.svc".to_owned()),
+        "{names:?}"
+    );
+    // The API server trusts exactly that CA, and the pods mount that Secret.
+    let config = find(
+        &docs,
+        "ValidatingWebhookConfiguration",
+        "ganeti.dev-rbac-escalation",
+    )
+    .unwrap();
+    assert_eq!(config["webhooks"][0]["clientConfig"]["caBundle"], ca.as_str());
+    let deployment = find(&docs, "Deployment", "ganeti-operator").unwrap();
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    assert!(
+        volumes.iter().any(
+            |v| v["name"] == "webhook-cert" && v["secret"]["secretName"] == "ganeti-operator-webhook-tls"
+        ),
+        "{volumes:?}"
+    );
+    // The aggregated API's certificate is made the same way, for its own Service.
+    let api = find(&docs, "Secret", "ganeti-operator-api-tls").unwrap();
+    let (api_names, api_ca) = secret_certificate(api);
+    assert!(
+        api_names.contains(&"ganeti-operator-api.ganeti-system.svc".to_owned()),
+        "{api_names:?}"
+    );
+    assert_ne!(api_ca, ca, "each listener has a CA of its own");
+    // A certificate of the admin's own: the chart makes none and uses theirs.
+    let own = render(&[
+        "webhook.enabled=true",
+        "webhook.certSecret=mine",
+        "webhook.caBundle=Q0E=",
+    ])
+    .unwrap();
+    assert!(find(&own, "Secret", "ganeti-operator-webhook-tls").is_none());
+    let config = find(
+        &own,
+        "ValidatingWebhookConfiguration",
+        "ganeti.dev-rbac-escalation",
+    )
+    .unwrap();
+    assert_eq!(config["webhooks"][0]["clientConfig"]["caBundle"], "Q0E=");
+    let deployment = find(&own, "Deployment", "ganeti-operator").unwrap();
+    assert!(
+        deployment["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "mine")
+    );
+}
+
+#[test]
+fn replicas_get_a_disruption_budget_a_spread_over_nodes_and_an_optional_network_policy() {
+    let docs = render(&[]).unwrap();
+    let pdb = find(&docs, "PodDisruptionBudget", "ganeti-operator").expect("two replicas: a PDB");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let deployment = find(&docs, "Deployment", "ganeti-operator").unwrap();
+    let pod = &deployment["spec"]["template"];
+    let selects = |selector: &Value| {
+        let labels = selector["matchLabels"].as_object().unwrap();
+        !labels.is_empty() && labels.iter().all(|(k, v)| &pod["metadata"]["labels"][k] == v)
+    };
+    assert!(selects(&pdb["spec"]["selector"]));
+    let spread = &pod["spec"]["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+    // A one-node cluster still runs both replicas.
+    assert_eq!(spread["whenUnsatisfiable"], "ScheduleAnyway");
+    assert!(selects(&spread["labelSelector"]));
+    assert!(
+        find(&docs, "NetworkPolicy", "ganeti-operator").is_none(),
+        "off by default"
+    );
+
+    // One replica: nothing to budget or spread.
+    let single = render(&["replicas=1"]).unwrap();
+    assert!(find(&single, "PodDisruptionBudget", "ganeti-operator").is_none());
+    let deployment = find(&single, "Deployment", "ganeti-operator").unwrap();
+    assert!(deployment["spec"]["template"]["spec"]["topologySpreadConstraints"].is_null());
+
+    // The policy names only ports the container has; /metrics only from its peers.
+    let docs = render(&[
+        "networkPolicy.enabled=true",
+        "webhook.enabled=true",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring",
+    ])
+    .unwrap();
+    let policy = find(&docs, "NetworkPolicy", "ganeti-operator").unwrap();
+    let deployment = find(&docs, "Deployment", "ganeti-operator").unwrap();
+    let container_ports: BTreeSet<&str> = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    let mut named = BTreeSet::new();
+    for rule in policy["spec"]["ingress"].as_array().unwrap() {
+        for port in rule["ports"].as_array().unwrap() {
+            let name = port["port"].as_str().unwrap();
+            assert!(
+                container_ports.contains(name),
+                "{name} is no container port: {container_ports:?}"
+            );
+            named.insert(name);
+            if name == "metrics" {
+                assert_eq!(
+                    rule["from"][0]["namespaceSelector"]["matchLabels"]["name"],
+                    "monitoring"
+                );
+            }
+        }
+    }
+    assert_eq!(named, container_ports, "every port the pod listens on has a rule");
+    assert!(
+        render(&["topologySpreadConstraints[0].maxSkew=1"]).is_err(),
+        "a constraint without its required fields is refused"
+    );
+}

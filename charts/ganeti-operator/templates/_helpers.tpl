@@ -81,18 +81,18 @@ ganeti-operator-api-tls
 
 {{/* The DNS names of the compute API's Service, as a JSON list, given the namespace. */}}
 {{- define "ganeti-operator.computeApiDNSNames" -}}
-{{- $svc := include "ganeti-operator.computeApiService" .root -}}
-{{- list $svc (printf "%s.%s" $svc .namespace) (printf "%s.%s.svc" $svc .namespace) (printf "%s.%s.svc.cluster.local" $svc .namespace) | toJson -}}
+{{- include "ganeti-operator.serviceDNSNames" (dict "service" (include "ganeti-operator.computeApiService" .root) "namespace" .namespace) -}}
 {{- end }}
 
-{{/* The data of the chart-made serving certificate Secret (tls.crt, tls.key, ca.crt,
+{{/* The data of a chart-made serving certificate Secret (tls.crt, tls.key, ca.crt,
      base64) as YAML, given the Secret as it exists in the cluster (`lookup`: an empty
-     dict under `helm template` or on first install), the namespace and the root
-     context. An existing complete Secret is kept: a new CA on every `helm upgrade`
-     would leave the running pods with a certificate the APIService no longer trusts
-     until they restart. Else a new CA and a certificate for the Service's names,
-     valid for ten years (RSA 2048; the key is PKCS#1, "RSA PRIVATE KEY"). */}}
-{{- define "ganeti-operator.computeApiCertData" -}}
+     dict under `helm template` or on first install), the DNS names (the third,
+     <service>.<namespace>.svc, is the common name) and the CA's name. An existing
+     complete Secret is kept: a new CA on every `helm upgrade` would leave the running
+     pods with a certificate the API server no longer trusts until they restart. Else a
+     new CA and a certificate for the names, valid for ten years (RSA 2048; the key is
+     PKCS#1, "RSA PRIVATE KEY"). */}}
+{{- define "ganeti-operator.servingCertData" -}}
 {{- $existing := .existing | default dict -}}
 {{- $data := get $existing "data" | default dict -}}
 {{- if and (get $data "tls.crt") (get $data "tls.key") (get $data "ca.crt") -}}
@@ -100,11 +100,39 @@ tls.crt: {{ get $data "tls.crt" }}
 tls.key: {{ get $data "tls.key" }}
 ca.crt: {{ get $data "ca.crt" }}
 {{- else -}}
-{{- $names := include "ganeti-operator.computeApiDNSNames" . | fromJsonArray -}}
-{{- $ca := genCA "ganeti-operator-api-ca" 3650 -}}
-{{- $cert := genSignedCert (index $names 2) nil $names 3650 $ca -}}
+{{- $ca := genCA .caName 3650 -}}
+{{- $cert := genSignedCert (index .names 2) nil .names 3650 $ca -}}
 tls.crt: {{ $cert.Cert | b64enc }}
 tls.key: {{ $cert.Key | b64enc }}
 ca.crt: {{ $ca.Cert | b64enc }}
+{{- end -}}
+{{- end }}
+
+{{/* The DNS names of a Service as a JSON list, given its name and namespace. */}}
+{{- define "ganeti-operator.serviceDNSNames" -}}
+{{- list .service (printf "%s.%s" .service .namespace) (printf "%s.%s.svc" .service .namespace) (printf "%s.%s.svc.cluster.local" .service .namespace) | toJson -}}
+{{- end }}
+
+{{/* The TLS Secret with the webhook's serving certificate: the given one, else the one
+     the chart makes. */}}
+{{- define "ganeti-operator.webhookCertSecret" -}}
+{{- .Values.webhook.certSecret | default "ganeti-operator-webhook-tls" -}}
+{{- end }}
+
+{{/* The pods' topologySpreadConstraints: the given ones, else (more than one replica)
+     spread over nodes when the scheduler can, so one node's loss leaves a replica
+     serving; ScheduleAnyway keeps a one-node cluster working. A YAML list. */}}
+{{- define "ganeti-operator.topologySpreadConstraints" -}}
+{{- if .Values.topologySpreadConstraints -}}
+{{ toYaml .Values.topologySpreadConstraints }}
+{{- else if gt (int .Values.replicas) 1 -}}
+- maxSkew: 1
+  topologyKey: kubernetes.io/hostname
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "ganeti-operator.selectorLabels" . | nindent 6 }}
+{{- else -}}
+[]
 {{- end -}}
 {{- end }}
