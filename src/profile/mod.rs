@@ -5,6 +5,7 @@
 pub mod keys;
 pub mod link;
 pub mod plan;
+pub mod seen;
 
 use crate::api::profile::{UserProfile, UserProfileStatus};
 use kube::api::Api;

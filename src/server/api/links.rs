@@ -5,7 +5,7 @@
 //! reached Ganeti; it is given back only when nothing was sent.
 
 use super::actions::{check_rename, submit};
-use super::{ApiError, ApiState, Attempt, Caller, Outcome, PREFIX};
+use super::{ApiError, ApiState, Attempt, Outcome, PREFIX};
 use crate::access::{Action, Plan, VmRef};
 use crate::rapi::RapiError;
 use crate::server::auth::Identity;
@@ -103,7 +103,7 @@ pub(super) async fn confirm_action(
     // for, at most CONFIRM_TTL_SECS ago: Kubernetes tells a user's groups only to
     // the holder of a credential, which a followed link is not. Profile groups, roles,
     // bindings, tags and the VM itself are read anew.
-    let caller = Caller::new(
+    let caller = state.caller(
         Identity {
             user: claims.user.clone(),
             groups: claims.groups.clone(),
@@ -111,7 +111,6 @@ pub(super) async fn confirm_action(
         connect
             .map(|c| c.0.0.ip().to_string())
             .unwrap_or_else(|| "unknown".into()),
-        &state.rules.current(),
     );
     let Some(action) = Action::parse(&claims.action).filter(|a| a.is_fatal()) else {
         return link_refused(&LinkError::Malformed);

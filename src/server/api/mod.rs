@@ -32,6 +32,7 @@ use crate::access::rules::Rules;
 use crate::access::{self, Pinned, Refusal, VmRef};
 use crate::api::role::VmRight;
 use crate::authz::Principal;
+use crate::profile::seen::LastSeen;
 use crate::rapi::{RapiClient, RapiError};
 use crate::shared::Shared;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
@@ -79,6 +80,8 @@ pub struct ApiState {
     refusal_mail_to: Vec<String>,
     /// When each (user, cluster, VM) last caused a refusal mail.
     refusals_mailed: Mutex<HashMap<(String, String, String), Instant>>,
+    /// Writes `lastSeen` of the users it authenticates (here, the console, the aggregated API).
+    seen: LastSeen,
 }
 
 impl ApiState {
@@ -89,6 +92,7 @@ impl ApiState {
             limiter: Mutex::new(Limiter::new(RATE_BURST, RATE_EVERY)),
             spent: SpentTokens::new(shared.client.clone(), &shared.config.secrets_namespace),
             refusals_mailed: Mutex::default(),
+            seen: LastSeen::new(shared.client.clone()),
             rules: shared.rules.clone(),
             shared,
         })
@@ -243,7 +247,7 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             ));
         };
         match state.auth.authenticate(token).await? {
-            Some(identity) => Ok(Caller::new(identity, source, &state.rules.current())),
+            Some(identity) => Ok(state.caller(identity, source)),
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "the Kubernetes API server does not accept this token for this service",
@@ -255,6 +259,17 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
 // --- the decision, and audit -------------------------------------------------------
 
 impl ApiState {
+    /// The caller of a request the operator authenticated (a token, a console ticket,
+    /// the front proxy), recorded as seen.
+    pub(in crate::server) fn caller(&self, identity: Identity, source: String) -> Caller {
+        let rules = self.rules.current();
+        // Before the first list an empty profile list means "unknown", not "none".
+        if rules.listed {
+            self.seen.saw(&identity.user, &rules.profiles);
+        }
+        Caller::new(identity, source, &rules)
+    }
+
     /// 503 while this replica has read no cluster yet, 404 for a cluster it does not know.
     pub(super) fn known_cluster(
         &self,

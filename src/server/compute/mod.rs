@@ -133,7 +133,7 @@ impl FromRequestParts<Arc<ComputeState>> for Proxied {
                     .map(|c| c.0.ip().to_string())
             })
             .unwrap_or_else(|| "unknown".into());
-        Ok(Self(Caller::new(identity, source, &state.api.rules.current())))
+        Ok(Self(state.api.caller(identity, source)))
     }
 }
 

@@ -325,13 +325,12 @@ async fn open(
         vm,
         signed::now_secs(),
     )?;
-    let caller = Caller::new(
+    let caller = state.api.caller(
         Identity {
             user: ticket.user.clone(),
             groups: ticket.groups.clone(),
         },
         source,
-        &state.api.rules.current(),
     );
     let attempt = Attempt {
         action: "console",
