@@ -56,6 +56,24 @@ pub enum PluginCommand {
     Approve(ApproveArgs),
     /// Reject an InstanceApplication.
     Reject(RejectArgs),
+    /// Admins: users inactive for a while and their VMs, VMs whose owner is gone,
+    /// profiles without VMs.
+    Users(UsersArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UsersArgs {
+    /// Days without a request (UserProfile `status.lastSeen`) that make a user inactive.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub inactive_days: u32,
+    /// Output format. Absent: tables.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<ReportOutput>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportOutput {
+    Json,
 }
 
 #[derive(Args, Debug)]

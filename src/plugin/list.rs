@@ -74,6 +74,12 @@ pub fn table(vms: &[GanetiInstance], wide: bool) -> String {
         }
         rows.push(row);
     }
+    aligned(rows)
+}
+
+/// Rows (the first is the header) as kubectl prints tables: columns padded to their
+/// widest cell, three spaces apart.
+pub fn aligned(rows: Vec<Vec<String>>) -> String {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();

@@ -11,6 +11,7 @@ pub mod client;
 pub mod instance;
 pub mod list;
 pub mod resolve;
+pub mod users;
 pub mod vnc;
 
 #[cfg(test)]
@@ -101,5 +102,6 @@ pub async fn run_with(client: &kube::Client, namespace: &str, command: PluginCom
             let reason = Some(args.reason.as_str());
             apply::decide(client, namespace, &args.name, Verdict::Rejected, reason).await
         }
+        PluginCommand::Users(args) => users::users(client, args.inactive_days, args.output.is_some()).await,
     }
 }
