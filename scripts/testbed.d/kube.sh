@@ -168,6 +168,11 @@ _kube_pki() {
       "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
       "extendedKeyUsage=serverAuth" \
       "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1")"
+    # The apiserver's client certificate towards kubelets (logs, exec, port-forward
+    # on pods of a node started with `scripts/testbed node up`).
+    sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$(printf '%s\n' \
+      "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+      "extendedKeyUsage=clientAuth")"
     # The controller manager runs all controllers with its own credentials.
     sign controller-manager "/O=system:masters/CN=system:kube-controller-manager" "$(printf '%s\n' \
       "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
@@ -260,6 +265,8 @@ kube_up() {
     --requestheader-group-headers=X-Remote-Group \
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$s/front-proxy-client.crt" --proxy-client-key-file="$s/front-proxy-client.key" \
+    --kubelet-client-certificate="$s/apiserver-kubelet-client.crt" --kubelet-client-key="$s/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP,Hostname \
     --profiling=false
   _kube_wait kube-apiserver "kube-apiserver /readyz" "$KUBE_READY_TIMEOUT" _kube_readyz
   log "kube: apiserver ready $((SECONDS - t0))s after start (etcd included)"
