@@ -23,6 +23,7 @@ NODE_SOCK="$NODE_STATE/containerd/containerd.sock"
 NODE_PAUSE_IMAGE="localhost/ganeti-testbed/pause:1"
 NODE_BUSYBOX_IMAGE="localhost/ganeti-testbed/busybox:1"
 NODE_RULE_COMMENT="ganeti-testbed-node"
+NODE_CNI_NETWORK="ganeti-testbed-node"
 NODE_DAEMONS=(node-containerd node-kubelet node-kube-proxy node-kube-scheduler node-apiserver-relay)
 
 _node_kubectl() { "$TESTBED_CACHE/bin/kubectl" --kubeconfig "$KUBE_STATE/kubeconfig-root" "$@"; }
@@ -36,6 +37,9 @@ node_status() {
   local d
   for d in "${NODE_DAEMONS[@]}"; do pid_alive "$d" || return 1; done
   [[ -f $KUBE_STATE/kubeconfig-root ]] || return 1
+  # A killed daemon may linger as a zombie (pid_alive); ask the live ones.
+  curl -fsS --max-time 3 http://127.0.0.1:10248/healthz >/dev/null 2>&1 || return 1
+  _node_ctr version >/dev/null 2>&1 || return 1
   [[ "$(_node_kubectl get node "$NODE_NAME" \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
 }
@@ -182,7 +186,7 @@ EOF
   cat >"$s/cni/net.d/10-testbed.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
-  "name": "testbed",
+  "name": "$NODE_CNI_NETWORK",
   "plugins": [
     {
       "type": "bridge",
@@ -282,14 +286,21 @@ _node_unnetwork() {
     [[ -n $rule ]] || continue
     eval "iptables -t nat ${rule/-A /-D }" 2>/dev/null || true
   done < <(iptables -t nat -S PREROUTING 2>/dev/null | grep -- "--comment $NODE_RULE_COMMENT" || true)
-  # Masquerade chains the bridge plugin left for pods that were never torn down.
+  # Masquerade chains the bridge plugin left for pods that were never torn down
+  # (its rules carry the network's name in a comment).
+  local chain
   while read -r rule; do
     [[ -n $rule ]] || continue
     eval "iptables -t nat ${rule/-A /-D }" 2>/dev/null || true
-  done < <(iptables -t nat -S POSTROUTING 2>/dev/null | grep -F -- "-s ${NODE_POD_CIDR%/*}" | grep -- '-j CNI-' || true)
+  done < <(iptables -t nat -S POSTROUTING 2>/dev/null | grep -F "name: \\\"$NODE_CNI_NETWORK\\\"" || true)
+  for chain in $(iptables -t nat -S 2>/dev/null | grep -F "name: \\\"$NODE_CNI_NETWORK\\\"" |
+    sed -n 's/^-A \(CNI-[^ ]*\) .*/\1/p' | sort -u); do
+    iptables -t nat -F "$chain" 2>/dev/null || true
+    iptables -t nat -X "$chain" 2>/dev/null || true
+  done
   # The chains the kubelet keeps (KUBE-FIREWALL, KUBE-KUBELET-CANARY, ...) and any
   # kube-proxy left: only this node creates KUBE-* chains on the machine.
-  local ipt table chain
+  local ipt table
   for ipt in iptables ip6tables; do
     command -v "$ipt" >/dev/null || continue
     for table in filter nat mangle; do
@@ -426,33 +437,48 @@ node_up() {
 node_down() {
   local s="$NODE_STATE" deadline pid f m
   [[ -d $s ]] || return 0
-  # Let the kubelet tear its pods down (CNI DEL frees addresses and rules).
-  if pid_alive node-kubelet && [[ -f $KUBE_STATE/kubeconfig-root ]]; then
+  # The node's pods go from the API (a dead kubelet would leave them behind), and
+  # a live kubelet tears them down (CNI DEL frees addresses and rules).
+  if [[ -f $KUBE_STATE/kubeconfig-root ]] && kube_status; then
     _node_kubectl delete pods -A --field-selector "spec.nodeName=$NODE_NAME" \
       --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
-    deadline=$((SECONDS + 30))
-    while ((SECONDS < deadline)) && [[ -n "$(_node_ctr tasks ls -q 2>/dev/null)" ]]; do sleep 0.5; done
+    if pid_alive node-kubelet; then
+      deadline=$((SECONDS + 30))
+      while ((SECONDS < deadline)) && _node_ctr tasks ls 2>/dev/null | awk '$3 == "RUNNING" {f=1} END {exit !f}'; do
+        sleep 0.5
+      done
+    fi
   fi
-  stop_daemon node-kube-scheduler
-  stop_daemon node-apiserver-relay
+  # TERM to all four at once (each takes seconds to exit), then stop_daemon.
+  local had_proxy=""
+  pid_alive node-kube-proxy && had_proxy=1
+  for f in node-kube-scheduler node-apiserver-relay node-kubelet node-kube-proxy; do
+    if pid_alive "$f"; then kill -TERM -- "-$(cat "$TESTBED_DIR/pids/$f.pid")" 2>/dev/null || true; fi
+  done
   if [[ -f $KUBE_STATE/kubeconfig-root ]] && kube_status; then
     _node_kubectl delete -n default endpointslice kubernetes --ignore-not-found >/dev/null 2>&1 || true
     _node_kubectl delete -n default endpoints kubernetes --ignore-not-found >/dev/null 2>&1 || true
   fi
-  stop_daemon node-kubelet
-  if pid_alive node-kube-proxy; then
-    stop_daemon node-kube-proxy
-    "$(_kube_bin_path)" kube-proxy --cleanup >/dev/null 2>&1 || true
-  fi
+  for f in node-kube-scheduler node-apiserver-relay node-kubelet node-kube-proxy; do stop_daemon "$f"; done
+  [[ -z $had_proxy ]] || "$(_kube_bin_path)" kube-proxy --cleanup >/dev/null 2>&1 || true
   # Whatever still runs: kill the tasks, then the shims of our containerd.
   if pid_alive node-containerd; then
     for f in $(_node_ctr tasks ls -q 2>/dev/null); do _node_ctr tasks kill -s KILL "$f" >/dev/null 2>&1 || true; done
   fi
   stop_daemon node-containerd
-  for f in /proc/[0-9]*/cmdline; do
-    pid="${f#/proc/}"; pid="${pid%/cmdline}"
-    if tr '\0' ' ' <"$f" 2>/dev/null | grep -q "^/usr/bin/containerd-shim-runc-v2 .*-address $NODE_SOCK "; then
-      kill -KILL "$pid" 2>/dev/null || true
+  for pid in $(pgrep -f "^/usr/bin/containerd-shim-runc-v2 .*-address $NODE_SOCK( |\$)" || true); do
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  # runc's records of our containers (their processes died with the shims).
+  while read -r f _ _ m _; do
+    if [[ $m == "$s/"* ]]; then runc --root /run/containerd/runc/k8s.io delete --force "$f" >/dev/null 2>&1 || true; fi
+  done < <(runc --root /run/containerd/runc/k8s.io list 2>/dev/null | tail -n +2)
+  # Pod network namespaces that CRI could not remove (containerd died first):
+  # those with an address of our pod range.
+  for f in /run/netns/cni-*; do
+    [[ -e $f ]] || continue
+    if ip -n "${f##*/}" -4 -o addr show 2>/dev/null | grep -qF " ${NODE_POD_CIDR%.*}."; then
+      ip netns del "${f##*/}" 2>/dev/null || true
     fi
   done
   _node_delete_node
