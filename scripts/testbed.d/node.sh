@@ -400,6 +400,12 @@ node_up() {
   [[ -f /usr/lib/x86_64-linux-gnu/libc.a ]] || die "node: libc6-dev is missing (static pause)"
   local bin t0 s="$NODE_STATE"
   t0=$SECONDS
+  # An apiserver started by an older kube.sh has no kubelet client certificate.
+  if ! tr '\0' ' ' 2>/dev/null <"/proc/$(cat "$TESTBED_DIR/pids/kube-apiserver.pid")/cmdline" |
+    grep -q -- --kubelet-client-certificate; then
+    log "node: WARNING: the apiserver runs without --kubelet-client-certificate (started by an older" \
+      "scripts/testbed): kubectl logs/exec on this node's pods will fail until 'scripts/testbed down kube && scripts/testbed up'"
+  fi
   bin="$(_kube_build)"
   "$bin" kubelet --version >/dev/null 2>&1 || die "node: $bin has no kubelet (stale kube-testbed build?)"
   mkdir -p "$s"
