@@ -423,10 +423,13 @@ node_up() {
   # The kubelet must never garbage-collect the sandbox image.
   _node_ctr images label "$NODE_PAUSE_IMAGE" io.cri-containerd.pinned=pinned >/dev/null 2>&1 || true
 
+  # --containerd (deprecated, for cAdvisor's container stats): else it dials the
+  # machine's /run/containerd/containerd.sock, which may be another containerd.
   start_daemon node-kubelet "$s/node-kubelet.log" "$bin" kubelet \
     --config "$s/kubelet/config.yaml" --kubeconfig "$s/kubeconfig-kubelet" \
     --root-dir "$s/kubelet/root" --cert-dir "$s/kubelet/pki" \
-    --hostname-override "$NODE_NAME" ${NODE_IP:+--node-ip "$NODE_IP"} --v=1
+    --hostname-override "$NODE_NAME" ${NODE_IP:+--node-ip "$NODE_IP"} \
+    --containerd "$NODE_SOCK" --v=1
   start_daemon node-kube-proxy "$s/node-kube-proxy.log" "$bin" kube-proxy --config "$s/kube-proxy.yaml" --v=1
   start_daemon node-kube-scheduler "$s/node-kube-scheduler.log" "$bin" kube-scheduler \
     --kubeconfig "$s/kubeconfig-kube-scheduler" \
