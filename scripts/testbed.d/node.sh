@@ -603,3 +603,22 @@ EOF2
   ((rc == 0)) || die "node smoke: the client pod ended in phase '${phase:-unknown}' (see above)"
   log "node smoke: RAPI, SMTP, a ClusterIP Service and the apiserver reached from a pod ($((SECONDS - t0))s)"
 }
+
+# node_load FILE [NAME]: import an image archive (OCI layout or `docker save`
+# tar) into the node's containerd, as a registry-less `kind load`. Without NAME
+# the archive must name its image (io.containerd.image.name or a docker
+# RepoTags); with NAME its index is stored under that name. Pods then use the
+# name with a tag other than `latest` (pull policy IfNotPresent).
+node_load() {
+  local file="$1" name="${2:-}" out
+  [[ -f $file ]] || die "node load: no such file: $file"
+  node_status || die "node: $NODE_NAME is not up and Ready (scripts/testbed node up)"
+  out="$(_node_ctr images import ${name:+--index-name "$name"} "$file" 2>&1)" ||
+    die "node load: ctr images import failed: $out"
+  [[ -n $out ]] && printf '%s\n' "$out" >&2
+  if [[ -n $name ]]; then
+    _node_ctr images ls -q | grep -qxF "$name" || die "node load: $name is not among the node's images"
+  fi
+  log "node load: imported $file${name:+ as $name}"
+}
+
