@@ -247,6 +247,8 @@ mode: iptables
 clusterCIDR: $NODE_POD_CIDR
 metricsBindAddress: 127.0.0.1:10249
 healthzBindAddress: 127.0.0.1:10256
+# NodePorts only on the node's own address, not on every veth of the machine.
+nodePortAddresses: [primary]
 # Leave the machine's conntrack sysctls alone.
 conntrack:
   maxPerCore: 0
