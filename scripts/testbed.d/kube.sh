@@ -221,6 +221,11 @@ EOF
   )
 }
 
+_kube_map_served() {
+  _kube_kubectl --kubeconfig "$KUBE_STATE/kubeconfig-root" api-resources --api-group=admissionregistration.k8s.io -o name |
+    grep -q '^mutatingadmissionpolicies\.'
+}
+
 kube_up() {
   if kube_status; then
     log "kube: already running on https://127.0.0.1:$KUBE_PORT, reusing it"
@@ -296,8 +301,8 @@ kube_up() {
     die "kube: kubectl get ns as testbed-root failed"
   _kube_kubectl --kubeconfig "$s/kubeconfig-alice" auth whoami -o jsonpath='{.status.userInfo.username}' 2>/dev/null |
     grep -qx alice || die "kube: kubectl auth whoami as alice did not answer alice"
-  _kube_kubectl --kubeconfig "$s/kubeconfig-root" api-resources --api-group=admissionregistration.k8s.io -o name |
-    grep -q '^mutatingadmissionpolicies\.' || die "kube: MutatingAdmissionPolicy API is not served"
+  # Discovery may lag /readyz by a moment on a busy machine: ask for a while.
+  wait_for "the MutatingAdmissionPolicy API in discovery" 20 _kube_map_served
   # The aggregation layer: the apiserver publishes the front proxy's CA for aggregated
   # API servers (the operator's compute.ganeti.dev reads it at start).
   _kube_kubectl --kubeconfig "$s/kubeconfig-root" get configmap -n kube-system extension-apiserver-authentication \
