@@ -553,6 +553,9 @@ EOF2
   }
   log "node smoke: busybox pod Running and Ready ($((SECONDS - t0))s)"
   svc_ip="$(_node_kubectl get -n "$ns" service web -o jsonpath='{.spec.clusterIP}')"
+  # In a Secret, so that `kubectl describe` below does not print the password.
+  _node_kubectl create secret generic -n "$ns" rapi --from-literal=auth="$rapi_auth" >/dev/null ||
+    die "node smoke: cannot create the RAPI credentials Secret"
   # The client: each check prints one line; any failure fails the pod.
   _node_kubectl apply -n "$ns" -f - >/dev/null <<EOF2 || die "node smoke: applying the client pod failed"
 apiVersion: v1
@@ -567,7 +570,7 @@ spec:
     image: $NODE_BUSYBOX_IMAGE
     env:
     - {name: RAPI, value: "$rapi_url"}
-    - {name: RAPI_AUTH, value: "$rapi_auth"}
+    - {name: RAPI_AUTH, valueFrom: {secretKeyRef: {name: rapi, key: auth}}}
     - {name: SMTP, value: "$NODE_GATEWAY $SMTP_PORT"}
     - {name: SVC, value: "$svc_ip"}
     command:
