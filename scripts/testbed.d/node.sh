@@ -8,9 +8,10 @@
 #   a pause image built here (static C, Debian's gcc) and a busybox image
 #   (Debian's busybox-static), both imported as OCI archives: no registry.
 # Pods get 10.244.0.0/24 on the bridge tbnode0 (gateway 10.244.0.1, masquerade
-# to the outside), reach Ganeti's RAPI over the host's routes, and reach the
-# host's loopback-only services (SMTP, the apiserver) at the gateway address
-# through a DNAT to 127.0.0.1 (route_localnet on the bridge only).
+# to the outside), reach Ganeti's RAPI over the host's routes, the host's
+# loopback-only SMTP server at the gateway address through a DNAT to 127.0.0.1
+# (route_localnet on the bridge only), and the apiserver through the
+# `kubernetes` Service (a socat relay on the gateway address).
 # State lives in $TESTBED_DIR/node; see README.md in this folder.
 
 NODE_NAME="${NODE_NAME:-testbed-node}"
