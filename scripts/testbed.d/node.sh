@@ -473,8 +473,13 @@ node_down() {
   fi
   for f in node-kube-scheduler node-apiserver-relay node-kubelet node-kube-proxy; do stop_daemon "$f"; done
   [[ -z $had_proxy ]] || "$(_kube_bin_path)" kube-proxy --cleanup >/dev/null 2>&1 || true
-  # Whatever still runs: kill the tasks, then the shims of our containerd.
+  # Whatever still runs: kill the tasks, then the shims of our containerd. Note
+  # the pods' network namespaces first: CRI removes one only with its sandbox,
+  # which the kubelet does a while after stopping it (CNI DEL leaves just lo).
+  local netns=""
   if pid_alive node-containerd; then
+    netns="$(for f in $(_node_ctr containers ls -q 2>/dev/null); do _node_ctr containers info "$f" 2>/dev/null; done |
+      grep -o '/run/netns/cni-[0-9a-f-]*' | sort -u)"
     for f in $(_node_ctr tasks ls -q 2>/dev/null); do _node_ctr tasks kill -s KILL "$f" >/dev/null 2>&1 || true; done
   fi
   stop_daemon node-containerd
@@ -485,8 +490,9 @@ node_down() {
   while read -r f _ _ m _; do
     if [[ $m == "$s/"* ]]; then runc --root /run/containerd/runc/k8s.io delete --force "$f" >/dev/null 2>&1 || true; fi
   done < <(runc --root /run/containerd/runc/k8s.io list 2>/dev/null | tail -n +2)
-  # Pod network namespaces that CRI could not remove (containerd died first):
-  # those with an address of our pod range.
+  # Pod network namespaces CRI did not remove: those its sandboxes named, and
+  # (containerd already dead) those with an address of our pod range.
+  for f in $netns; do [[ -e $f ]] && ip netns del "${f##*/}" 2>/dev/null; done
   for f in /run/netns/cni-*; do
     [[ -e $f ]] || continue
     if ip -n "${f##*/}" -4 -o addr show 2>/dev/null | grep -qF " ${NODE_POD_CIDR%.*}."; then
