@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/.cargo/bin
 
-.PHONY: test demo deps lint unit crds chart testbed-up testbed-down bench install-plugin
+.PHONY: test demo deps lint unit crds chart testbed-up testbed-down testbed-node bench install-plugin
 
 ## make test: lint, unit tests, then the integration suite against the real testbed
 test:
@@ -37,6 +37,14 @@ testbed-up:
 
 testbed-down:
 	scripts/testbed down
+
+## the testbed plus a real node (kubelet, containerd, kube-proxy), checked from a pod;
+## `scripts/testbed node down` removes the node only
+testbed-node:
+	scripts/install-deps --node
+	scripts/testbed up
+	scripts/testbed node up
+	scripts/testbed node smoke
 
 bench:
 	scripts/bench

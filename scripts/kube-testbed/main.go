@@ -4,12 +4,16 @@
 //	kube-testbed kube-apiserver ARGS...
 //	kube-testbed kube-controller-manager ARGS...
 //	kube-testbed kubectl ARGS...
+//	kube-testbed kubelet ARGS...
+//	kube-testbed kube-proxy ARGS...
+//	kube-testbed kube-scheduler ARGS...
 //
 // The tool is chosen by argv[0]'s base name when it is one of the above
 // (so a symlink named kubectl works), otherwise by argv[1].
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +25,9 @@ import (
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 var tools = map[string]func() int{
@@ -28,6 +35,9 @@ var tools = map[string]func() int{
 	"kube-apiserver":          func() int { return cli.Run(apiserver.NewAPIServerCommand()) },
 	"kube-controller-manager": func() int { return cli.Run(controllermanager.NewControllerManagerCommand()) },
 	"kubectl":                 runKubectl,
+	"kubelet":                 func() int { return cli.Run(kubelet.NewKubeletCommand(context.Background())) },
+	"kube-proxy":              func() int { return cli.Run(proxy.NewProxyCommand()) },
+	"kube-scheduler":          func() int { return cli.Run(scheduler.NewSchedulerCommand()) },
 }
 
 func runKubectl() int {

@@ -470,6 +470,14 @@ ganeti_up() {
 
 ganeti_down() {
   local names name out jobs=() j
+  # Ganeti's state is the machine's, not this testbed dir's: a `down` of a testbed
+  # dir that never brought Ganeti up (say a second one with other ports, for kube
+  # and smtp only) must leave another dir's cluster alone. `up` still wipes stale
+  # state it finds.
+  if [[ ! -d $GANETI_DIR ]]; then
+    log "ganeti: $TESTBED_DIR never brought Ganeti up; leaving the machine's cluster alone"
+    return 0
+  fi
   # GANETI_DOWN_FAST=1: skip instance removal and gnt-cluster destroy (about
   # 12 s, mostly daemon-util stopping one daemon every 2 s); the wipe below
   # ends the daemons by pid and removes the state just as well.

@@ -170,6 +170,11 @@ _kube_pki() {
       "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
       "extendedKeyUsage=serverAuth" \
       "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1")"
+    # The apiserver's client certificate towards kubelets (logs, exec, port-forward
+    # on pods of a node started with `scripts/testbed node up`).
+    sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$(printf '%s\n' \
+      "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+      "extendedKeyUsage=clientAuth")"
     # The controller manager runs all controllers with its own credentials.
     sign controller-manager "/O=system:masters/CN=system:kube-controller-manager" "$(printf '%s\n' \
       "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
@@ -218,6 +223,11 @@ EOF
   )
 }
 
+_kube_map_served() {
+  _kube_kubectl --kubeconfig "$KUBE_STATE/kubeconfig-root" api-resources --api-group=admissionregistration.k8s.io -o name |
+    grep -q '^mutatingadmissionpolicies\.'
+}
+
 kube_up() {
   if kube_status; then
     log "kube: already running on https://127.0.0.1:$KUBE_PORT, reusing it"
@@ -262,6 +272,8 @@ kube_up() {
     --requestheader-group-headers=X-Remote-Group \
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$s/front-proxy-client.crt" --proxy-client-key-file="$s/front-proxy-client.key" \
+    --kubelet-client-certificate="$s/apiserver-kubelet-client.crt" --kubelet-client-key="$s/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP,Hostname \
     --profiling=false
   _kube_wait kube-apiserver "kube-apiserver /readyz" "$KUBE_READY_TIMEOUT" _kube_readyz
   log "kube: apiserver ready $((SECONDS - t0))s after start (etcd included)"
@@ -291,8 +303,8 @@ kube_up() {
     die "kube: kubectl get ns as testbed-root failed"
   _kube_kubectl --kubeconfig "$s/kubeconfig-alice" auth whoami -o jsonpath='{.status.userInfo.username}' 2>/dev/null |
     grep -qx alice || die "kube: kubectl auth whoami as alice did not answer alice"
-  _kube_kubectl --kubeconfig "$s/kubeconfig-root" api-resources --api-group=admissionregistration.k8s.io -o name |
-    grep -q '^mutatingadmissionpolicies\.' || die "kube: MutatingAdmissionPolicy API is not served"
+  # Discovery may lag /readyz by a moment on a busy machine: ask for a while.
+  wait_for "the MutatingAdmissionPolicy API in discovery" 20 _kube_map_served
   # The aggregation layer: the apiserver publishes the front proxy's CA for aggregated
   # API servers (the operator's compute.ganeti.dev reads it at start).
   _kube_kubectl --kubeconfig "$s/kubeconfig-root" get configmap -n kube-system extension-apiserver-authentication \
