@@ -1,5 +1,5 @@
-//! Offline checks of the Helm chart (charts/ganeti-operator) and its Grafana dashboard:
-//! the dashboard's queries are valid PromQL over the operator's metric names; the
+//! Offline checks of the Helm chart (charts/ganeti-operator) and its Grafana dashboards:
+//! the dashboards' queries are valid PromQL over the operator's metric names; the
 //! chart carries the same CRDs, RBAC and admission policies as crds/ and manifests/.
 //! tests/testbed_dashboard.rs checks the queries against a real operator's /metrics.
 
@@ -26,10 +26,46 @@ fn the_query_scanner_finds_selectors_and_nothing_else() {
 
 #[test]
 fn every_dashboard_query_is_valid_promql_over_operator_metrics() {
-    let d = dashboard::load();
-    assert_eq!(d["uid"], "ganeti-operator");
+    check_dashboard(
+        dashboard::PATH,
+        "ganeti-operator",
+        20,
+        &[
+            "ganeti_cluster_up",
+            "ganeti_node_memory_total_bytes",
+            "ganeti_node_memory_free_bytes",
+            "ganeti_node_disk_total_bytes",
+            "ganeti_node_disk_free_bytes",
+            "ganeti_instance_status",
+            "ganeti_cluster_jobs",
+            "ganeti_operator_reconcile_errors_total",
+            "ganeti_operator_reconcile_duration_seconds_bucket",
+            "ganeti_operator_rapi_request_duration_seconds_bucket",
+        ],
+    );
+    check_dashboard(
+        dashboard::STATISTICS,
+        "ganeti-service-statistics",
+        15,
+        &[
+            "ganeti_applications",
+            "ganeti_application_decision_seconds_bucket",
+            "ganeti_application_creation_seconds_bucket",
+            "ganeti_instance_up",
+            "ganeti_instance_memory_bytes",
+            "ganeti_quota_used",
+            "ganeti_quota_limit",
+        ],
+    );
+}
+
+/// A dashboard's panels all query something, every query names operator metrics and
+/// parses as PromQL (Prometheus' own parser, through promtool), and `needed` are shown.
+fn check_dashboard(path: &str, uid: &str, min_queries: usize, needed: &[&str]) {
+    let d = dashboard::load_from(path);
+    assert_eq!(d["uid"], uid);
     let queries = dashboard::queries(&d);
-    assert!(queries.len() >= 20, "{} queries", queries.len());
+    assert!(queries.len() >= min_queries, "{path}: {} queries", queries.len());
     // Every panel that is not a row queries something.
     fn panels(list: &serde_json::Value, out: &mut Vec<String>) {
         for p in list.as_array().into_iter().flatten() {
@@ -44,7 +80,7 @@ fn every_dashboard_query_is_valid_promql_over_operator_metrics() {
     }
     let mut empty = Vec::new();
     panels(&d["panels"], &mut empty);
-    assert!(empty.is_empty(), "panels without queries: {empty:?}");
+    assert!(empty.is_empty(), "{path}: panels without queries: {empty:?}");
 
     let mut used = BTreeSet::new();
     for q in &queries {
@@ -59,20 +95,8 @@ fn every_dashboard_query_is_valid_promql_over_operator_metrics() {
             used.insert(name);
         }
     }
-    // What the dashboard is for.
-    for needed in [
-        "ganeti_cluster_up",
-        "ganeti_node_memory_total_bytes",
-        "ganeti_node_memory_free_bytes",
-        "ganeti_node_disk_total_bytes",
-        "ganeti_node_disk_free_bytes",
-        "ganeti_instance_status",
-        "ganeti_cluster_jobs",
-        "ganeti_operator_reconcile_errors_total",
-        "ganeti_operator_reconcile_duration_seconds_bucket",
-        "ganeti_operator_rapi_request_duration_seconds_bucket",
-    ] {
-        assert!(used.contains(needed), "no panel shows {needed}");
+    for needed in needed {
+        assert!(used.contains(*needed), "{path}: no panel shows {needed}");
     }
 
     // Prometheus' own parser, through promtool: one recording rule per query.
@@ -264,9 +288,16 @@ fn the_chart_runs_two_replicas_under_the_manifests_identity() {
         .find(|v| v["kind"] == "ConfigMap" && v["metadata"]["name"] == "ganeti-operator-dashboard")
         .expect("the dashboard ConfigMap");
     assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
-    let json: Value =
-        serde_json::from_str(dashboard["data"]["ganeti-operator.json"].as_str().unwrap()).unwrap();
-    assert_eq!(json, dashboard::load());
+    for path in dashboard::ALL {
+        let file = path.rsplit('/').next().unwrap();
+        let json: Value = serde_json::from_str(
+            dashboard["data"][file]
+                .as_str()
+                .unwrap_or_else(|| panic!("{file} is not in the ConfigMap")),
+        )
+        .unwrap();
+        assert_eq!(json, dashboard::load_from(path), "{file}");
+    }
 }
 
 #[test]

@@ -1,10 +1,11 @@
-//! The Grafana dashboard against a real operator on the testbed: every metric each
-//! panel queries is in the operator's /metrics (histograms as their _bucket, _sum and
-//! _count series), with every label the queries match on.
+//! The Grafana dashboards (operations, service statistics) against a real operator on
+//! the testbed: every metric each panel queries is in the operator's /metrics
+//! (histograms as their _bucket, _sum and _count series), with every label the queries
+//! match on.
 //!
 //! The operator reads a GanetiCluster with one instance on it (so that instance and job
 //! series exist) and follows an application it cannot finish (so that a reconcile
-//! error is counted). Only the leader reconciles: other operators on the shared testbed
+//! error is counted), with a ClusterQuota on the cluster (so quota series exist). Only the leader reconciles: other operators on the shared testbed
 //! may hold the Lease for a while, which the wait allows for.
 
 mod support;
@@ -21,6 +22,7 @@ const CLUSTER: &str = "dash-lab";
 const SECRET: &str = "rapi-dash";
 const NAMESPACE: &str = "dash-apps";
 const STUCK_APP: &str = "dash-stuck";
+const QUOTA: &str = "dash-quota";
 const VM: &str = "dash-vm.dash.ganeti.test";
 /// Other operators may lead for up to their lease (15 s) after they stop, or as long as
 /// they run; after that, a couple of sync intervals.
@@ -48,6 +50,16 @@ struct Cleanup;
 impl Drop for Cleanup {
     fn drop(&mut self) {
         delete_stuck_application(false);
+        let _ = kubectl(
+            "root",
+            &[
+                "delete",
+                "clusterquota",
+                QUOTA,
+                "--ignore-not-found",
+                "--wait=false",
+            ],
+        );
         let _ = kubectl(
             "root",
             &[
@@ -123,13 +135,21 @@ fn missing(queries: &[dashboard::Query], metrics: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn every_dashboard_query_names_a_metric_the_operator_exports() {
-    let queries = dashboard::queries(&dashboard::load());
+    let queries: Vec<dashboard::Query> = dashboard::ALL
+        .iter()
+        .flat_map(|path| dashboard::queries(&dashboard::load_from(path)))
+        .collect();
     assert!(!queries.is_empty());
     let _cleanup = Cleanup;
     let root = support::install_with_policies().await;
     ganeti::apply_cluster(&root, CLUSTER, SECRET, json!({})).await;
     let _vm = create_vm().await;
     stuck_application();
+    let quotas: kube::Api<ganeti_operator::api::ClusterQuota> = kube::Api::all(root.clone());
+    let quota = json!({"apiVersion": "ganeti.dev/v1alpha1", "kind": "ClusterQuota", "metadata": {"name": QUOTA},
+        "spec": {"cluster": CLUSTER, "subject": {"kind": "User", "name": "dash-user"},
+                 "limits": {"instances": 5, "vcpus": 8, "memory": "4Gi"}}});
+    support::apply(&quotas, QUOTA, &quota).await;
 
     let op = Operator::start_with(
         "dashboard",

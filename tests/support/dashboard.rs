@@ -1,14 +1,23 @@
-//! The Grafana dashboard (charts/ganeti-operator/dashboards/ganeti-operator.json): its
+//! The Grafana dashboards (charts/ganeti-operator/dashboards/*.json): their
 //! PromQL queries, and the metric names and label matchers they use.
 #![allow(dead_code)]
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The operations dashboard.
 pub const PATH: &str = "charts/ganeti-operator/dashboards/ganeti-operator.json";
+/// The service statistics dashboard (applications, owners, quotas).
+pub const STATISTICS: &str = "charts/ganeti-operator/dashboards/service-statistics.json";
+/// Every dashboard the chart ships.
+pub const ALL: [&str; 2] = [PATH, STATISTICS];
 
 pub fn load() -> Value {
-    let text = std::fs::read_to_string(super::repo_path(PATH)).expect("the dashboard exists");
+    load_from(PATH)
+}
+
+pub fn load_from(path: &str) -> Value {
+    let text = std::fs::read_to_string(super::repo_path(path)).expect("the dashboard exists");
     serde_json::from_str(&text).expect("the dashboard is JSON")
 }
 

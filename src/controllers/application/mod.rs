@@ -113,6 +113,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let apps: Api<InstanceApplication> = Api::all(ctx.shared.client.clone());
     let controller = Controller::new(apps, watcher::Config::default());
     let store = controller.store();
+    ctx.shared.metrics.follow_applications(store.clone());
     let shutdown = super::once_listed(store.clone(), shutdown);
     let state = Arc::new(State {
         recorder: ctx.recorder.clone(),

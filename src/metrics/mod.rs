@@ -11,7 +11,11 @@
 //! renders the inventory series: dashboards sum over pods, and two replicas exporting
 //! the same VMs would count each twice. `ganeti_operator_leading` says which pod that is.
 
+pub mod applications;
+
+use crate::api::InstanceApplication;
 use crate::inventory::{ClusterInventory, Instance, Inventory, Node, NodeRole};
+use kube::runtime::reflector::Store;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -60,6 +64,8 @@ pub struct Metrics {
     /// The quota figures as the quota controller last computed them, replaced whole:
     /// a quota or subject that went away leaves no stale series behind.
     quota_series: RwLock<Arc<Vec<QuotaSeries>>>,
+    /// The application controller's store, for the service statistics.
+    applications: RwLock<Option<Store<InstanceApplication>>>,
 }
 
 impl Metrics {
@@ -157,6 +163,7 @@ impl Metrics {
             leading: AtomicBool::new(true),
             last_render_len: AtomicUsize::new(0),
             quota_series: RwLock::default(),
+            applications: RwLock::default(),
         })
     }
 
@@ -172,6 +179,11 @@ impl Metrics {
         *self.quota_series.write().expect("quota series lock") = Arc::new(series);
     }
 
+    /// Renders the service statistics from this store (the application controller's).
+    pub fn follow_applications(&self, store: Store<InstanceApplication>) {
+        *self.applications.write().expect("applications lock") = Some(store);
+    }
+
     /// Everything in Prometheus' text exposition format.
     pub fn render(&self) -> String {
         let clusters = self.inventory.all();
@@ -183,6 +195,10 @@ impl Metrics {
             render_inventory(&clusters, &mut text);
             let quotas = self.quota_series.read().expect("quota series lock").clone();
             render_quotas(&quotas, &mut text);
+            let store = self.applications.read().expect("applications lock").clone();
+            if let Some(store) = store {
+                applications::render_applications(&store.state(), &mut text);
+            }
         }
         self.last_render_len.store(text.len(), Ordering::Relaxed);
         text
@@ -411,12 +427,18 @@ pub fn render_inventory(clusters: &[Arc<ClusterInventory>], out: &mut String) {
     let mut instance_labels = LabelSets::default();
     for c in clusters {
         for i in &c.instances {
-            let owner = c.owner_of(i).map(|s| s.name).unwrap_or_default();
+            // A group owns as a user does: `owner_kind` tells which (empty: no owner).
+            let owner = c.owner_of(i);
+            let (kind, name) = owner.map_or(("", String::new()), |s| match s.kind {
+                crate::api::SubjectKind::User => ("User", s.name),
+                crate::api::SubjectKind::Group => ("Group", s.name),
+            });
             instance_labels.push(&[
                 ("cluster", &c.cluster),
                 ("instance", &i.name),
                 ("node", &i.primary_node),
-                ("owner", &owner),
+                ("owner", &name),
+                ("owner_kind", kind),
             ]);
         }
     }
@@ -562,7 +584,7 @@ mod tests {
         assert!(text.contains("ganeti_node_role{cluster=\"prod\",node=\"n1\",role=\"master\"} 1\n"));
         assert!(text.contains("ganeti_node_role{cluster=\"prod\",node=\"n1\",role=\"drained\"} 0\n"));
         assert!(text.contains(
-            "ganeti_instance_up{cluster=\"prod\",instance=\"vm\\\"1\",node=\"n1\",owner=\"alice\"} 1\n"
+            "ganeti_instance_up{cluster=\"prod\",instance=\"vm\\\"1\",node=\"n1\",owner=\"alice\",owner_kind=\"User\"} 1\n"
         ));
         assert!(text.contains("ganeti_operator_build_info{version="));
         // One HELP/TYPE block per family.
