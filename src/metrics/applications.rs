@@ -18,7 +18,7 @@ pub const BUCKETS: [u64; 8] = [60, 300, 900, 3600, 14_400, 86_400, 259_200, 604_
 /// The condition whose reason says why an application is where it is: an admin's
 /// rejection is `Decided`, a failed creation `InstanceCreated` (the application
 /// controller's condition types).
-fn outcome_reason(app: &InstanceApplication) -> &str {
+pub fn outcome_reason(app: &InstanceApplication) -> &str {
     let Some(status) = &app.status else { return "" };
     let type_ = match status.phase {
         Phase::Rejected => "Decided",
@@ -28,7 +28,7 @@ fn outcome_reason(app: &InstanceApplication) -> &str {
     conditions::get(&status.conditions, type_).map_or("", |c| c.reason.as_str())
 }
 
-fn cluster_of(app: &InstanceApplication) -> &str {
+pub fn cluster_of(app: &InstanceApplication) -> &str {
     app.status
         .as_ref()
         .and_then(|s| s.cluster.as_deref())
@@ -38,7 +38,7 @@ fn cluster_of(app: &InstanceApplication) -> &str {
 
 /// Seconds from filing (creation) to the decision in force (`Decided` became true) and
 /// to the VM's creation, where known.
-fn waits(app: &InstanceApplication) -> (Option<u64>, Option<u64>) {
+pub fn waits(app: &InstanceApplication) -> (Option<u64>, Option<u64>) {
     let Some(filed) = app.metadata.creation_timestamp.as_ref().map(|t| t.0) else {
         return (None, None);
     };
@@ -138,7 +138,7 @@ pub fn render_applications(apps: &[Arc<InstanceApplication>], out: &mut String) 
     }
 }
 
-fn phase_name(phase: Phase) -> &'static str {
+pub fn phase_name(phase: Phase) -> &'static str {
     match phase {
         Phase::Pending => "Pending",
         Phase::Approved => "Approved",

@@ -59,6 +59,16 @@ pub enum PluginCommand {
     /// Admins: users inactive for a while and their VMs, VMs whose owner is gone,
     /// profiles without VMs.
     Users(UsersArgs),
+    /// Admins: applications per cluster and phase with the time to decision and to VM,
+    /// VMs and resources per owner (the service statistics dashboard as tables).
+    Stats(StatsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Output format. Absent: tables.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<ReportOutput>,
 }
 
 #[derive(Args, Debug)]

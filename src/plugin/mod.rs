@@ -11,6 +11,7 @@ pub mod client;
 pub mod instance;
 pub mod list;
 pub mod resolve;
+pub mod stats;
 pub mod users;
 pub mod vnc;
 
@@ -102,6 +103,7 @@ pub async fn run_with(client: &kube::Client, namespace: &str, command: PluginCom
             let reason = Some(args.reason.as_str());
             apply::decide(client, namespace, &args.name, Verdict::Rejected, reason).await
         }
+        PluginCommand::Stats(args) => stats::print(client, args.output.is_some()).await,
         PluginCommand::Users(args) => users::users(client, args.inactive_days, args.output.is_some()).await,
     }
 }
