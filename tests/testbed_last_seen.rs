@@ -48,21 +48,14 @@ async fn get_as(op: &Operator, token: &str) -> u16 {
 async fn an_authenticated_request_records_last_seen_at_most_once_an_hour() {
     let root = support::install_with_policies().await;
     let api: Api<UserProfile> = Api::all(root.clone());
-    for (name, user) in PROFILES.iter().zip(["alice", "alice", "bob"]) {
+    // First: the operator writes the admission policies' parameters profiles need.
+    let op = Operator::start("last-seen").await;
+    for name in PROFILES {
         let _ = api.delete(name, &DeleteParams::default()).await;
         support::delete_and_wait(&api, name).await;
-        let profile = json!({
-            "apiVersion": "ganeti.dev/v1alpha1", "kind": "UserProfile",
-            "metadata": {"name": name},
-            "spec": {"username": user, "email": format!("{name}@seen.test")},
-        });
-        api.patch(
-            name,
-            &PatchParams::apply("tests").force(),
-            &Patch::Apply(&profile),
-        )
-        .await
-        .unwrap();
+    }
+    for (name, user) in PROFILES[..3].iter().zip(["alice", "alice", "bob"]) {
+        create(&api, name, user).await;
     }
     // Seen three hours ago (by an earlier operator): due again.
     let old = "2026-01-01T00:00:00Z";
@@ -77,11 +70,10 @@ async fn an_authenticated_request_records_last_seen_at_most_once_an_hour() {
     .await
     .unwrap();
 
-    let op = Operator::start("last-seen").await;
     let alice = env("KUBE_TOKEN_ALICE");
     let started = Instant::now();
     let seen = loop {
-        // Until the operator has the profiles in its snapshot, a request finds none due.
+        // Until the operator has the profiles in its snapshot, a request finds none.
         let status = get_as(&op, &alice).await;
         // Authenticated (503 only says no cluster is read: there is none here).
         assert_ne!(status, 401);

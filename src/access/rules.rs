@@ -225,19 +225,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::profile::UserProfileSpec;
 
     fn profile(name: &str, user: &str, groups: &[&str]) -> Arc<UserProfile> {
-        Arc::new(UserProfile::new(
-            name,
-            UserProfileSpec {
-                username: user.into(),
-                full_name: None,
-                email: format!("{user}@example.org"),
-                ssh_keys: vec![],
-                groups: groups.iter().map(|g| g.to_string()).collect(),
-            },
-        ))
+        Arc::new(UserProfile::for_tests(name, user, groups))
     }
 
     #[test]

@@ -258,3 +258,30 @@ pub struct GanetiError {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
 }
+
+#[cfg(test)]
+impl InstanceApplication {
+    /// A small application of alice's on `cluster`, filed at `filed`, for tests.
+    pub fn for_tests(cluster: Option<&str>, filed: k8s_openapi::jiff::Timestamp) -> Self {
+        let mut a = Self::new(
+            "a",
+            InstanceApplicationSpec {
+                cluster: cluster.map(Into::into),
+                hostname: "vm.example.org".into(),
+                vcpus: 1,
+                memory: "1Gi".into(),
+                disks: vec![DiskRequest { size: "1Gi".into() }],
+                os: None,
+                network: None,
+                ssh_keys: vec![],
+                owner: crate::api::Subject::user("alice"),
+                applicant: None,
+                contact: None,
+                purpose: "tests".into(),
+                decision: None,
+            },
+        );
+        a.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(filed));
+        a
+    }
+}

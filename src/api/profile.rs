@@ -102,3 +102,20 @@ pub struct PendingVerification {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
 }
+
+#[cfg(test)]
+impl UserProfile {
+    /// A profile of `user` (address `<user>@example.org`) adding `groups`, for tests.
+    pub fn for_tests(name: &str, user: &str, groups: &[&str]) -> Self {
+        Self::new(
+            name,
+            UserProfileSpec {
+                username: user.into(),
+                full_name: None,
+                email: format!("{user}@example.org"),
+                ssh_keys: vec![],
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+            },
+        )
+    }
+}

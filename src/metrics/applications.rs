@@ -152,8 +152,7 @@ pub fn phase_name(phase: Phase) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Subject;
-    use crate::api::application::{DiskRequest, InstanceApplicationSpec, InstanceApplicationStatus};
+    use crate::api::application::InstanceApplicationStatus;
     use crate::api::conditions::{Status, set};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -170,25 +169,7 @@ mod tests {
         decided: Option<(&str, i64)>,
         created_after: Option<i64>,
     ) -> Arc<InstanceApplication> {
-        let mut a = InstanceApplication::new(
-            "a",
-            InstanceApplicationSpec {
-                cluster: cluster.map(Into::into),
-                hostname: "vm.example.org".into(),
-                vcpus: 1,
-                memory: "1Gi".into(),
-                disks: vec![DiskRequest { size: "1Gi".into() }],
-                os: None,
-                network: None,
-                ssh_keys: vec![],
-                owner: Subject::user("alice"),
-                applicant: None,
-                contact: None,
-                purpose: "stats".into(),
-                decision: None,
-            },
-        );
-        a.metadata.creation_timestamp = Some(Time(filed()));
+        let mut a = InstanceApplication::for_tests(cluster, filed());
         let mut status = InstanceApplicationStatus {
             phase,
             ..Default::default()

@@ -188,8 +188,7 @@ pub async fn print(client: &kube::Client, json: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Subject;
-    use crate::api::application::{DiskRequest, InstanceApplicationSpec, InstanceApplicationStatus};
+    use crate::api::application::InstanceApplicationStatus;
     use crate::api::conditions::{Status, set};
     use crate::plugin::instance::Owner;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -202,25 +201,7 @@ mod tests {
         created_after: Option<i64>,
     ) -> InstanceApplication {
         let filed: Timestamp = "2026-11-01T00:00:00Z".parse().unwrap();
-        let mut a = InstanceApplication::new(
-            "a",
-            InstanceApplicationSpec {
-                cluster: Some(cluster.into()),
-                hostname: "vm.example.org".into(),
-                vcpus: 1,
-                memory: "1Gi".into(),
-                disks: vec![DiskRequest { size: "1Gi".into() }],
-                os: None,
-                network: None,
-                ssh_keys: vec![],
-                owner: Subject::user("alice"),
-                applicant: None,
-                contact: None,
-                purpose: "stats".into(),
-                decision: None,
-            },
-        );
-        a.metadata.creation_timestamp = Some(Time(filed));
+        let mut a = InstanceApplication::for_tests(Some(cluster), filed);
         let mut status = InstanceApplicationStatus {
             phase,
             ..Default::default()

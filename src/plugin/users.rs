@@ -244,7 +244,7 @@ mod tests {
     use super::*;
     use crate::api::binding::RoleBindingSpec;
     use crate::api::common::Subject;
-    use crate::api::profile::{UserProfileSpec, UserProfileStatus};
+    use crate::api::profile::UserProfileStatus;
     use crate::plugin::instance::Owner;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -253,16 +253,7 @@ mod tests {
     }
 
     fn profile(name: &str, user: &str, made: &str, seen: Option<&str>, groups: &[&str]) -> UserProfile {
-        let mut p = UserProfile::new(
-            name,
-            UserProfileSpec {
-                username: user.into(),
-                full_name: None,
-                email: format!("{user}@example.org"),
-                ssh_keys: vec![],
-                groups: groups.iter().map(|g| g.to_string()).collect(),
-            },
-        );
+        let mut p = UserProfile::for_tests(name, user, groups);
         p.metadata.creation_timestamp = Some(Time(at(made)));
         p.status = seen.map(|s| UserProfileStatus {
             last_seen: Some(Time(at(s))),

@@ -53,6 +53,11 @@ impl LastSeen {
     /// `user` was authenticated now: write `lastSeen` of their due profiles, in the
     /// background (a request never waits on it, and a failed write is only logged).
     pub fn saw(&self, user: &str, profiles: &[Arc<UserProfile>]) {
+        // A user without a profile is looked at again next time: the profile may be
+        // made a moment later, and should not wait an hour for its first lastSeen.
+        if !profiles.iter().any(|p| p.spec.username == user) {
+            return;
+        }
         let now = Instant::now();
         {
             let mut looked = self.looked.lock().expect("lock");
@@ -87,20 +92,11 @@ impl LastSeen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::profile::{UserProfileSpec, UserProfileStatus};
+    use crate::api::profile::UserProfileStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn profile(name: &str, user: &str, seen: Option<Timestamp>) -> Arc<UserProfile> {
-        let mut p = UserProfile::new(
-            name,
-            UserProfileSpec {
-                username: user.into(),
-                full_name: None,
-                email: format!("{user}@example.org"),
-                ssh_keys: vec![],
-                groups: vec![],
-            },
-        );
+        let mut p = UserProfile::for_tests(name, user, &[]);
         p.status = seen.map(|t| UserProfileStatus {
             last_seen: Some(Time(t)),
             ..Default::default()
