@@ -81,7 +81,8 @@ impl AuthzIndexBuilder {
             Some(f) => f.clone(),
             None => Arc::new(ClusterFacts::from_inventory(inventory, prefix)),
         };
-        self.segments.push((inventory.cluster.as_str().into(), facts, false));
+        self.segments
+            .push((inventory.cluster.as_str().into(), facts, false));
         self
     }
 
@@ -254,11 +255,7 @@ impl AuthzIndex {
             }
             ScopeKind::All | ScopeKind::Own => {}
         }
-        let scope_instance_clusters = sorted(
-            scope_instances
-                .iter()
-                .map(|i| self.cluster_of(*i)),
-        );
+        let scope_instance_clusters = sorted(scope_instances.iter().map(|i| self.cluster_of(*i)));
         CompiledRole {
             name,
             spec,

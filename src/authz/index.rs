@@ -3,11 +3,11 @@
 
 use super::build::AuthzIndexBuilder;
 use super::preconfigured::ADMINISTRATOR;
+use super::segment::ClusterFacts;
 use super::{Decision, Grant, Principal, Reason, Request, Right};
 use crate::api::binding::{RoleBinding, RoleBindingSpec};
 use crate::api::common::Subject;
 use crate::api::role::{ClusterRight, Permission, Role, RoleSpec, ScopeKind, SystemRight, VmRight};
-use super::segment::ClusterFacts;
 use crate::inventory::ClusterInventory;
 use crate::tags::GwmPerm;
 use std::collections::HashMap;

@@ -185,7 +185,10 @@ mod tests {
     }
 
     fn ids(ix: &AuthzIndex, pairs: &[(&str, &str)]) -> Vec<u32> {
-        let mut v: Vec<u32> = pairs.iter().map(|(c, i)| ix.instance_id_of(c, i).unwrap()).collect();
+        let mut v: Vec<u32> = pairs
+            .iter()
+            .map(|(c, i)| ix.instance_id_of(c, i).unwrap())
+            .collect();
         v.sort_unstable();
         v
     }

@@ -255,7 +255,12 @@ mod tests {
         );
         let now = [c1, c2, c3];
         let next = build(&now, Some(&first));
-        let shared = |c: u32| Arc::ptr_eq(&first.segments[c as usize].facts, &next.segments[c as usize].facts);
+        let shared = |c: u32| {
+            Arc::ptr_eq(
+                &first.segments[c as usize].facts,
+                &next.segments[c as usize].facts,
+            )
+        };
         let id = |ix: &AuthzIndex, c: &str| ix.clusters[c].id;
         assert_eq!((id(&first, "c1"), id(&next, "c1")), (0, 0));
         assert!(shared(0) && shared(2), "unchanged clusters' facts are shared");
