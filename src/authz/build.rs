@@ -123,6 +123,13 @@ impl AuthzIndexBuilder {
                 },
             );
             ix.cluster_names.push(name);
+            for &key in &facts.subject_keys {
+                let segments = ix.tagged_segments.entry(key).or_default();
+                // Two subjects of one segment may share a key.
+                if segments.last() != Some(&id) {
+                    segments.push(id);
+                }
+            }
             let base = ix.overlay_base;
             ix.overlay_base += facts.len();
             ix.segments.push(Segment { facts, base });

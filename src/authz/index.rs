@@ -156,6 +156,10 @@ pub struct AuthzIndex {
     pub(crate) overlay_base: u32,
     /// Instances only bindings or role scopes name, with their cluster id.
     pub(crate) overlay: Vec<(u32, InstanceFacts)>,
+    /// Per [`subject_key`](super::segment::subject_key), the segments (cluster ids,
+    /// ascending) whose tags name that subject: a user's look-up visits those only, not
+    /// every cluster's.
+    pub(crate) tagged_segments: HashMap<u64, Vec<u32>>,
     pub(super) dangling: Vec<Arc<str>>,
 }
 

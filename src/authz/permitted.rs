@@ -12,6 +12,8 @@
 
 use super::Principal;
 use super::index::{AuthzIndex, CL_ADMIN, VM_ADMIN, contains, vm_bit};
+use super::segment::subject_key;
+use crate::api::common::SubjectKind;
 use crate::api::role::{ScopeKind, VmRight};
 
 /// The VMs worth deciding for one principal and right.
@@ -71,8 +73,19 @@ impl AuthzIndex {
         let grants = vm_bit(right) | VM_ADMIN;
         let mut clusters: Vec<u32> = Vec::new();
         // Tag grants and owners (the only VMs an `Own` scope reaches), cluster by cluster.
+        // Only the segments naming the user or one of its groups.
+        let keys = std::iter::once(subject_key(SubjectKind::User, p.user))
+            .chain(p.groups.iter().map(|g| subject_key(SubjectKind::Group, g)));
+        let mut segments: Vec<u32> = keys
+            .filter_map(|k| self.tagged_segments.get(&k))
+            .flatten()
+            .copied()
+            .collect();
+        segments.sort_unstable();
+        segments.dedup();
         let mut instances: Vec<u32> = Vec::new();
-        for seg in &self.segments {
+        for c in segments {
+            let seg = &self.segments[c as usize];
             let f = &seg.facts;
             let tagged = std::iter::once(f.tagged_users.get(p.user))
                 .chain(p.groups.iter().map(|g| f.tagged_groups.get(g.as_str())));

@@ -10,7 +10,18 @@ use crate::api::common::SubjectKind;
 use crate::inventory::ClusterInventory;
 use crate::tags::{self, ParsedTag};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Arc, LazyLock};
+
+/// The key of a subject in the index's subject -> segments table: a hash, so that table
+/// holds no copy of the names. A collision only makes a look-up visit a segment that
+/// names neither subject, where it finds nothing. The hasher's keys are random per
+/// process (not per index) so a segment's keys stay valid in every index sharing it.
+pub(crate) fn subject_key(kind: SubjectKind, name: &str) -> u64 {
+    static HASHER: LazyLock<std::collections::hash_map::RandomState> =
+        LazyLock::new(Default::default);
+    HASHER.hash_one((kind as u8, name))
+}
 
 /// The facts of one cluster's instances (local ids), with the tag look-ups
 /// `permitted_instances` needs.
@@ -25,6 +36,9 @@ pub(crate) struct ClusterFacts {
     pub(crate) tagged_users: HashMap<Box<str>, Vec<u32>>,
     /// Instances with an owner or permission tag naming a group (sorted local ids).
     pub(crate) tagged_groups: HashMap<Box<str>, Vec<u32>>,
+    /// [`subject_key`] of every subject in `tagged_users` and `tagged_groups`: computed
+    /// once per segment, so the index's fleet-wide table costs no hashing of names.
+    pub(crate) subject_keys: Vec<u64>,
 }
 
 /// The facts of a cluster no inventory describes (one only named by a binding or a role).
@@ -119,6 +133,9 @@ impl ClusterFacts {
                 }
             }
         }
+        let users = self.tagged_users.keys().map(|n| subject_key(SubjectKind::User, n));
+        let groups = self.tagged_groups.keys().map(|n| subject_key(SubjectKind::Group, n));
+        self.subject_keys = users.chain(groups).collect();
     }
 }
 
