@@ -18,8 +18,7 @@ use std::sync::{Arc, LazyLock};
 /// names neither subject, where it finds nothing. The hasher's keys are random per
 /// process (not per index) so a segment's keys stay valid in every index sharing it.
 pub(crate) fn subject_key(kind: SubjectKind, name: &str) -> u64 {
-    static HASHER: LazyLock<std::collections::hash_map::RandomState> =
-        LazyLock::new(Default::default);
+    static HASHER: LazyLock<std::collections::hash_map::RandomState> = LazyLock::new(Default::default);
     HASHER.hash_one((kind as u8, name))
 }
 
@@ -133,8 +132,14 @@ impl ClusterFacts {
                 }
             }
         }
-        let users = self.tagged_users.keys().map(|n| subject_key(SubjectKind::User, n));
-        let groups = self.tagged_groups.keys().map(|n| subject_key(SubjectKind::Group, n));
+        let users = self
+            .tagged_users
+            .keys()
+            .map(|n| subject_key(SubjectKind::User, n));
+        let groups = self
+            .tagged_groups
+            .keys()
+            .map(|n| subject_key(SubjectKind::Group, n));
         self.subject_keys = users.chain(groups).collect();
     }
 }
