@@ -485,7 +485,7 @@ fn list_steps() {
                 items.push(o.clone());
             }
         }
-        items.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        items.sort_by(|a, b| a.name().cmp(b.name()));
         steps[1].push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         let now = k8s_openapi::jiff::Timestamp::now();
@@ -496,7 +496,7 @@ fn list_steps() {
             true,
             now,
         );
-        let body = serde_json::to_vec(&table).unwrap();
+        let body = table.to_vec().unwrap();
         steps[2].push(t.elapsed().as_secs_f64());
         bytes = body.len();
         let t = Instant::now();

@@ -64,11 +64,27 @@ impl Snapshot {
         profiles: Vec<Arc<UserProfile>>,
         inventories: Vec<Arc<ClusterInventory>>,
     ) -> Self {
+        Self::build_after(None, roles, bindings, profiles, inventories)
+    }
+
+    /// [`Self::build`], taking from `previous` the instance facts of every inventory it
+    /// indexed too (the same `Arc`): after one cluster's sync, only that cluster's VMs
+    /// are read again, and the clusters' facts are shared, not copied.
+    pub fn build_after(
+        previous: Option<&Snapshot>,
+        roles: Vec<Arc<Role>>,
+        bindings: Vec<Arc<RoleBinding>>,
+        profiles: Vec<Arc<UserProfile>>,
+        inventories: Vec<Arc<ClusterInventory>>,
+    ) -> Self {
         let mut builder = AuthzIndex::builder()
             .roles(roles.iter().map(|r| &**r))
             .bindings(bindings.iter().map(|b| &**b));
+        if let Some(previous) = previous {
+            builder = builder.reusing(&previous.index);
+        }
         for inv in &inventories {
-            builder = builder.cluster(inv, &inv.tag_prefix);
+            builder = builder.shared_cluster(inv, &inv.tag_prefix);
         }
         let index = builder.build();
         let mut profile_groups: HashMap<String, Vec<String>> = HashMap::new();
@@ -157,8 +173,15 @@ impl Rules {
             let mut inventory_changes = inventory.changes();
             loop {
                 let started = tokio::time::Instant::now();
-                let snapshot =
-                    Snapshot::build(roles.state(), bindings.state(), profiles.state(), inventory.all());
+                let previous = publish.borrow().clone();
+                let snapshot = Snapshot::build_after(
+                    Some(&previous),
+                    roles.state(),
+                    bindings.state(),
+                    profiles.state(),
+                    inventory.all(),
+                );
+                drop(previous);
                 let built = tokio::time::Instant::now();
                 if publish.send(Arc::new(snapshot)).is_err() {
                     return;

@@ -3,11 +3,11 @@
 
 use super::index::*;
 use super::preconfigured::preconfigured_roles;
+use super::segment::{self, ClusterFacts};
 use crate::api::binding::{RoleBinding, RoleBindingSpec};
 use crate::api::common::{InstanceRef, SubjectKind};
 use crate::api::role::{Role, RoleSpec, ScopeKind};
 use crate::inventory::ClusterInventory;
-use crate::tags::{self, ParsedTag};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
@@ -16,7 +16,11 @@ use std::sync::{Arc, LazyLock};
 pub struct AuthzIndexBuilder {
     roles: Vec<(Arc<str>, RoleSpec)>,
     bindings: Vec<(Arc<str>, RoleBindingSpec)>,
-    index: AuthzIndex,
+    /// Per cluster in order of appearance, its facts and whether their tag look-ups are
+    /// stale.
+    segments: Vec<(Arc<str>, Arc<ClusterFacts>, bool)>,
+    /// Facts of a previous index that [`Self::shared_cluster`] may reuse.
+    reusable: Vec<Arc<ClusterFacts>>,
 }
 
 impl AuthzIndexBuilder {
@@ -49,41 +53,87 @@ impl AuthzIndexBuilder {
         self
     }
 
+    /// Lets [`Self::shared_cluster`] take a cluster's facts from `previous` when they
+    /// were built from the very same inventory and prefix: a rebuild then costs the
+    /// changed clusters' VMs only.
+    pub fn reusing(mut self, previous: &AuthzIndex) -> Self {
+        self.reusable = previous.segments.iter().map(|s| s.facts.clone()).collect();
+        self
+    }
+
     /// Adds every instance of one cluster's inventory; `prefix` is its tag prefix.
     pub fn cluster(mut self, inventory: &ClusterInventory, prefix: &str) -> Self {
-        self.index.cluster_id(&inventory.cluster);
+        let facts = self.segment(&inventory.cluster);
         for i in &inventory.instances {
-            self = self.instance(&inventory.cluster, &i.name, &i.tags, prefix);
+            facts.add(&i.name, &i.tags, prefix);
         }
+        self
+    }
+
+    /// [`Self::cluster`], reusing the facts of a previous index (see [`Self::reusing`])
+    /// built from this inventory, and keeping the built ones reusable by the next.
+    pub fn shared_cluster(mut self, inventory: &Arc<ClusterInventory>, prefix: &str) -> Self {
+        if self.segments.iter().any(|(n, ..)| **n == *inventory.cluster) {
+            // A second inventory of one cluster: merged, as `cluster` does.
+            return self.cluster(inventory, prefix);
+        }
+        let facts = match self.reusable.iter().find(|f| f.built_from(inventory, prefix)) {
+            Some(f) => f.clone(),
+            None => Arc::new(ClusterFacts::from_inventory(inventory, prefix)),
+        };
+        self.segments
+            .push((inventory.cluster.as_str().into(), facts, false));
         self
     }
 
     /// Adds one instance with its Ganeti tags.
     pub fn instance(mut self, cluster: &str, name: &str, tag_list: &[String], prefix: &str) -> Self {
-        let id = self.index.instance_id(cluster, name) as usize;
-        let facts = &mut self.index.instances[id];
-        facts.in_inventory = true;
-        for tag in tag_list {
-            match tags::parse(tag, prefix) {
-                Some(ParsedTag::GwmGrant { perm, subject }) => facts.grants.push(TagGrant {
-                    tag: tag.as_str().into(),
-                    subject,
-                    perm,
-                    rights: perm.vm_rights().iter().fold(0, |m, r| m | vm_bit(*r)),
-                }),
-                Some(ParsedTag::Owner(s) | ParsedTag::GanetimgrOwner(s)) => {
-                    facts.owners.push((s, tag.as_str().into()))
-                }
-                Some(ParsedTag::AdminLock) => facts.locked = true,
-                Some(ParsedTag::Isolate) => facts.isolated = true,
-                Some(ParsedTag::Other) | None => {}
-            }
-        }
+        self.segment(cluster).add(name, tag_list, prefix);
         self
     }
 
+    /// The facts of `cluster`, to change (copied first if shared); their tag look-ups
+    /// are redone at [`Self::build`].
+    fn segment(&mut self, cluster: &str) -> &mut ClusterFacts {
+        let at = match self.segments.iter().position(|(n, ..)| **n == *cluster) {
+            Some(at) => at,
+            None => {
+                self.segments.push((cluster.into(), Arc::default(), true));
+                self.segments.len() - 1
+            }
+        };
+        let (_, facts, stale) = &mut self.segments[at];
+        *stale = true;
+        Arc::make_mut(facts)
+    }
+
     pub fn build(mut self) -> AuthzIndex {
-        let mut ix = self.index;
+        let mut ix = AuthzIndex::default();
+        // Inventory clusters first, their instances end to end; the overlay follows.
+        for (name, mut facts, stale) in self.segments {
+            if stale {
+                Arc::make_mut(&mut facts).index_tags();
+            }
+            let id = ix.cluster_names.len() as u32;
+            ix.clusters.insert(
+                (*name).into(),
+                ClusterEntry {
+                    id,
+                    extra: HashMap::new(),
+                },
+            );
+            ix.cluster_names.push(name);
+            for &key in &facts.subject_keys {
+                let segments = ix.tagged_segments.entry(key).or_default();
+                // Two subjects of one segment may share a key.
+                if segments.last() != Some(&id) {
+                    segments.push(id);
+                }
+            }
+            let base = ix.overlay_base;
+            ix.overlay_base += facts.len();
+            ix.segments.push(Segment { facts, base });
+        }
         let mut role_ids: HashMap<Arc<str>, u32> = HashMap::new();
         // Built once per process: the index is rebuilt on every change.
         static PRECONFIGURED: LazyLock<Vec<(Arc<str>, RoleSpec)>> = LazyLock::new(|| {
@@ -114,7 +164,7 @@ impl AuthzIndexBuilder {
                 clusters
                     .iter()
                     .copied()
-                    .chain(instances.iter().map(|i| ix.instances[*i as usize].cluster)),
+                    .chain(instances.iter().map(|i| ix.cluster_of(*i))),
             );
             for s in &spec.subjects {
                 let map = match s.kind {
@@ -136,29 +186,6 @@ impl AuthzIndexBuilder {
                 instances,
                 reach_clusters,
             });
-        }
-        // Per subject, the instances whose tags name it: where a principal's tag grants
-        // and `Own` scopes can reach (see `permitted_instances`).
-        for (id, f) in ix.instances.iter().enumerate() {
-            let named = f
-                .owners
-                .iter()
-                .map(|(s, _)| s)
-                .chain(f.grants.iter().map(|g| &g.subject));
-            for s in named {
-                let map = match s.kind {
-                    SubjectKind::User => &mut ix.tagged_users,
-                    SubjectKind::Group => &mut ix.tagged_groups,
-                };
-                // Look up before inserting: most subjects name many instances.
-                match map.get_mut(s.name.as_str()) {
-                    Some(list) if list.last() == Some(&(id as u32)) => {}
-                    Some(list) => list.push(id as u32),
-                    None => {
-                        map.insert(s.name.as_str().into(), vec![id as u32]);
-                    }
-                }
-            }
         }
         ix
     }
@@ -182,30 +209,29 @@ impl AuthzIndex {
             name.into(),
             ClusterEntry {
                 id,
-                instances: HashMap::new(),
+                extra: HashMap::new(),
             },
         );
+        // No inventory: no instances, after all the inventories' (at the overlay).
+        self.segments.push(Segment {
+            facts: segment::empty(),
+            base: self.overlay_base,
+        });
         id
     }
 
+    /// The id of an instance a binding or role scope names: its inventory's, else one in
+    /// the overlay.
     pub(super) fn instance_id(&mut self, cluster: &str, name: &str) -> u32 {
         let cid = self.cluster_id(cluster);
-        let next = self.instances.len() as u32;
-        let entry = self.clusters.get_mut(cluster).expect("cluster just interned");
-        if let Some(&id) = entry.instances.get(name) {
+        if let Some(id) = self.instance_id_of(cluster, name) {
             return id;
         }
-        entry.instances.insert(name.into(), next);
-        self.instances.push(InstanceFacts {
-            cluster: cid,
-            name: name.into(),
-            owners: Vec::new(),
-            grants: Vec::new(),
-            locked: false,
-            isolated: false,
-            in_inventory: false,
-        });
-        next
+        let id = self.instance_count();
+        let entry = self.clusters.get_mut(cluster).expect("cluster just interned");
+        entry.extra.insert(name.into(), id);
+        self.overlay.push((cid, InstanceFacts::named(name.into())));
+        id
     }
 
     pub(super) fn instance_ref_id(&mut self, r: &InstanceRef) -> u32 {
@@ -236,11 +262,7 @@ impl AuthzIndex {
             }
             ScopeKind::All | ScopeKind::Own => {}
         }
-        let scope_instance_clusters = sorted(
-            scope_instances
-                .iter()
-                .map(|i| self.instances[*i as usize].cluster),
-        );
+        let scope_instance_clusters = sorted(scope_instances.iter().map(|i| self.cluster_of(*i)));
         CompiledRole {
             name,
             spec,

@@ -3,6 +3,7 @@
 
 use super::build::AuthzIndexBuilder;
 use super::preconfigured::ADMINISTRATOR;
+use super::segment::ClusterFacts;
 use super::{Decision, Grant, Principal, Reason, Request, Right};
 use crate::api::binding::{RoleBinding, RoleBindingSpec};
 use crate::api::common::Subject;
@@ -89,7 +90,7 @@ pub(crate) struct CompiledBinding {
 }
 
 /// A permission tag on an instance, parsed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct TagGrant {
     pub tag: Box<str>,
     pub subject: Subject,
@@ -97,9 +98,9 @@ pub(crate) struct TagGrant {
     pub rights: u32,
 }
 
-#[derive(Debug)]
+/// One instance's facts; its cluster is that of the segment (or overlay entry) holding it.
+#[derive(Debug, Clone)]
 pub(crate) struct InstanceFacts {
-    pub cluster: u32,
     pub name: Arc<str>,
     /// Owners, with the tag that says so.
     pub owners: Vec<(Subject, Box<str>)>,
@@ -111,10 +112,32 @@ pub(crate) struct InstanceFacts {
     pub in_inventory: bool,
 }
 
+impl InstanceFacts {
+    pub(crate) fn named(name: Arc<str>) -> Self {
+        Self {
+            name,
+            owners: Vec::new(),
+            grants: Vec::new(),
+            locked: false,
+            isolated: false,
+            in_inventory: false,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct ClusterEntry {
     pub(super) id: u32,
-    pub(super) instances: HashMap<Box<str>, u32>,
+    /// Instances of this cluster that only bindings or role scopes name (global ids, in
+    /// the overlay).
+    pub(super) extra: HashMap<Box<str>, u32>,
+}
+
+/// One cluster's facts placed in the index: global id = `base` + local id.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) facts: Arc<ClusterFacts>,
+    pub(crate) base: u32,
 }
 
 /// Roles, bindings and instance facts, indexed for [`AuthzIndex::decide`].
@@ -124,13 +147,19 @@ pub struct AuthzIndex {
     pub(crate) bindings: Vec<CompiledBinding>,
     pub(super) by_user: HashMap<Box<str>, Vec<u32>>,
     pub(super) by_group: HashMap<Box<str>, Vec<u32>>,
-    /// Instances with an owner or permission tag naming a user (sorted instance ids).
-    pub(super) tagged_users: HashMap<Box<str>, Vec<u32>>,
-    /// Instances with an owner or permission tag naming a group (sorted instance ids).
-    pub(super) tagged_groups: HashMap<Box<str>, Vec<u32>>,
     pub(super) clusters: HashMap<Box<str>, ClusterEntry>,
     pub(crate) cluster_names: Vec<Arc<str>>,
-    pub(crate) instances: Vec<InstanceFacts>,
+    /// Per cluster id, its inventory's instances: ids `base..base + len`, segments end
+    /// to end in cluster id order (clusters without an inventory have none).
+    pub(crate) segments: Vec<Segment>,
+    /// Ids from here on are the overlay's.
+    pub(crate) overlay_base: u32,
+    /// Instances only bindings or role scopes name, with their cluster id.
+    pub(crate) overlay: Vec<(u32, InstanceFacts)>,
+    /// Per [`subject_key`](super::segment::subject_key), the segments (cluster ids,
+    /// ascending) whose tags name that subject: a user's look-up visits those only, not
+    /// every cluster's.
+    pub(crate) tagged_segments: HashMap<u64, Vec<u32>>,
     pub(super) dangling: Vec<Arc<str>>,
 }
 
@@ -180,8 +209,8 @@ impl AuthzIndex {
 
     fn target(&self, p: &Principal<'_>, cluster: &str, instance: Option<&str>) -> Target<'_> {
         let entry = self.clusters.get(cluster);
-        let iid = instance.and_then(|n| entry.and_then(|e| e.instances.get(n).copied()));
-        let facts = iid.map(|i| &self.instances[i as usize]);
+        let iid = instance.and_then(|n| entry.and_then(|e| self.lookup_in(e, n)));
+        let facts = iid.map(|i| self.facts(i));
         Target {
             cluster: entry.map(|e| e.id),
             instance: iid,
@@ -193,9 +222,9 @@ impl AuthzIndex {
     /// The target of a VM request on instance `id`: what [`Self::target`] resolves for its
     /// (cluster, name), without the look-ups.
     pub(super) fn instance_target(&self, p: &Principal<'_>, id: u32) -> Target<'_> {
-        let f = &self.instances[id as usize];
+        let (cluster, f) = self.locate(id);
         Target {
-            cluster: Some(f.cluster),
+            cluster: Some(cluster),
             instance: Some(id),
             facts: Some(f),
             owned: f.owners.iter().any(|(s, _)| p.is(s)),
@@ -459,20 +488,19 @@ impl AuthzIndex {
 
     /// (cluster, instance name) of an instance id.
     pub fn instance_ref(&self, id: InstanceId) -> (&str, &str) {
-        let f = &self.instances[id.0 as usize];
-        (&self.cluster_names[f.cluster as usize], &f.name)
+        let (cluster, f) = self.locate(id.0);
+        (&self.cluster_names[cluster as usize], &f.name)
     }
 
     /// The tag behind a [`Grant::Tag`].
     pub fn tag(&self, instance: InstanceId, tag: u32) -> &str {
-        &self.instances[instance.0 as usize].grants[tag as usize].tag
+        &self.facts(instance.0).grants[tag as usize].tag
     }
 
     /// Owners of an instance (from owner tags), if the index knows it.
     pub fn owners(&self, cluster: &str, instance: &str) -> impl Iterator<Item = &Subject> {
-        let id = self.clusters.get(cluster).and_then(|e| e.instances.get(instance));
-        id.into_iter()
-            .flat_map(|i| self.instances[*i as usize].owners.iter().map(|(s, _)| s))
+        let f = self.find_instance(cluster, instance);
+        f.into_iter().flat_map(|f| f.owners.iter().map(|(s, _)| s))
     }
 
     /// Whether an instance carries `ganetimgr:adminlock`.
@@ -486,8 +514,52 @@ impl AuthzIndex {
     }
 
     pub(crate) fn find_instance(&self, cluster: &str, instance: &str) -> Option<&InstanceFacts> {
-        let id = self.clusters.get(cluster)?.instances.get(instance)?;
-        Some(&self.instances[*id as usize])
+        Some(self.facts(self.instance_id_of(cluster, instance)?))
+    }
+
+    /// The id of (cluster, instance name), if the index knows it.
+    pub(crate) fn instance_id_of(&self, cluster: &str, instance: &str) -> Option<u32> {
+        self.lookup_in(self.clusters.get(cluster)?, instance)
+    }
+
+    fn lookup_in(&self, entry: &ClusterEntry, instance: &str) -> Option<u32> {
+        let seg = &self.segments[entry.id as usize];
+        match seg.facts.by_name.get(instance) {
+            Some(&local) => Some(seg.base + local),
+            None => entry.extra.get(instance).copied(),
+        }
+    }
+
+    /// How many instance ids there are (`0..instance_count()`).
+    pub(crate) fn instance_count(&self) -> u32 {
+        self.overlay_base + self.overlay.len() as u32
+    }
+
+    /// The ids of the inventory instances of cluster `c`.
+    pub(crate) fn segment_ids(&self, c: u32) -> std::ops::Range<u32> {
+        let seg = &self.segments[c as usize];
+        seg.base..seg.base + seg.facts.len()
+    }
+
+    /// Cluster id and facts of instance `id`.
+    pub(crate) fn locate(&self, id: u32) -> (u32, &InstanceFacts) {
+        if id >= self.overlay_base {
+            let (c, f) = &self.overlay[(id - self.overlay_base) as usize];
+            return (*c, f);
+        }
+        // The last segment starting at or before `id`: an empty one there is followed by
+        // segments of the same base, so the last is the one holding `id`.
+        let c = self.segments.partition_point(|s| s.base <= id) - 1;
+        let seg = &self.segments[c];
+        (c as u32, &seg.facts.instances[(id - seg.base) as usize])
+    }
+
+    pub(crate) fn facts(&self, id: u32) -> &InstanceFacts {
+        self.locate(id).1
+    }
+
+    pub(crate) fn cluster_of(&self, id: u32) -> u32 {
+        self.locate(id).0
     }
 
     pub(crate) fn find_role(&self, name: &str) -> Option<&CompiledRole> {

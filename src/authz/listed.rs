@@ -59,7 +59,7 @@ impl AuthzIndex {
                 &[]
             };
             for &iid in b.instances.iter().chain(from_scope) {
-                if self.instances[iid as usize].cluster != cid {
+                if self.cluster_of(iid) != cid {
                     continue;
                 }
                 for s in &b.spec.subjects {
@@ -76,7 +76,7 @@ impl AuthzIndex {
         let mut out: Vec<ListedGrant> = pairs
             .into_iter()
             .map(|((iid, subject), bindings)| ListedGrant {
-                instance: self.instances[iid as usize].name.clone(),
+                instance: self.facts(iid).name.clone(),
                 subject: subject.clone(),
                 rights: self.subject_rights(subject, cid, iid, &bindings),
                 bindings,
@@ -87,7 +87,7 @@ impl AuthzIndex {
     }
 
     fn subject_target(&self, s: &Subject, cluster: u32, instance: u32) -> Target<'_> {
-        let facts = &self.instances[instance as usize];
+        let facts = self.facts(instance);
         Target {
             cluster: Some(cluster),
             instance: Some(instance),

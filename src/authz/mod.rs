@@ -54,6 +54,7 @@ mod index;
 mod listed;
 mod permitted;
 mod preconfigured;
+mod segment;
 
 pub use build::AuthzIndexBuilder;
 pub use escalation::has_administrator_binding;

@@ -12,6 +12,8 @@
 
 use super::Principal;
 use super::index::{AuthzIndex, CL_ADMIN, VM_ADMIN, contains, vm_bit};
+use super::segment::subject_key;
+use crate::api::common::SubjectKind;
 use crate::api::role::{ScopeKind, VmRight};
 
 /// The VMs worth deciding for one principal and right.
@@ -40,19 +42,17 @@ impl AuthzIndex {
     pub fn permitted_instances(&self, p: &Principal<'_>, right: VmRight) -> Vec<(&str, &str)> {
         let mine: Vec<u32> = self.bindings_of(p).collect();
         let allowed = |id: u32| {
-            self.instances[id as usize].in_inventory
+            self.facts(id).in_inventory
                 && self
                     .decide_vm(p, mine.iter().copied(), &self.instance_target(p, id), right)
                     .allowed
         };
         let ids: Vec<u32> = match self.candidates(p, &mine, right) {
-            Candidates::Every => (0..self.instances.len() as u32)
-                .filter(|&id| allowed(id))
-                .collect(),
+            // The overlay's instances are in no inventory: only the segments count.
+            Candidates::Every => (0..self.overlay_base).filter(|&id| allowed(id)).collect(),
             Candidates::Some { clusters, instances } => clusters
                 .iter()
-                .filter_map(|&c| self.clusters.get(&*self.cluster_names[c as usize]))
-                .flat_map(|e| e.instances.values().copied())
+                .flat_map(|&c| self.segment_ids(c))
                 .chain(instances)
                 .filter(|&id| allowed(id))
                 .collect(),
@@ -63,8 +63,8 @@ impl AuthzIndex {
     }
 
     fn pair(&self, id: u32) -> (&str, &str) {
-        let f = &self.instances[id as usize];
-        (&self.cluster_names[f.cluster as usize], &f.name)
+        let (cluster, f) = self.locate(id);
+        (&self.cluster_names[cluster as usize], &f.name)
     }
 
     /// A superset of the VMs on which `decide` may allow `right` to `p` (whose bindings
@@ -72,10 +72,25 @@ impl AuthzIndex {
     fn candidates(&self, p: &Principal<'_>, mine: &[u32], right: VmRight) -> Candidates {
         let grants = vm_bit(right) | VM_ADMIN;
         let mut clusters: Vec<u32> = Vec::new();
-        // Tag grants and owners (the only VMs an `Own` scope reaches).
-        let tagged = std::iter::once(self.tagged_users.get(p.user))
-            .chain(p.groups.iter().map(|g| self.tagged_groups.get(g.as_str())));
-        let mut instances: Vec<u32> = tagged.flatten().flatten().copied().collect();
+        // Tag grants and owners (the only VMs an `Own` scope reaches), cluster by cluster.
+        // Only the segments naming the user or one of its groups.
+        let keys = std::iter::once(subject_key(SubjectKind::User, p.user))
+            .chain(p.groups.iter().map(|g| subject_key(SubjectKind::Group, g)));
+        let mut segments: Vec<u32> = keys
+            .filter_map(|k| self.tagged_segments.get(&k))
+            .flatten()
+            .copied()
+            .collect();
+        segments.sort_unstable();
+        segments.dedup();
+        let mut instances: Vec<u32> = Vec::new();
+        for c in segments {
+            let seg = &self.segments[c as usize];
+            let f = &seg.facts;
+            let tagged = std::iter::once(f.tagged_users.get(p.user))
+                .chain(p.groups.iter().map(|g| f.tagged_groups.get(g.as_str())));
+            instances.extend(tagged.flatten().flatten().map(|local| seg.base + local));
+        }
         for &id in mine {
             let b = &self.bindings[id as usize];
             let role = &self.roles[b.role as usize];
@@ -97,19 +112,19 @@ impl AuthzIndex {
                         b.instances
                             .iter()
                             .copied()
-                            .filter(|&i| in_scope(self.instances[i as usize].cluster)),
+                            .filter(|&i| in_scope(self.cluster_of(i))),
                     );
                 }
                 ScopeKind::Instances => instances.extend(role.scope_instances.iter().copied().filter(|&i| {
                     !b.narrowed
-                        || contains(&b.clusters, Some(self.instances[i as usize].cluster))
+                        || contains(&b.clusters, Some(self.cluster_of(i)))
                         || contains(&b.instances, Some(i))
                 })),
             }
         }
         clusters.sort_unstable();
         clusters.dedup();
-        instances.retain(|&i| !contains(&clusters, Some(self.instances[i as usize].cluster)));
+        instances.retain(|&i| !contains(&clusters, Some(self.cluster_of(i))));
         instances.sort_unstable();
         instances.dedup();
         Candidates::Some { clusters, instances }
@@ -163,8 +178,8 @@ mod tests {
 
     /// What `decide` allows, instance by instance over the whole inventory.
     fn scan<'a>(ix: &'a AuthzIndex, p: &Principal<'_>, right: VmRight) -> Vec<(&'a str, &'a str)> {
-        let mut out: Vec<(&str, &str)> = (0..ix.instances.len() as u32)
-            .filter(|&id| ix.instances[id as usize].in_inventory)
+        let mut out: Vec<(&str, &str)> = (0..ix.instance_count())
+            .filter(|&id| ix.facts(id).in_inventory)
             .map(|id| ix.pair(id))
             .filter(|&(cluster, instance)| {
                 ix.decide(
@@ -183,7 +198,10 @@ mod tests {
     }
 
     fn ids(ix: &AuthzIndex, pairs: &[(&str, &str)]) -> Vec<u32> {
-        let mut v: Vec<u32> = pairs.iter().map(|(c, i)| ix.clusters[*c].instances[*i]).collect();
+        let mut v: Vec<u32> = pairs
+            .iter()
+            .map(|(c, i)| ix.instance_id_of(c, i).unwrap())
+            .collect();
         v.sort_unstable();
         v
     }
@@ -289,8 +307,8 @@ mod tests {
             Candidates::Some {
                 clusters: vec![c("c2"), c("c3")],
                 instances: vec![
-                    ix.clusters["c1"].instances["x"],
-                    ix.clusters["c1"].instances["ghost"]
+                    ix.instance_id_of("c1", "x").unwrap(),
+                    ix.instance_id_of("c1", "ghost").unwrap()
                 ],
             }
         );

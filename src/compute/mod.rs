@@ -2,8 +2,8 @@
 //! by the operator through the Kubernetes aggregation layer from its inventory (Ganeti
 //! stays the store; nothing is copied into etcd).
 //!
-//! This module is the pure part: the objects ([`objects`]), their versions and change
-//! events ([`catalog`]), selectors ([`select`]), `kubectl get` tables ([`table`]),
+//! This module is the pure part: the objects ([`objects`]), the catalog's compact form
+//! of a VM ([`record`]), their versions and change events ([`catalog`]), selectors ([`select`]), `kubectl get` tables ([`table`]),
 //! discovery and OpenAPI ([`discovery`]) and what a patch of a VM's spec asks Ganeti
 //! to do ([`patch`]). The HTTP side is `server::compute`.
 
@@ -12,6 +12,8 @@ pub mod discovery;
 pub mod follow;
 pub mod objects;
 pub mod patch;
+pub mod record;
+mod record_row;
 pub mod select;
 pub mod table;
 

@@ -128,32 +128,9 @@ impl GanetiInstance {
     /// The object of `instance` of `inventory`, without a resourceVersion. Lock and
     /// isolation come from the instance's tags, as the authorization engine reads them.
     pub fn from_inventory(inventory: &ClusterInventory, instance: &Instance) -> Self {
-        use crate::tags::{ParsedTag, parse};
-        let (mut locked, mut isolated) = (false, false);
-        for tag in &instance.tags {
-            match parse(tag, &inventory.tag_prefix) {
-                Some(ParsedTag::AdminLock) => locked = true,
-                Some(ParsedTag::Isolate) => isolated = true,
-                _ => {}
-            }
-        }
+        let (locked, isolated, owner) = instance_tag_facts(inventory, instance);
         let cluster = &inventory.cluster;
-        let owner = inventory.owner_of(instance);
-        let mut labels = BTreeMap::new();
-        labels.insert(LABEL_CLUSTER.to_string(), cluster.clone());
-        if let Some(owner) = &owner {
-            let key = match owner.kind {
-                SubjectKind::User => LABEL_OWNER_USER,
-                SubjectKind::Group => LABEL_OWNER_GROUP,
-            };
-            if is_label_value(&owner.name) {
-                labels.insert(key.to_string(), owner.name.clone());
-            }
-        }
-        let node = short_host(&instance.primary_node);
-        if is_label_value(node) {
-            labels.insert(LABEL_PRIMARY_NODE.to_string(), node.to_string());
-        }
+        let labels = instance_labels(cluster, owner.as_ref(), &instance.primary_node);
         Self {
             api_version: GROUP_VERSION.to_string(),
             kind: Self::KIND.to_string(),
@@ -199,6 +176,49 @@ impl GanetiInstance {
             },
         }
     }
+}
+
+/// Lock, isolation and owner of an instance, from its tags as the authorization engine
+/// reads them.
+pub(super) fn instance_tag_facts(
+    inventory: &ClusterInventory,
+    instance: &Instance,
+) -> (bool, bool, Option<Subject>) {
+    use crate::tags::{ParsedTag, parse};
+    let (mut locked, mut isolated) = (false, false);
+    for tag in &instance.tags {
+        match parse(tag, &inventory.tag_prefix) {
+            Some(ParsedTag::AdminLock) => locked = true,
+            Some(ParsedTag::Isolate) => isolated = true,
+            _ => {}
+        }
+    }
+    (locked, isolated, inventory.owner_of(instance))
+}
+
+/// The labels of an instance's object: its cluster, owner and primary node (those that
+/// are label values).
+pub(super) fn instance_labels(
+    cluster: &str,
+    owner: Option<&Subject>,
+    primary_node: &str,
+) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL_CLUSTER.to_string(), cluster.to_string());
+    if let Some(owner) = owner {
+        let key = match owner.kind {
+            SubjectKind::User => LABEL_OWNER_USER,
+            SubjectKind::Group => LABEL_OWNER_GROUP,
+        };
+        if is_label_value(&owner.name) {
+            labels.insert(key.to_string(), owner.name.clone());
+        }
+    }
+    let node = short_host(primary_node);
+    if is_label_value(node) {
+        labels.insert(LABEL_PRIMARY_NODE.to_string(), node.to_string());
+    }
+    labels
 }
 
 /// A Ganeti node. Visible with `system.nodes`.
@@ -389,7 +409,7 @@ fn short_host(name: &str) -> &str {
     }
 }
 
-fn time_of(seconds: f64) -> Option<Time> {
+pub(super) fn time_of(seconds: f64) -> Option<Time> {
     let ts = k8s_openapi::jiff::Timestamp::from_second(seconds as i64).ok()?;
     Some(Time(ts))
 }

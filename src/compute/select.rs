@@ -71,6 +71,10 @@ impl LabelSelector {
         Ok(Self(out))
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
         let get = |k: &str| labels.and_then(|l| l.get(k));
         self.0.iter().all(|t| match t {

@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::Serialize;
 use serde::ser::{SerializeStruct, Serializer};
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// One column: name, type, priority (1: only with `-o wide`) and what it shows.
 pub struct Column {
@@ -47,8 +48,29 @@ impl IncludeObject {
 /// An object `kubectl get` can print.
 pub trait Row: Serialize {
     fn columns() -> &'static [Column];
-    fn metadata(&self) -> &ObjectMeta;
+    /// Borrowed where the object holds one; the catalog's VMs make theirs.
+    fn metadata(&self) -> Cow<'_, ObjectMeta>;
     fn cells(&self, now: k8s_openapi::jiff::Timestamp) -> Vec<Cell<'_>>;
+    /// Writes the object's row (`{"cells":[...],"object":...}`) as [`Table`] serialises
+    /// it; an object that keeps its row pre-rendered copies it instead.
+    fn write_row(
+        &self,
+        out: &mut Vec<u8>,
+        include: IncludeObject,
+        now: k8s_openapi::jiff::Timestamp,
+    ) -> serde_json::Result<()>
+    where
+        Self: Sized,
+    {
+        serde_json::to_writer(
+            out,
+            &TableRow {
+                object: self,
+                include,
+                now,
+            },
+        )
+    }
 }
 
 /// One cell of a row, borrowed from the object where it has it as is; sizes and ages
@@ -156,6 +178,32 @@ impl<'a, T: Row + 'a> Table<'a, T> {
     }
 }
 
+impl<T: Row> Table<'_, T> {
+    /// The Table's JSON, as `serde_json::to_vec` writes it, each row by
+    /// [`Row::write_row`] (so pre-rendered rows are copied).
+    pub fn to_vec(&self) -> serde_json::Result<Vec<u8>> {
+        // The Table without rows ends in `[]}`: the rows go between the brackets.
+        let empty = Table::<T> {
+            objects: Vec::new(),
+            include: self.include,
+            resource_version: self.resource_version.clone(),
+            with_columns: self.with_columns,
+            now: self.now,
+        };
+        let mut out = serde_json::to_vec(&empty)?;
+        debug_assert!(out.ends_with(b"[]}"));
+        out.truncate(out.len() - 2);
+        for (n, o) in self.objects.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            o.write_row(&mut out, self.include, self.now)?;
+        }
+        out.extend_from_slice(b"]}");
+        Ok(out)
+    }
+}
+
 impl<T: Row> Serialize for Table<'_, T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
@@ -212,43 +260,53 @@ struct Rows<'t, 'a, T>(&'t Table<'a, T>);
 
 impl<T: Row> Serialize for Rows<'_, '_, T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct PartialObjectMetadata<'a> {
-            kind: &'static str,
-            api_version: &'static str,
-            metadata: &'a ObjectMeta,
-        }
-        struct Row_<'a, T> {
-            object: &'a T,
-            include: IncludeObject,
-            now: k8s_openapi::jiff::Timestamp,
-        }
-        impl<T: Row> Serialize for Row_<'_, T> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut r = s.serialize_struct("TableRow", 2)?;
-                r.serialize_field("cells", &self.object.cells(self.now))?;
-                match self.include {
-                    IncludeObject::None => r.serialize_field("object", &())?,
-                    IncludeObject::Metadata => r.serialize_field(
-                        "object",
-                        &PartialObjectMetadata {
-                            kind: "PartialObjectMetadata",
-                            api_version: "meta.k8s.io/v1",
-                            metadata: self.object.metadata(),
-                        },
-                    )?,
-                    IncludeObject::Object => r.serialize_field("object", self.object)?,
-                }
-                r.end()
-            }
-        }
         let t = self.0;
-        s.collect_seq(t.objects.iter().map(|o| Row_ {
+        s.collect_seq(t.objects.iter().map(|o| TableRow {
             object: *o,
             include: t.include,
             now: t.now,
         }))
+    }
+}
+
+/// `object` of a row with `?includeObject=Metadata`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct PartialObjectMetadata<'a> {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: &'a ObjectMeta,
+}
+
+impl<'a> PartialObjectMetadata<'a> {
+    pub(super) fn of(metadata: &'a ObjectMeta) -> Self {
+        Self {
+            kind: "PartialObjectMetadata",
+            api_version: "meta.k8s.io/v1",
+            metadata,
+        }
+    }
+}
+
+/// One row of one object.
+struct TableRow<'a, T> {
+    object: &'a T,
+    include: IncludeObject,
+    now: k8s_openapi::jiff::Timestamp,
+}
+
+impl<T: Row> Serialize for TableRow<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut r = s.serialize_struct("TableRow", 2)?;
+        r.serialize_field("cells", &self.object.cells(self.now))?;
+        match self.include {
+            IncludeObject::None => r.serialize_field("object", &())?,
+            IncludeObject::Metadata => {
+                r.serialize_field("object", &PartialObjectMetadata::of(&self.object.metadata()))?
+            }
+            IncludeObject::Object => r.serialize_field("object", self.object)?,
+        }
+        r.end()
     }
 }
 
@@ -308,38 +366,76 @@ impl Row for GanetiInstance {
         ];
         C
     }
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
+    fn metadata(&self) -> Cow<'_, ObjectMeta> {
+        Cow::Borrowed(&self.metadata)
     }
     fn cells(&self, now: k8s_openapi::jiff::Timestamp) -> Vec<Cell<'_>> {
         let s = &self.status;
-        let owner = match &s.owner {
-            Some(o) => match o.kind {
-                crate::api::common::SubjectKind::User => Cell::Str(&o.name),
-                crate::api::common::SubjectKind::Group => Cell::String(format!("group:{}", o.name)),
-            },
-            None => Cell::Str("<none>"),
-        };
-        vec![
-            self.metadata.name.as_deref().into(),
-            Cell::Str(&self.spec.cluster),
-            Cell::Str(&s.state),
-            Cell::Str(&s.primary_node),
-            owner,
-            Cell::Bool(s.locked),
-            Cell::Age(self.metadata.creation_timestamp.as_ref(), now),
-            match s.ips.as_slice() {
-                [] => Cell::Str("<none>"),
-                [ip] => Cell::Str(ip),
-                ips => Cell::String(ips.join(",")),
-            },
-            Cell::Int(s.vcpus.into()),
-            Cell::Mib(s.memory_mib),
-            Cell::Mib(s.disk_mib),
-            Cell::Str(&s.os),
-            Cell::Str(&s.uuid),
-        ]
+        instance_cells(InstanceCells {
+            name: self.metadata.name.as_deref(),
+            cluster: &self.spec.cluster,
+            state: &s.state,
+            node: &s.primary_node,
+            owner: s.owner.as_ref().map(|o| (o.kind, o.name.as_str())),
+            locked: s.locked,
+            created: self.metadata.creation_timestamp.as_ref(),
+            ips: &s.ips,
+            vcpus: s.vcpus,
+            memory_mib: s.memory_mib,
+            disk_mib: s.disk_mib,
+            os: &s.os,
+            uuid: &s.uuid,
+            now,
+        })
     }
+}
+
+/// What a VM's row shows, from either form of it (the object, the catalog's record).
+pub(super) struct InstanceCells<'a, S> {
+    pub name: Option<&'a str>,
+    pub cluster: &'a str,
+    pub state: &'a str,
+    pub node: &'a str,
+    pub owner: Option<(crate::api::common::SubjectKind, &'a str)>,
+    pub locked: bool,
+    pub created: Option<&'a Time>,
+    pub ips: &'a [S],
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_mib: u64,
+    pub os: &'a str,
+    pub uuid: &'a str,
+    pub now: k8s_openapi::jiff::Timestamp,
+}
+
+/// The position of the age among a VM's cells: the one cell that changes with time.
+pub(super) const INSTANCE_AGE_CELL: usize = 6;
+
+pub(super) fn instance_cells<S: AsRef<str>>(c: InstanceCells<'_, S>) -> Vec<Cell<'_>> {
+    let owner = match c.owner {
+        Some((crate::api::common::SubjectKind::User, name)) => Cell::Str(name),
+        Some((crate::api::common::SubjectKind::Group, name)) => Cell::String(format!("group:{name}")),
+        None => Cell::Str("<none>"),
+    };
+    vec![
+        c.name.into(),
+        Cell::Str(c.cluster),
+        Cell::Str(c.state),
+        Cell::Str(c.node),
+        owner,
+        Cell::Bool(c.locked),
+        Cell::Age(c.created, c.now),
+        match c.ips {
+            [] => Cell::Str("<none>"),
+            [ip] => Cell::Str(ip.as_ref()),
+            ips => Cell::String(ips.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(",")),
+        },
+        Cell::Int(c.vcpus.into()),
+        Cell::Mib(c.memory_mib),
+        Cell::Mib(c.disk_mib),
+        Cell::Str(c.os),
+        Cell::Str(c.uuid),
+    ]
 }
 
 impl Row for GanetiNode {
@@ -364,8 +460,8 @@ impl Row for GanetiNode {
         ];
         C
     }
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
+    fn metadata(&self) -> Cow<'_, ObjectMeta> {
+        Cow::Borrowed(&self.metadata)
     }
     fn cells(&self, _now: k8s_openapi::jiff::Timestamp) -> Vec<Cell<'_>> {
         let s = &self.status;
@@ -398,8 +494,8 @@ impl Row for GanetiJob {
         ];
         C
     }
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
+    fn metadata(&self) -> Cow<'_, ObjectMeta> {
+        Cow::Borrowed(&self.metadata)
     }
     fn cells(&self, now: k8s_openapi::jiff::Timestamp) -> Vec<Cell<'_>> {
         let s = &self.status;

@@ -3,7 +3,8 @@
 //! clusters whose inventory changed are compared, object by object, so an unchanged
 //! VM keeps its resourceVersion and a watch hears only of real changes.
 
-use super::objects::{Applications, GanetiInstance, GanetiNode};
+use super::objects::{Applications, GanetiNode};
+use super::record::{InstanceRecord, Interner};
 use crate::access::rules::Snapshot;
 use crate::inventory::{ClusterInventory, Instance};
 use serde::Serialize;
@@ -22,22 +23,6 @@ pub trait Object: Serialize + Clone + Send + Sync + 'static {
     fn set_resource_version(&mut self, revision: u64);
     /// Equal but for the resourceVersion.
     fn same(&self, other: &Self) -> bool;
-}
-
-impl Object for GanetiInstance {
-    fn name(&self) -> &str {
-        self.metadata.name.as_deref().unwrap_or_default()
-    }
-    fn set_resource_version(&mut self, revision: u64) {
-        self.metadata.resource_version = Some(revision.to_string());
-    }
-    fn same(&self, other: &Self) -> bool {
-        self.spec == other.spec
-            && self.status == other.status
-            && self.metadata.labels == other.metadata.labels
-            && self.metadata.uid == other.metadata.uid
-            && self.metadata.creation_timestamp == other.metadata.creation_timestamp
-    }
 }
 
 impl Object for GanetiNode {
@@ -289,8 +274,10 @@ impl<T: Object> Store<T> {
 /// Every resource's store, and the snapshot they were built from.
 #[derive(Default)]
 pub struct Catalog {
-    pub instances: Store<GanetiInstance>,
+    pub instances: Store<InstanceRecord>,
     pub nodes: Store<GanetiNode>,
+    /// The strings the instance records share.
+    strings: std::sync::Mutex<Interner>,
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     /// The inventories of the last update, to skip unchanged clusters.
     seen: std::sync::Mutex<HashMap<String, Arc<ClusterInventory>>>,
@@ -317,6 +304,7 @@ impl Catalog {
                 *last = Some(applications.clone());
             }
         }
+        let mut strings = self.strings.lock().expect("catalog lock");
         let mut changed = 0;
         let mut present = Vec::new();
         for inventory in snapshot.inventories() {
@@ -330,7 +318,7 @@ impl Catalog {
             // Only the VMs whose inventory entry changed are built again and compared.
             let instances = inventory.instances.iter().zip(&diff.changed).map(|(i, changed)| {
                 if *changed {
-                    Incoming::New(GanetiInstance::from_inventory(inventory, i).made_by(applications))
+                    Incoming::New(InstanceRecord::new(inventory, i, applications, &mut strings))
                 } else {
                     Incoming::Unchanged(super::object_name(&inventory.cluster, &i.name))
                 }
@@ -357,6 +345,7 @@ impl Catalog {
                 .replace_cluster(&cluster, Vec::new(), &NO_VMS, &gone);
             changed += self.nodes.replace_cluster(&cluster, Vec::new(), &NO_VMS, &NO_VMS);
         }
+        strings.prune();
         *self.snapshot.write().expect("catalog lock") = Some(snapshot);
         changed
     }

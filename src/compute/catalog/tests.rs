@@ -39,7 +39,7 @@ fn the_application_that_made_a_vm_is_named_and_follows_changes() {
     let none = Arc::new(Applications::new());
     catalog.update(snapshot(&[("a", "running")]), &none);
     let (_, a) = catalog.instances.get("lab.a").unwrap();
-    assert_eq!(a.status.application, None);
+    assert_eq!(a.render().status.application, None);
     let made = Arc::new(Applications::from([(
         "u-a".to_string(),
         super::super::objects::ApplicationRef {
@@ -51,7 +51,7 @@ fn the_application_that_made_a_vm_is_named_and_follows_changes() {
     let same = catalog.snapshot().unwrap();
     assert_eq!(catalog.update(same, &made), 1);
     let (_, a) = catalog.instances.get("lab.a").unwrap();
-    assert_eq!(a.status.application.as_ref().unwrap().name, "app-1");
+    assert_eq!(a.render().status.application.unwrap().name, "app-1");
 }
 
 #[test]
@@ -79,7 +79,7 @@ fn only_real_changes_get_a_new_version_and_an_event() {
         1
     );
     let kinds: Vec<(EventType, String)> = std::iter::from_fn(|| live.try_recv().ok())
-        .map(|e| (e.kind, e.object.status.instance_name.clone()))
+        .map(|e| (e.kind, e.object.instance_name().to_string()))
         .collect();
     assert_eq!(
         kinds,
@@ -90,7 +90,7 @@ fn only_real_changes_get_a_new_version_and_an_event() {
         ]
     );
     let (_, b) = catalog.instances.get("lab.b").unwrap();
-    assert_eq!(b.metadata.resource_version.as_deref(), Some("3"));
+    assert_eq!(b.resource_version(), 3);
     // A watch resuming from the first list gets the same three from history.
     let resumed = catalog.instances.watch(Some(rv)).unwrap();
     assert_eq!(resumed.backlog.len(), 3);
@@ -204,7 +204,7 @@ fn events_are_decided_as_on_the_whole_snapshot_with_only_their_vms() {
         } else {
             &after
         };
-        let name = &e.object.status.instance_name;
+        let name = e.object.instance_name();
         // Only this update's VMs: a (changed) and d (added), or b (gone).
         let kept: Vec<&str> = e.snapshot.inventories()[0]
             .instances
@@ -235,10 +235,10 @@ fn events_are_decided_as_on_the_whole_snapshot_with_only_their_vms() {
         }
     }
     // The owners and the administrator see theirs, and no one else does.
-    let sees = |e: &Event<GanetiInstance>, user: &str, groups: &[String]| {
+    let sees = |e: &Event<InstanceRecord>, user: &str, groups: &[String]| {
         let request = Request::Vm {
             cluster: "lab",
-            instance: &e.object.status.instance_name,
+            instance: e.object.instance_name(),
             right: VmRight::View,
         };
         e.snapshot

@@ -8,6 +8,7 @@ use crate::api::role::{SystemRight, VmRight};
 use crate::authz::{Principal, Request};
 use crate::compute::catalog::{Event, EventType, Expired, Object, Store};
 use crate::compute::objects::{GanetiInstance, GanetiJob, GanetiNode};
+use crate::compute::record::InstanceRecord;
 use crate::compute::select::{FieldSelector, LabelSelector};
 use crate::compute::table::{self, IncludeObject, Row};
 use crate::compute::{GROUP_VERSION, split_name};
@@ -17,7 +18,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,9 +44,12 @@ trait Served: Object + Row {
     const LIST_KIND: &'static str;
     const FIELDS: &'static [&'static str];
     fn field(&self, field: &str) -> Option<&str>;
+    /// Its labels, for a label selector (the catalog's VMs make theirs: asked only when
+    /// there is a selector).
+    fn labels(&self) -> Option<Cow<'_, BTreeMap<String, String>>>;
 }
 
-impl Served for GanetiInstance {
+impl Served for InstanceRecord {
     const LIST_KIND: &'static str = "GanetiInstanceList";
     const FIELDS: &'static [&'static str] = &[
         "metadata.name",
@@ -55,13 +60,16 @@ impl Served for GanetiInstance {
     ];
     fn field(&self, field: &str) -> Option<&str> {
         Some(match field {
-            "metadata.name" => self.metadata.name.as_deref()?,
-            "spec.cluster" => &self.spec.cluster,
-            "status.instanceName" => &self.status.instance_name,
-            "status.primaryNode" => &self.status.primary_node,
-            "status.state" => &self.status.state,
+            "metadata.name" => self.name(),
+            "spec.cluster" => self.cluster(),
+            "status.instanceName" => self.instance_name(),
+            "status.primaryNode" => self.primary_node(),
+            "status.state" => self.state(),
             _ => return None,
         })
+    }
+    fn labels(&self) -> Option<Cow<'_, BTreeMap<String, String>>> {
+        Some(Cow::Owned(self.label_map()))
     }
 }
 
@@ -75,6 +83,9 @@ impl Served for GanetiNode {
             "status.role" => &self.status.role,
             _ => return None,
         })
+    }
+    fn labels(&self) -> Option<Cow<'_, BTreeMap<String, String>>> {
+        self.metadata.labels.as_ref().map(Cow::Borrowed)
     }
 }
 
@@ -99,14 +110,15 @@ impl Selection {
     }
 
     fn matches<T: Served>(&self, o: &T) -> bool {
-        self.labels.matches(o.metadata().labels.as_ref()) && self.fields.matches(|f| o.field(f))
+        (self.labels.is_empty() || self.labels.matches(o.labels().as_deref()))
+            && self.fields.matches(|f| o.field(f))
     }
 }
 
 /// Who may see which object: decided on the snapshot the object comes from.
 type Visible<T> = Arc<dyn Fn(&Snapshot, &Principal<'_>, &str, &T) -> bool + Send + Sync>;
 
-fn instance_visible() -> Visible<GanetiInstance> {
+fn instance_visible() -> Visible<InstanceRecord> {
     Arc::new(|snapshot, p, cluster, o| {
         snapshot
             .index
@@ -114,7 +126,7 @@ fn instance_visible() -> Visible<GanetiInstance> {
                 p,
                 &Request::Vm {
                     cluster,
-                    instance: &o.status.instance_name,
+                    instance: o.instance_name(),
                     right: VmRight::View,
                 },
             )
@@ -176,7 +188,7 @@ pub(super) async fn list_instances(
     Proxied(caller): Proxied,
 ) -> Result<Response, StatusError> {
     let snapshot = ready(&state).await?;
-    let selection = Selection::parse::<GanetiInstance>(&params, &headers)?;
+    let selection = Selection::parse::<InstanceRecord>(&params, &headers)?;
     let p = caller.principal();
     if is_watch(&params) {
         return watch(
@@ -190,7 +202,7 @@ pub(super) async fn list_instances(
     }
     let (revision, clusters) = state.catalog.instances.list();
     let wanted = selection.fields.pinned("spec.cluster");
-    let mut items: Vec<Arc<GanetiInstance>> = Vec::new();
+    let mut items: Vec<Arc<InstanceRecord>> = Vec::new();
     if let Some(name) = selection.fields.pinned("metadata.name") {
         if let Some((cluster, o)) = state.catalog.instances.get(name)
             && instance_visible()(&snapshot, &p, &cluster, &o)
@@ -200,7 +212,7 @@ pub(super) async fn list_instances(
         }
     } else {
         let permitted = snapshot.index.permitted_instances(&p, VmRight::View);
-        let by_cluster: HashMap<&str, &crate::compute::catalog::ClusterObjects<GanetiInstance>> =
+        let by_cluster: HashMap<&str, &crate::compute::catalog::ClusterObjects<InstanceRecord>> =
             clusters.iter().map(|(c, o)| (&**c, o)).collect();
         let mut name = String::new();
         for (cluster, instance) in permitted {
@@ -220,7 +232,7 @@ pub(super) async fn list_instances(
         items.sort_by(|a, b| a.name().cmp(b.name()));
     }
     Ok(answer_list(
-        GanetiInstance::LIST_KIND,
+        InstanceRecord::LIST_KIND,
         items.iter().map(|o| &**o),
         revision,
         &selection,
@@ -450,7 +462,7 @@ fn answer_list<'a, T: Row + 'a>(
     let rv = revision.to_string();
     let (body, content_type) = if selection.table {
         let t = table::Table::new(items, selection.include, Some(rv), true, now());
-        (serde_json::to_vec(&t), super::TABLE_CONTENT_TYPE)
+        (t.to_vec(), super::TABLE_CONTENT_TYPE)
     } else {
         let list = List {
             api_version: GROUP_VERSION,

@@ -34,14 +34,17 @@ fn visible_instance(
                     &caller.principal(),
                     &crate::authz::Request::Vm {
                         cluster,
-                        instance: &o.status.instance_name,
+                        instance: o.instance_name(),
                         right: crate::api::role::VmRight::View,
                     },
                 )
                 .allowed
         })
     });
-    found.ok_or_else(|| StatusError::not_found(GanetiInstance::PLURAL, name))
+    // The object as served: what a patch applies to.
+    found
+        .map(|(cluster, o)| (cluster, Arc::new(o.render())))
+        .ok_or_else(|| StatusError::not_found(GanetiInstance::PLURAL, name))
 }
 
 fn refused(e: Refused, name: &str) -> StatusError {
