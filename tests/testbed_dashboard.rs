@@ -1,7 +1,7 @@
 //! The Grafana dashboards (operations, service statistics) against a real operator on
 //! the testbed: every metric each panel queries is in the operator's /metrics
 //! (histograms as their _bucket, _sum and _count series), with every label the queries
-//! match on.
+//! match on; then a real Prometheus (Debian's) scrapes it and every query returns data.
 //!
 //! The operator reads a GanetiCluster with one instance on it (so that instance and job
 //! series exist) and follows an application it cannot finish (so that a reconcile
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use support::dashboard;
 use support::ganeti::{self, Instances, ip};
 use support::operator::{Operator, Options};
+use support::prometheus::Prometheus;
 use support::testbed::{kubectl, kubectl_ok};
 
 const CLUSTER: &str = "dash-lab";
@@ -194,4 +195,34 @@ async fn every_dashboard_query_names_a_metric_the_operator_exports() {
                 && l.contains("controller=\"instanceapplication\"")),
         "the stuck application's failures are counted:\n{errors}"
     );
+
+    // A real Prometheus scrapes the operator: every query of both dashboards (Grafana's
+    // variables set to "all") returns data, as a dashboard opened on it would show.
+    let prometheus = Prometheus::scraping(&format!("127.0.0.1:{}", op.metrics_port)).await;
+    let started = Instant::now();
+    loop {
+        let mut empty = Vec::new();
+        for q in &queries {
+            match prometheus.query(&dashboard::expand(&q.expr)).await {
+                Ok(result) if !result.is_empty() => {}
+                Ok(_) => empty.push(format!("{} (panel {:?}): no data", q.expr, q.place)),
+                Err(e) => empty.push(format!("{} (panel {:?}): {e}", q.expr, q.place)),
+            }
+        }
+        if empty.is_empty() {
+            eprintln!(
+                "all {} dashboard queries answered by Prometheus after {:?}",
+                queries.len(),
+                started.elapsed()
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "Prometheus has no data for:\n  {}\n--- prometheus log ---\n{}",
+            empty.join("\n  "),
+            prometheus.log()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }

@@ -176,6 +176,18 @@ pub enum Phase {
     Failed,
 }
 
+impl Phase {
+    /// Every phase, in the order an application goes through them.
+    pub const ALL: [Phase; 6] = [
+        Phase::Pending,
+        Phase::Approved,
+        Phase::Creating,
+        Phase::Created,
+        Phase::Rejected,
+        Phase::Failed,
+    ];
+}
+
 /// Progress of an application.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

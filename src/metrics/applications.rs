@@ -91,6 +91,10 @@ pub fn render_applications(apps: &[Arc<InstanceApplication>], out: &mut String) 
     let mut creation: BTreeMap<&str, Histogram> = BTreeMap::new();
     for app in apps {
         let cluster = cluster_of(app);
+        // Every phase of a cluster with applications appears, 0 when none.
+        for phase in Phase::ALL {
+            by_phase.entry((cluster, phase_name(phase), "")).or_default();
+        }
         let phase = app.status.as_ref().map(|s| s.phase).unwrap_or_default();
         *by_phase
             .entry((cluster, phase_name(phase), outcome_reason(app)))
@@ -220,6 +224,7 @@ mod tests {
             "ganeti_applications{cluster=\"lab\",phase=\"Rejected\",reason=\"Rejected\"} 1\n",
             "ganeti_applications{cluster=\"lab\",phase=\"Failed\",reason=\"GanetiJobFailed\"} 1\n",
             "ganeti_applications{cluster=\"\",phase=\"Pending\",reason=\"\"} 1\n",
+            "ganeti_applications{cluster=\"\",phase=\"Failed\",reason=\"\"} 0\n",
             // Decided after 0 s, 120 s, 400 s and 25 h.
             "ganeti_application_decision_seconds_bucket{cluster=\"lab\",le=\"60\"} 1\n",
             "ganeti_application_decision_seconds_bucket{cluster=\"lab\",le=\"300\"} 2\n",

@@ -309,6 +309,17 @@ impl LabelSets {
 
 const MIB: u64 = 1 << 20;
 
+/// Ganeti's job statuses (`constants.JOBS_STATUS_ALL`).
+const JOB_STATUSES: [&str; 7] = [
+    "queued",
+    "waiting",
+    "canceling",
+    "running",
+    "canceled",
+    "success",
+    "error",
+];
+
 /// Appends the inventory metrics. Each family is written whole (all clusters), as the
 /// text format requires one block per family.
 pub fn render_inventory(clusters: &[Arc<ClusterInventory>], out: &mut String) {
@@ -346,10 +357,20 @@ pub fn render_inventory(clusters: &[Arc<ClusterInventory>], out: &mut String) {
         "Jobs in the cluster's queue, by status.",
     );
     for c in clusters {
-        for (status, count) in &c.jobs_by_status {
+        // Ganeti's job statuses all appear, 0 when none: "no pending jobs" is a value a
+        // dashboard shows, not missing data. Any other status Ganeti reports follows.
+        let known = JOB_STATUSES
+            .iter()
+            .map(|s| (*s, c.jobs_by_status.get(*s).copied().unwrap_or(0)));
+        let other = c
+            .jobs_by_status
+            .iter()
+            .filter(|(s, _)| !JOB_STATUSES.contains(&s.as_str()))
+            .map(|(s, n)| (s.as_str(), *n));
+        for (status, count) in known.chain(other) {
             labels.clear();
             push_labels(&mut labels, &[("cluster", &c.cluster), ("status", status)]);
-            sample(out, "ganeti_cluster_jobs", &labels, u64::from(*count));
+            sample(out, "ganeti_cluster_jobs", &labels, u64::from(count));
         }
     }
 
@@ -580,6 +601,7 @@ mod tests {
         assert!(text.contains("ganeti_cluster_up{cluster=\"prod\"} 1\n"), "{text}");
         assert!(text.contains("ganeti_cluster_info{cluster=\"prod\",version=\"3.0.2\",master=\"n1\"} 1\n"));
         assert!(text.contains("ganeti_cluster_jobs{cluster=\"prod\",status=\"success\"} 3\n"));
+        assert!(text.contains("ganeti_cluster_jobs{cluster=\"prod\",status=\"running\"} 0\n"));
         assert!(text.contains("ganeti_node_memory_total_bytes{cluster=\"prod\",node=\"n1\"} 2097152\n"));
         assert!(text.contains("ganeti_node_role{cluster=\"prod\",node=\"n1\",role=\"master\"} 1\n"));
         assert!(text.contains("ganeti_node_role{cluster=\"prod\",node=\"n1\",role=\"drained\"} 0\n"));

@@ -14,15 +14,6 @@ use kube::api::{Api, ListParams};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-const PHASES: [Phase; 6] = [
-    Phase::Pending,
-    Phase::Approved,
-    Phase::Creating,
-    Phase::Created,
-    Phase::Rejected,
-    Phase::Failed,
-];
-
 #[derive(Serialize, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
@@ -115,7 +106,7 @@ pub fn render(stats: &Stats) -> String {
         out.push_str("  none\n");
     } else {
         let mut header = vec!["CLUSTER".to_owned()];
-        header.extend(PHASES.iter().map(|p| phase_name(*p).to_uppercase()));
+        header.extend(Phase::ALL.iter().map(|p| phase_name(*p).to_uppercase()));
         header.extend(["TO DECISION (MEDIAN)".to_owned(), "TO VM (MEDIAN)".to_owned()]);
         let mut rows = vec![header];
         for (cluster, c) in &stats.applications {
@@ -125,7 +116,7 @@ pub fn render(stats: &Stats) -> String {
                 cluster.clone()
             }];
             row.extend(
-                PHASES
+                Phase::ALL
                     .iter()
                     .map(|p| c.by_phase.get(phase_name(*p)).copied().unwrap_or(0).to_string()),
             );

@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod ganeti;
 pub mod maildir;
 pub mod operator;
+pub mod prometheus;
 pub mod testbed;
 
 use ganeti_operator::api;
