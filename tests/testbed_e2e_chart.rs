@@ -13,8 +13,8 @@
 //!
 //! The chart owns cluster-wide objects of fixed names that other tests apply from
 //! `manifests/` with kubectl; Helm refuses to install over objects it does not own,
-//! so the test first deletes what the chart renders (as on a fresh cluster; the CRDs
-//! and every custom resource stay) and re-applies `manifests/` after the uninstall.
+//! so the test first hands them to the release (Helm's adoption: its label and
+//! annotations), and re-applies `manifests/` after the uninstall, which deletes them.
 
 mod support;
 
@@ -147,7 +147,9 @@ async fn wait_ready(n: usize, image: &str, timeout: Duration) -> Vec<Pod> {
         if ok
             && all.lines().count() == n
             && now.len() == n
-            && now.iter().all(|p| p.ready && p.image == image && !p.ip.is_empty())
+            && now
+                .iter()
+                .all(|p| p.ready && p.image == image && !p.ip.is_empty())
         {
             return now;
         }
@@ -158,6 +160,14 @@ async fn wait_ready(n: usize, image: &str, timeout: Duration) -> Vec<Pod> {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The pod that holds the leader Lease, if one does: the operator's identity is
+/// `<POD_NAME>-<pid>`.
+fn leading_pod() -> Option<String> {
+    let holder = lease_holder()?;
+    let (pod, pid) = holder.rsplit_once('-')?;
+    pid.parse::<u32>().ok().map(|_| pod.to_string())
 }
 
 /// Who holds the leader Lease, if anyone.
@@ -233,9 +243,20 @@ impl Drop for Cleanup {
         support::ganeti::remove_instance(HOST);
         let _ = kubectl(
             "root",
-            &["-n", APP_NS, "delete", "instanceapplication", APP, "--ignore-not-found"],
+            &[
+                "-n",
+                APP_NS,
+                "delete",
+                "instanceapplication",
+                APP,
+                "--ignore-not-found",
+            ],
         );
-        for f in ["manifests/rbac.yaml", "manifests/access.yaml", "manifests/admission.yaml"] {
+        for f in [
+            "manifests/rbac.yaml",
+            "manifests/access.yaml",
+            "manifests/admission.yaml",
+        ] {
             let _ = kubectl(
                 "root",
                 &[
@@ -254,7 +275,10 @@ impl Drop for Cleanup {
 /// the node's gateway), then `helm install` with the testbed's values and `tag`.
 fn install(tag: &str) {
     let _ = kubectl("root", &["create", "namespace", NS]);
-    let _ = kubectl("root", &["-n", NS, "delete", "secret", "smtp", "--ignore-not-found"]);
+    let _ = kubectl(
+        "root",
+        &["-n", NS, "delete", "secret", "smtp", "--ignore-not-found"],
+    );
     kubectl_ok(
         "root",
         &[
@@ -284,10 +308,19 @@ fn install(tag: &str) {
     ]));
 }
 
-/// What the chart renders with the testbed's values, deleted: objects of the same names
-/// that `kubectl apply -f manifests/` left (other tests), or an earlier run.
-fn delete_what_the_chart_owns() {
+/// Objects of the chart's names that `kubectl apply -f manifests/` left (other tests)
+/// handed to the release, as Helm adopts objects: its label and annotations. Deleting
+/// them instead would open a gap in which the admission policies lack their parameters
+/// and other tests' `kubectl apply` puts them back before the install. The compute API's
+/// Service and APIService go: tests register them differently (ExternalName).
+fn adopt_what_the_chart_owns() {
     let _ = helm(&["uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "60s"]).output();
+    for (kind, name) in [
+        ("apiservice", "v1alpha1.compute.ganeti.dev"),
+        ("service", "ganeti-operator-api"),
+    ] {
+        let _ = kubectl("root", &["-n", NS, "delete", kind, name, "--ignore-not-found"]);
+    }
     let rendered = run(helm(&[
         "template",
         RELEASE,
@@ -301,12 +334,64 @@ fn delete_what_the_chart_owns() {
     ]));
     let file = std::env::temp_dir().join(format!("e2e-chart-{}.yaml", std::process::id()));
     std::fs::write(&file, rendered).unwrap();
-    let (ok, _, err) = kubectl(
+    let existing = kubectl_ok(
         "root",
-        &["delete", "--ignore-not-found", "--wait", "-f", file.to_str().unwrap()],
+        &[
+            "get",
+            "--ignore-not-found",
+            "-o",
+            "json",
+            "-f",
+            file.to_str().unwrap(),
+        ],
     );
     let _ = std::fs::remove_file(&file);
-    assert!(ok, "deleting the chart's objects: {err}");
+    let existing: Value = serde_json::from_str(&existing).unwrap_or(Value::Null);
+    // One object comes alone, several as a List.
+    let objects = match existing["items"].as_array() {
+        Some(items) => items.clone(),
+        None if existing["kind"].is_string() => vec![existing],
+        None => Vec::new(),
+    };
+    let refs: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            json!({"apiVersion": o["apiVersion"], "kind": o["kind"],
+                   "metadata": {"name": o["metadata"]["name"], "namespace": o["metadata"]["namespace"]}})
+        })
+        .collect();
+    if refs.is_empty() {
+        return;
+    }
+    let list = std::env::temp_dir().join(format!("e2e-adopt-{}.json", std::process::id()));
+    std::fs::write(
+        &list,
+        json!({"apiVersion": "v1", "kind": "List", "items": refs}).to_string(),
+    )
+    .unwrap();
+    let list_arg = list.to_str().unwrap();
+    kubectl_ok(
+        "root",
+        &[
+            "label",
+            "--overwrite",
+            "-f",
+            list_arg,
+            "app.kubernetes.io/managed-by=Helm",
+        ],
+    );
+    kubectl_ok(
+        "root",
+        &[
+            "annotate",
+            "--overwrite",
+            "-f",
+            list_arg,
+            &format!("meta.helm.sh/release-name={RELEASE}"),
+            &format!("meta.helm.sh/release-namespace={NS}"),
+        ],
+    );
+    let _ = std::fs::remove_file(&list);
 }
 
 /// The GanetiCluster, alice's namespace, verified profile and the `user` role.
@@ -495,15 +580,15 @@ async fn the_installed_chart_runs_the_service_end_to_end() {
     stages.done("image load");
 
     let _cleanup = Cleanup;
-    delete_what_the_chart_owns();
+    adopt_what_the_chart_owns();
     support::ganeti::remove_instance(HOST);
-    declare_cluster_and_alice().await;
-    stages.done("clean slate, cluster and alice declared");
+    stages.done("clean slate");
 
     // 2. helm install: two Ready replicas, exactly one leading.
     install(version);
     let installed = wait_ready(2, &image, Duration::from_secs(180)).await;
     stages.done("helm install to 2 Ready");
+    declare_cluster_and_alice().await;
     // The Lease names one pod, and that pod alone says it leads (`ganeti_operator_leading`).
     let deadline = Instant::now() + Duration::from_secs(2 * LEASE_SECS);
     let leader = loop {
@@ -514,7 +599,7 @@ async fn the_installed_chart_runs_the_service_end_to_end() {
                 leading.push(p.name.clone());
             }
         }
-        let holder = lease_holder();
+        let holder = leading_pod();
         if leading.len() == 1 && holder.as_ref() == Some(&leading[0]) {
             break leading.remove(0);
         }
@@ -541,7 +626,9 @@ async fn the_installed_chart_runs_the_service_end_to_end() {
     let status = created.status.clone().unwrap();
     assert_eq!(status.instance_name.as_deref(), Some(HOST));
     assert_eq!(status.ips, vec![ip(LAST_IP)]);
-    let (ok, list) = try_gnt(&format!("gnt-instance list --no-headers -o name,status,tags {HOST}"));
+    let (ok, list) = try_gnt(&format!(
+        "gnt-instance list --no-headers -o name,status,tags {HOST}"
+    ));
     assert!(ok && list.contains("running"), "{list}");
     assert!(list.contains("GANETI_WEB_MANAGER:owner:U:alice"), "{list}");
     assert_eq!(create_jobs(HOST) - jobs_before, 1, "one create job");
@@ -575,7 +662,7 @@ async fn the_installed_chart_runs_the_service_end_to_end() {
         &["-n", NS, "delete", "pod", &leader_pod.name, "--wait=false"],
     );
     loop {
-        if lease_holder().as_deref() == Some(follower_pod.name.as_str()) {
+        if leading_pod().as_deref() == Some(follower_pod.name.as_str()) {
             break;
         }
         assert!(
@@ -600,7 +687,10 @@ async fn the_installed_chart_runs_the_service_end_to_end() {
         "controller=\"instanceapplication\"",
     ) < 1.0
     {
-        assert!(Instant::now() < deadline, "the new leader never reconciled the application");
+        assert!(
+            Instant::now() < deadline,
+            "the new leader never reconciled the application"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     for p in &after {
@@ -611,7 +701,15 @@ async fn the_installed_chart_runs_the_service_end_to_end() {
     // 6. helm upgrade to another tag of the same image: the pods roll, the key stays.
     let key_before = kubectl_ok(
         "root",
-        &["-n", NS, "get", "secret", "ganeti-operator-link-key", "-o", "jsonpath={.data.key}"],
+        &[
+            "-n",
+            NS,
+            "get",
+            "secret",
+            "ganeti-operator-link-key",
+            "-o",
+            "jsonpath={.data.key}",
+        ],
     );
     run(testbed_node(&["load", archive.to_str().unwrap(), &upgraded]));
     stages.done("image load under the upgrade tag");
@@ -630,7 +728,15 @@ async fn the_installed_chart_runs_the_service_end_to_end() {
     assert!(rolled.iter().all(|p| after.iter().all(|a| a.name != p.name)));
     let key_after = kubectl_ok(
         "root",
-        &["-n", NS, "get", "secret", "ganeti-operator-link-key", "-o", "jsonpath={.data.key}"],
+        &[
+            "-n",
+            NS,
+            "get",
+            "secret",
+            "ganeti-operator-link-key",
+            "-o",
+            "jsonpath={.data.key}",
+        ],
     );
     assert_eq!(key_before, key_after, "the upgrade kept the link key");
     for p in &rolled {
@@ -642,7 +748,15 @@ async fn the_installed_chart_runs_the_service_end_to_end() {
     stages.done("links after the upgrade");
 
     // 7. helm uninstall: the pods go, the VM stays (and the link key, for links in flight).
-    run(helm(&["uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "120s"]));
+    run(helm(&[
+        "uninstall",
+        RELEASE,
+        "-n",
+        NS,
+        "--wait",
+        "--timeout",
+        "120s",
+    ]));
     let deadline = Instant::now() + Duration::from_secs(60);
     while !kubectl_ok("root", &["-n", NS, "get", "pods", "-l", SELECTOR, "-o", "name"])
         .trim()
