@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/.cargo/bin
 
-.PHONY: test demo deps lint unit crds chart testbed-up testbed-down testbed-node bench install-plugin
+.PHONY: test demo deps lint unit crds chart testbed-up testbed-down testbed-node bench install-plugin image
 
 ## make test: lint, unit tests, then the integration suite against the real testbed
 test:
@@ -14,6 +14,11 @@ demo:
 
 deps:
 	scripts/install-deps
+
+## make image: the operator's OCI image, FROM scratch, as an archive in
+## target/image/ (under CARGO_TARGET_DIR when set; scripts/image); `ctr images import` it
+image:
+	scripts/image
 
 lint:
 	cargo fmt --check
