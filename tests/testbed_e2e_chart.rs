@@ -22,199 +22,22 @@ use ganeti_operator::api::InstanceApplication;
 use ganeti_operator::api::application::Phase;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::{Duration, Instant};
+use support::chart::{
+    NS, Pod, RELEASE, SELECTOR, Stages, adopt_what_the_chart_owns, diagnostics, helm, http, image_archive,
+    leading_pod, lease_holder, metrics, run, sum, testbed_node, wait_ready,
+};
 use support::ganeti::{ip, try_gnt};
 use support::testbed::{env, kube_client, kubectl, kubectl_ok};
 
-const NS: &str = "ganeti-system";
-const RELEASE: &str = "ganeti-operator";
 const REPOSITORY: &str = "ghcr.io/ganeti-operator/ganeti-operator";
 const CLUSTER: &str = "e2e-tb";
 const APP_NS: &str = "e2e-alice";
 const APP: &str = "e2e-vm";
 const HOST: &str = "e2e-vm.e2e.ganeti.test";
 const LAST_IP: u8 = 98;
-const SELECTOR: &str = "app.kubernetes.io/name=ganeti-operator";
 /// The chart's default `leaderElection.leaseDurationSeconds`.
 const LEASE_SECS: u64 = 15;
-
-/// Each stage's duration, printed as it ends and again at the end.
-struct Stages(Vec<(&'static str, Duration)>, Instant);
-
-impl Stages {
-    fn done(&mut self, name: &'static str) {
-        let took = self.1.elapsed();
-        println!("=== stage {name}: {:.1}s", took.as_secs_f64());
-        self.0.push((name, took));
-        self.1 = Instant::now();
-    }
-}
-
-/// Runs a command; its stdout, or a panic with everything it said.
-fn run(mut cmd: Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `scripts/helm` as the testbed's superuser.
-fn helm(args: &[&str]) -> Command {
-    let mut cmd = Command::new(support::repo_path("scripts/helm"));
-    cmd.args(args)
-        .arg("--kubeconfig")
-        .arg(support::testbed::kubeconfig("root"));
-    cmd
-}
-
-/// `scripts/testbed node ...`.
-fn testbed_node(args: &[&str]) -> Command {
-    let mut cmd = Command::new(support::repo_path("scripts/testbed"));
-    cmd.arg("node").args(args);
-    cmd
-}
-
-/// The archive `scripts/image` writes: `IMAGE_ARCHIVE`, else under this test binary's
-/// target directory (`<target>/debug/deps/<binary>`).
-fn image_archive() -> std::path::PathBuf {
-    if let Ok(path) = std::env::var("IMAGE_ARCHIVE") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).expect("<target>/debug/deps/<binary>");
-    target.join(format!(
-        "image/ganeti-operator-{}.oci.tar",
-        env!("CARGO_PKG_VERSION")
-    ))
-}
-
-#[derive(Debug, Clone)]
-struct Pod {
-    name: String,
-    ip: String,
-    image: String,
-    ready: bool,
-}
-
-/// The chart's pods that are not being deleted.
-fn pods() -> Vec<Pod> {
-    let list: Value = serde_json::from_str(&kubectl_ok(
-        "root",
-        &["-n", NS, "get", "pods", "-l", SELECTOR, "-o", "json"],
-    ))
-    .unwrap();
-    list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .map(|p| Pod {
-            name: p["metadata"]["name"].as_str().unwrap().to_string(),
-            ip: p["status"]["podIP"].as_str().unwrap_or_default().to_string(),
-            image: p["spec"]["containers"][0]["image"].as_str().unwrap().to_string(),
-            ready: p["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True"),
-        })
-        .collect()
-}
-
-/// Every pod of the namespace described, and the chart's pods' logs: why a wait failed.
-fn diagnostics() -> String {
-    let (_, describe, _) = kubectl("root", &["-n", NS, "describe", "pods", "-l", SELECTOR]);
-    let (_, logs, _) = kubectl(
-        "root",
-        &["-n", NS, "logs", "-l", SELECTOR, "--tail=40", "--prefix"],
-    );
-    let (_, events, _) = kubectl("root", &["-n", NS, "get", "events", "--sort-by=.lastTimestamp"]);
-    format!("{describe}\n--- logs\n{logs}\n--- events\n{events}")
-}
-
-/// Waits until exactly `n` pods run `image`, all Ready, and no other pod is left.
-async fn wait_ready(n: usize, image: &str, timeout: Duration) -> Vec<Pod> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (ok, all, _) = kubectl("root", &["-n", NS, "get", "pods", "-l", SELECTOR, "-o", "name"]);
-        let now = pods();
-        // Terminating pods still count: a rollout is done when they are gone.
-        if ok
-            && all.lines().count() == n
-            && now.len() == n
-            && now
-                .iter()
-                .all(|p| p.ready && p.image == image && !p.ip.is_empty())
-        {
-            return now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never {n} Ready pods of {image}: {now:?}\n{}",
-            diagnostics()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// The pod that holds the leader Lease, if one does: the operator's identity is
-/// `<POD_NAME>-<pid>`.
-fn leading_pod() -> Option<String> {
-    let holder = lease_holder()?;
-    let (pod, pid) = holder.rsplit_once('-')?;
-    pid.parse::<u32>().ok().map(|_| pod.to_string())
-}
-
-/// Who holds the leader Lease, if anyone.
-fn lease_holder() -> Option<String> {
-    let (ok, out, _) = kubectl(
-        "root",
-        &[
-            "-n",
-            NS,
-            "get",
-            "lease",
-            ganeti_operator::leader::LEASE_NAME,
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ],
-    );
-    (ok && !out.trim().is_empty()).then(|| out.trim().to_string())
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-/// A pod's /metrics (its own listener, port 9090).
-async fn metrics(pod: &Pod) -> String {
-    http()
-        .get(format!("http://{}:9090/metrics", pod.ip))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .unwrap_or_else(|e| panic!("{}'s /metrics: {e}", pod.name))
-        .text()
-        .await
-        .unwrap()
-}
-
-/// The sum of the samples of `series` whose labels contain `label`.
-fn sum(metrics: &str, series: &str, label: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{series}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// How many instance creations the pod sent to RAPI.
 async fn creates_sent(pod: &Pod) -> f64 {
@@ -306,92 +129,6 @@ fn install(tag: &str) {
         "--set",
         &format!("image.tag={tag}"),
     ]));
-}
-
-/// Objects of the chart's names that `kubectl apply -f manifests/` left (other tests)
-/// handed to the release, as Helm adopts objects: its label and annotations. Deleting
-/// them instead would open a gap in which the admission policies lack their parameters
-/// and other tests' `kubectl apply` puts them back before the install. The compute API's
-/// Service and APIService go: tests register them differently (ExternalName).
-fn adopt_what_the_chart_owns() {
-    let _ = helm(&["uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "60s"]).output();
-    for (kind, name) in [
-        ("apiservice", "v1alpha1.compute.ganeti.dev"),
-        ("service", "ganeti-operator-api"),
-    ] {
-        let _ = kubectl("root", &["-n", NS, "delete", kind, name, "--ignore-not-found"]);
-    }
-    let rendered = run(helm(&[
-        "template",
-        RELEASE,
-        support::repo_path("charts/ganeti-operator").to_str().unwrap(),
-        "-n",
-        NS,
-        "-f",
-        support::repo_path("tests/fixtures/testbed-values.yaml")
-            .to_str()
-            .unwrap(),
-    ]));
-    let file = std::env::temp_dir().join(format!("e2e-chart-{}.yaml", std::process::id()));
-    std::fs::write(&file, rendered).unwrap();
-    let existing = kubectl_ok(
-        "root",
-        &[
-            "get",
-            "--ignore-not-found",
-            "-o",
-            "json",
-            "-f",
-            file.to_str().unwrap(),
-        ],
-    );
-    let _ = std::fs::remove_file(&file);
-    let existing: Value = serde_json::from_str(&existing).unwrap_or(Value::Null);
-    // One object comes alone, several as a List.
-    let objects = match existing["items"].as_array() {
-        Some(items) => items.clone(),
-        None if existing["kind"].is_string() => vec![existing],
-        None => Vec::new(),
-    };
-    let refs: Vec<Value> = objects
-        .iter()
-        .map(|o| {
-            json!({"apiVersion": o["apiVersion"], "kind": o["kind"],
-                   "metadata": {"name": o["metadata"]["name"], "namespace": o["metadata"]["namespace"]}})
-        })
-        .collect();
-    if refs.is_empty() {
-        return;
-    }
-    let list = std::env::temp_dir().join(format!("e2e-adopt-{}.json", std::process::id()));
-    std::fs::write(
-        &list,
-        json!({"apiVersion": "v1", "kind": "List", "items": refs}).to_string(),
-    )
-    .unwrap();
-    let list_arg = list.to_str().unwrap();
-    kubectl_ok(
-        "root",
-        &[
-            "label",
-            "--overwrite",
-            "-f",
-            list_arg,
-            "app.kubernetes.io/managed-by=Helm",
-        ],
-    );
-    kubectl_ok(
-        "root",
-        &[
-            "annotate",
-            "--overwrite",
-            "-f",
-            list_arg,
-            &format!("meta.helm.sh/release-name={RELEASE}"),
-            &format!("meta.helm.sh/release-namespace={NS}"),
-        ],
-    );
-    let _ = std::fs::remove_file(&list);
 }
 
 /// The GanetiCluster, alice's namespace, verified profile and the `user` role.
@@ -590,7 +327,8 @@ async fn the_installed_chart_runs_the_service_end_to_end() {
     stages.done("helm install to 2 Ready");
     declare_cluster_and_alice().await;
     // The Lease names one pod, and that pod alone says it leads (`ganeti_operator_leading`).
-    let deadline = Instant::now() + Duration::from_secs(2 * LEASE_SECS);
+    // A Lease left by an earlier holder that did not release it expires first.
+    let deadline = Instant::now() + Duration::from_secs(3 * LEASE_SECS);
     let leader = loop {
         let mut leading = Vec::new();
         for p in &installed {
@@ -655,34 +393,48 @@ async fn the_installed_chart_runs_the_service_end_to_end() {
     assert_eq!(confirm_page(&leader_pod, &forged(&link)).await, 403);
     stages.done("tickets and links across pods");
 
-    // 5. The leader pod deleted: the follower leads within the lease, nothing twice.
+    // 5. The leader pod deleted: another pod leads within the lease, nothing twice. The
+    // leader releases the Lease on SIGTERM; the follower (checking every third of the
+    // lease) or the Deployment's replacement (contending as it starts) takes it.
     let t = Instant::now();
     kubectl_ok(
         "root",
         &["-n", NS, "delete", "pod", &leader_pod.name, "--wait=false"],
     );
-    loop {
-        if leading_pod().as_deref() == Some(follower_pod.name.as_str()) {
-            break;
+    let new_leader = loop {
+        if let Some(p) = leading_pod().filter(|p| *p != leader_pod.name) {
+            break p;
         }
         assert!(
             t.elapsed() < Duration::from_secs(LEASE_SECS),
-            "{} did not take the lead within {LEASE_SECS}s (holder {:?})\n{}",
-            follower_pod.name,
+            "no other pod took the lead within {LEASE_SECS}s (holder {:?})\n{}",
             lease_holder(),
             diagnostics()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    println!("handover after {:.1}s", t.elapsed().as_secs_f64());
+    };
+    let to = if new_leader == follower_pod.name {
+        "the follower"
+    } else {
+        "the replacement pod"
+    };
+    println!(
+        "handover to {to} {new_leader} after {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     stages.done("leader deleted to handover");
     let after = wait_ready(2, &image, Duration::from_secs(120)).await;
     stages.done("replacement pod Ready");
     // The new leader has reconciled the application (it starts with a full list) and
     // sent no create.
+    let new_leader = after
+        .iter()
+        .find(|p| p.name == new_leader)
+        .expect("the new leader is Ready")
+        .clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     while sum(
-        &metrics(&follower_pod).await,
+        &metrics(&new_leader).await,
         "ganeti_operator_reconciles_total",
         "controller=\"instanceapplication\"",
     ) < 1.0
