@@ -57,7 +57,7 @@ fn create_jobs(host: &str) -> usize {
 }
 
 /// Removes the release and the VM, also when the test failed, and puts back what
-/// other tests expect of the testbed (`manifests/`, deleted by the install).
+/// other tests expect of the testbed (`manifests/`, which the uninstall deleted).
 struct Cleanup;
 
 impl Drop for Cleanup {
