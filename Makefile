@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/.cargo/bin
 
-.PHONY: test demo deps lint unit crds chart testbed-up testbed-down testbed-node bench install-plugin image
+.PHONY: test demo demo-incluster deps lint unit crds chart testbed-up testbed-down testbed-node bench install-plugin image
 
 ## make test: lint, unit tests, then the integration suite against the real testbed
 test:
@@ -11,6 +11,10 @@ test:
 ## make demo: bring up the testbed and show what the operator does with it
 demo:
 	scripts/demo
+
+## the same, with the operator in the cluster: its image on the testbed's node, the chart
+demo-incluster:
+	DEMO_IN_CLUSTER=1 scripts/demo
 
 deps:
 	scripts/install-deps

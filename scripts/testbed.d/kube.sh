@@ -310,6 +310,11 @@ kube_up() {
   _kube_kubectl --kubeconfig "$s/kubeconfig-root" get configmap -n kube-system extension-apiserver-authentication \
     -o jsonpath='{.data.requestheader-client-ca-file}' 2>/dev/null | grep -q 'BEGIN CERTIFICATE' ||
     die "kube: configmap kube-system/extension-apiserver-authentication lacks requestheader-client-ca-file"
+  # Keeps the ConfigMap paramKind informer of the admission policies alive whatever
+  # tests delete (see the file).
+  _kube_kubectl --kubeconfig "$s/kubeconfig-root" apply --server-side \
+    -f "$TESTBED_ROOT/scripts/testbed.d/param-informer-keeper.yaml" >/dev/null ||
+    die "kube: applying param-informer-keeper.yaml failed"
   log "kube: up on https://127.0.0.1:$KUBE_PORT in $((SECONDS - t0))s after build"
 }
 

@@ -479,7 +479,7 @@ node_down() {
   local netns=""
   if pid_alive node-containerd; then
     netns="$(for f in $(_node_ctr containers ls -q 2>/dev/null); do _node_ctr containers info "$f" 2>/dev/null; done |
-      grep -o '/run/netns/cni-[0-9a-f-]*' | sort -u)"
+      { grep -o '/run/netns/cni-[0-9a-f-]*' || true; } | sort -u)"
     for f in $(_node_ctr tasks ls -q 2>/dev/null); do _node_ctr tasks kill -s KILL "$f" >/dev/null 2>&1 || true; done
   fi
   stop_daemon node-containerd
