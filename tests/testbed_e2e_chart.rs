@@ -231,11 +231,11 @@ async fn console_ticket(pod: &Pod) -> String {
     }
 }
 
-/// The console page's status at `pod` for `ticket` (checked there, not spent).
-async fn console_page(pod: &Pod, ticket: &str) -> u16 {
+/// The status of GET `path?<key>=<value>` at `pod`'s HTTP port.
+async fn page_status(pod: &Pod, path: &str, key: &str, value: &str) -> u16 {
     http()
-        .get(format!("http://{}:8080/console/{CLUSTER}/{HOST}", pod.ip))
-        .query(&[("ticket", ticket)])
+        .get(format!("http://{}:8080{path}", pod.ip))
+        .query(&[(key, value)])
         .send()
         .await
         .unwrap()
@@ -243,16 +243,14 @@ async fn console_page(pod: &Pod, ticket: &str) -> u16 {
         .as_u16()
 }
 
+/// The console page's status at `pod` for `ticket` (checked there, not spent).
+async fn console_page(pod: &Pod, ticket: &str) -> u16 {
+    page_status(pod, &format!("/console/{CLUSTER}/{HOST}"), "ticket", ticket).await
+}
+
 /// The confirmation page's status at `pod` for the link's token (shows a button only).
 async fn confirm_page(pod: &Pod, token: &str) -> u16 {
-    http()
-        .get(format!("http://{}:8080/api/v1/confirm", pod.ip))
-        .query(&[("token", token)])
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    page_status(pod, "/api/v1/confirm", "token", token).await
 }
 
 /// alice asks `pod` to destroy her VM: the token of the confirmation link mailed to her

@@ -117,23 +117,26 @@ _kube_port_free() {
   ! ss -Htln "sport = :$1" 2>/dev/null | grep -q .
 }
 
-# _kube_wait NAME WHAT SECS CMD...: like wait_for, but fails at once (with the
-# log tail) when the daemon NAME exits.
-_kube_wait() {
-  local name="$1" what="$2" secs="$3"; shift 3
+# _daemon_wait PART LOGDIR NAME WHAT SECS CMD...: like wait_for, but fails at once
+# (with the tail of LOGDIR/NAME.log) when the daemon NAME exits.
+_daemon_wait() {
+  local part="$1" logs="$2" name="$3" what="$4" secs="$5"; shift 5
   local deadline=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
     if ! pid_alive "$name"; then
-      tail -n 25 "$KUBE_STATE/$name.log" >&2 || true
-      die "kube: $name exited while waiting for $what (log: $KUBE_STATE/$name.log)"
+      tail -n 25 "$logs/$name.log" >&2 || true
+      die "$part: $name exited while waiting for $what (log: $logs/$name.log)"
     fi
     if ((SECONDS >= deadline)); then
-      tail -n 25 "$KUBE_STATE/$name.log" >&2 || true
-      die "kube: timed out after ${secs}s waiting for $what (log: $KUBE_STATE/$name.log)"
+      tail -n 25 "$logs/$name.log" >&2 || true
+      die "$part: timed out after ${secs}s waiting for $what (log: $logs/$name.log)"
     fi
     sleep 0.5
   done
 }
+
+# _kube_wait NAME WHAT SECS CMD...: _daemon_wait for the control plane's daemons.
+_kube_wait() { _daemon_wait kube "$KUBE_STATE" "$@"; }
 
 _kube_pki() {
   local d="$KUBE_STATE" ec=(-algorithm EC -pkeyopt ec_paramgen_curve:P-256)

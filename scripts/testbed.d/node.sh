@@ -365,22 +365,8 @@ _node_ready() {
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
 }
 
-# _node_wait NAME WHAT SECS CMD...: like _kube_wait, with the node's logs.
-_node_wait() {
-  local name="$1" what="$2" secs="$3"; shift 3
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    if ! pid_alive "$name"; then
-      tail -n 25 "$NODE_STATE/$name.log" >&2 || true
-      die "node: $name exited while waiting for $what (log: $NODE_STATE/$name.log)"
-    fi
-    if ((SECONDS >= deadline)); then
-      tail -n 25 "$NODE_STATE/$name.log" >&2 || true
-      die "node: timed out after ${secs}s waiting for $what (log: $NODE_STATE/$name.log)"
-    fi
-    sleep 0.5
-  done
-}
+# _node_wait NAME WHAT SECS CMD...: _daemon_wait (kube.sh) for the node's daemons.
+_node_wait() { _daemon_wait node "$NODE_STATE" "$@"; }
 
 node_up() {
   kube_status || die "node: the testbed's apiserver is not up (scripts/testbed up)"
