@@ -115,18 +115,18 @@ pub fn instance_request(name: &str, ip: &str) -> InstanceCreate {
 }
 
 /// Creates the instances `(name, ip, tags)` afresh (an older one of the name is removed
-/// first), all at once; `reason` goes into Ganeti's jobs. They are removed again when
+/// first), one after another; `reason` goes into Ganeti's jobs. They are removed again when
 /// the result is dropped.
 pub async fn create_instances(specs: &[(&str, &str, Vec<String>)], reason: &str) -> Instances {
     let c = rapi();
     let guard = Instances::fresh(specs.iter().map(|(n, _, _)| n.to_string()).collect());
-    let mut jobs = Vec::new();
+    // One at a time: Ganeti 3.0's fake hypervisor writes an instance's state file while
+    // another job's node query may read it half-written and fail ("unsupported operand
+    // type(s) for +: 'int' and 'str'" in hv_fake.GetNodeInfo), failing that job.
     for (name, ip, tags) in specs {
         let mut req = instance_request(name, ip);
         req.tags = tags.clone();
-        jobs.push(c.create_instance(&req, reason).await.expect("create accepted"));
-    }
-    for job in jobs {
+        let job = c.create_instance(&req, reason).await.expect("create accepted");
         c.wait_job(job, CREATE_DEADLINE)
             .await
             .expect("job wait")
