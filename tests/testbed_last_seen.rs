@@ -85,7 +85,7 @@ async fn an_authenticated_request_records_last_seen_at_most_once_an_hour() {
             break (a.clone(), b.clone());
         }
         assert!(
-            started.elapsed() < Duration::from_secs(30),
+            started.elapsed() < Duration::from_secs(60),
             "lastSeen not written (HTTP {status}, {a:?}, {b:?}):\n{}",
             op.log()
         );
@@ -113,7 +113,7 @@ async fn an_authenticated_request_records_last_seen_at_most_once_an_hour() {
     let started = Instant::now();
     while last_seen(&api, "seen-alice-late").await.is_none() {
         assert!(
-            started.elapsed() < Duration::from_secs(30),
+            started.elapsed() < Duration::from_secs(60),
             "the second replica wrote no lastSeen:\n{}",
             op.log()
         );

@@ -39,14 +39,14 @@ pub struct LastSeen {
     client: kube::Client,
     /// When this replica last looked at each user: its own writes are not in the
     /// watched profiles yet for a moment, and looking once an hour is enough.
-    looked: Mutex<HashMap<String, Instant>>,
+    looked: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl LastSeen {
     pub fn new(client: kube::Client) -> Self {
         Self {
             client,
-            looked: Mutex::default(),
+            looked: Arc::default(),
         }
     }
 
@@ -73,6 +73,7 @@ impl LastSeen {
         for name in due(user, profiles, at) {
             let api = Api::<UserProfile>::all(self.client.clone());
             let name = name.to_owned();
+            let (looked, user) = (self.looked.clone(), user.to_owned());
             tokio::spawn(async move {
                 let patch = serde_json::json!({
                     "apiVersion": "ganeti.dev/v1alpha1",
@@ -82,7 +83,11 @@ impl LastSeen {
                 let params = PatchParams::apply(FIELD_MANAGER).force();
                 match api.patch_status(&name, &params, &Patch::Apply(&patch)).await {
                     Ok(_) => tracing::debug!(profile = %name, "lastSeen written"),
-                    Err(e) => tracing::info!(profile = %name, error = %e, "writing lastSeen failed"),
+                    Err(e) => {
+                        // The next request tries again, rather than an hour later.
+                        looked.lock().expect("lock").remove(&user);
+                        tracing::info!(profile = %name, error = %e, "writing lastSeen failed");
+                    }
                 }
             });
         }
