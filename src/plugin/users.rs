@@ -122,25 +122,22 @@ pub fn report(
             };
         }
     }
-    let in_bound_group = |user: &str| {
-        profiles
-            .iter()
-            .filter(|p| p.spec.username == user)
-            .any(|p| p.spec.groups.iter().any(|g| bound_groups.contains(g.as_str())))
-    };
+    // Users with a profile, and those a binding reaches through their profiles' groups:
+    // computed once, not scanned again for every VM.
+    let profiled: BTreeSet<&str> = profiles.iter().map(|p| p.spec.username.as_str()).collect();
+    for p in profiles {
+        if p.spec.groups.iter().any(|g| bound_groups.contains(g.as_str())) {
+            bound_users.insert(p.spec.username.as_str());
+        }
+    }
     let mut orphaned_vms = Vec::new();
     for vm in vms {
         let (owner, why) = match &vm.status.owner {
             None => (String::new(), Some(Orphaned::NoOwner)),
             Some(o) => {
                 let why = match o.kind.as_str() {
-                    "User" if !profiles.iter().any(|p| p.spec.username == o.name) => {
-                        Some(Orphaned::NoProfile)
-                    }
-                    "User" => {
-                        let bound = bound_users.contains(o.name.as_str()) || in_bound_group(&o.name);
-                        (!bound).then_some(Orphaned::NoBinding)
-                    }
+                    "User" if !profiled.contains(o.name.as_str()) => Some(Orphaned::NoProfile),
+                    "User" => (!bound_users.contains(o.name.as_str())).then_some(Orphaned::NoBinding),
                     _ => (!bound_groups.contains(o.name.as_str())).then_some(Orphaned::NoBinding),
                 };
                 (format!("{}:{}", o.kind, o.name), why)
