@@ -449,18 +449,22 @@ async fn the_installed_chart_runs_the_service_end_to_end() {
     assert_eq!(create_jobs(HOST) - jobs_before, 1, "still one create job");
 
     // 6. helm upgrade to another tag of the same image: the pods roll, the key stays.
-    let key_before = kubectl_ok(
-        "root",
-        &[
-            "-n",
-            NS,
-            "get",
-            "secret",
-            "ganeti-operator-link-key",
-            "-o",
-            "jsonpath={.data.key}",
-        ],
-    );
+    // The link key Secret's data, as the chart keeps it.
+    let link_key = || {
+        kubectl_ok(
+            "root",
+            &[
+                "-n",
+                NS,
+                "get",
+                "secret",
+                "ganeti-operator-link-key",
+                "-o",
+                "jsonpath={.data.key}",
+            ],
+        )
+    };
+    let key_before = link_key();
     run(testbed_node(&["load", archive.to_str().unwrap(), &upgraded]));
     stages.done("image load under the upgrade tag");
     run(helm(&[
@@ -476,18 +480,7 @@ async fn the_installed_chart_runs_the_service_end_to_end() {
     let rolled = wait_ready(2, &upgraded, Duration::from_secs(180)).await;
     stages.done("helm upgrade to 2 Ready of the new tag");
     assert!(rolled.iter().all(|p| after.iter().all(|a| a.name != p.name)));
-    let key_after = kubectl_ok(
-        "root",
-        &[
-            "-n",
-            NS,
-            "get",
-            "secret",
-            "ganeti-operator-link-key",
-            "-o",
-            "jsonpath={.data.key}",
-        ],
-    );
+    let key_after = link_key();
     assert_eq!(key_before, key_after, "the upgrade kept the link key");
     for p in &rolled {
         assert_eq!(confirm_page(p, &link).await, 200, "the link at {}", p.name);
