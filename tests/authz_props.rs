@@ -7,7 +7,8 @@ use ganeti_operator::api::role::{
     ClusterRight, ClusterRights, Permission, Role, RoleSpec, Scope, ScopeKind, SystemRight, SystemRights,
     VmRight, VmRights,
 };
-use ganeti_operator::authz::{AuthzIndex, Principal, Request, preconfigured_roles};
+use ganeti_operator::authz::{AuthzIndex, DetachedVms, Principal, Request, preconfigured_roles};
+use ganeti_operator::inventory::Instance;
 use ganeti_operator::tags::{self, DEFAULT_PREFIX, ParsedTag};
 use proptest::prelude::*;
 use proptest::sample::{Index, select, subsequence};
@@ -532,6 +533,27 @@ proptest! {
                 .collect();
             expected.sort_unstable();
             prop_assert_eq!(ix.permitted_instances(&p, right), expected, "{:?}", right);
+        }
+    }
+
+    #[test]
+    fn detached_vms_are_decided_as_an_index_holding_only_them(
+        w in world(), who in who(), cluster in select(CLUSTERS), kept in any::<u8>(),
+        reqs in proptest::collection::vec(request(), 8),
+    ) {
+        // What a watch event keeps: some VMs of one cluster, decided against the rules
+        // alone, as an index of the rules and those VMs decides.
+        let mut slim = w.clone();
+        let mut n = 0;
+        slim.instances.retain(|(c, ..)| { n += 1; c == cluster && kept & (1 << (n - 1)) != 0 });
+        let vms: Vec<Instance> = slim.instances.iter()
+            .map(|(_, i, t)| Instance { name: i.clone(), tags: t.clone(), ..Default::default() })
+            .collect();
+        let detached = DetachedVms::new(cluster, DEFAULT_PREFIX, &vms);
+        let rules = build(&World { instances: Vec::new(), ..w });
+        let p = Principal::new(&who.user, &who.groups);
+        for req in &reqs {
+            prop_assert_eq!(rules.allows_with(&detached, &p, &req.as_request()), oracle(&slim, &who, req), "{:?}", req);
         }
     }
 

@@ -47,6 +47,7 @@
 //!   ([`has_administrator_binding`]).
 
 mod build;
+mod detached;
 mod escalation;
 mod explain;
 pub mod holders;
@@ -57,6 +58,7 @@ mod preconfigured;
 mod segment;
 
 pub use build::AuthzIndexBuilder;
+pub use detached::DetachedVms;
 pub use escalation::has_administrator_binding;
 pub use index::{AuthzIndex, BindingId, InstanceId};
 pub use listed::ListedGrant;

@@ -6,6 +6,7 @@
 use super::objects::{Applications, GanetiNode};
 use super::record::{InstanceRecord, Interner};
 use crate::access::rules::Snapshot;
+use crate::authz::{DetachedVms, Principal, Request};
 use crate::inventory::{ClusterInventory, Instance};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -59,7 +60,45 @@ pub struct Event<T> {
     /// or change, of the last one the object was in for a deletion; with the facts of
     /// only the VMs of its update (see `Diff::decided_on`). Node events carry none: nodes
     /// are decided for the whole resource when a watch starts.
-    pub snapshot: Arc<Snapshot>,
+    pub rules: Arc<EventRules>,
+}
+
+/// Decides requests for a watch: the whole snapshot for what a watch lists first, an
+/// event's rules for the events.
+pub trait Judge {
+    fn allows(&self, p: &Principal<'_>, request: &Request<'_>) -> bool;
+}
+
+impl Judge for Snapshot {
+    fn allows(&self, p: &Principal<'_>, request: &Request<'_>) -> bool {
+        self.index.decide(p, request).allowed
+    }
+}
+
+/// What events are decided on: the roles, bindings and profiles of a snapshot (with an
+/// index of those alone, shared by every event of the same rules) and the facts of the
+/// VMs of one update. It decides as the whole snapshot would (see
+/// [`crate::authz::AuthzIndex::allows_with`]) and costs an event its VMs only.
+pub struct EventRules {
+    rules: Arc<Snapshot>,
+    vms: DetachedVms,
+}
+
+impl EventRules {
+    /// The snapshot of the rules alone (no inventory).
+    pub fn rules(&self) -> &Arc<Snapshot> {
+        &self.rules
+    }
+
+    pub fn vms(&self) -> &DetachedVms {
+        &self.vms
+    }
+}
+
+impl Judge for EventRules {
+    fn allows(&self, p: &Principal<'_>, request: &Request<'_>) -> bool {
+        self.rules.index.allows_with(&self.vms, p, request)
+    }
 }
 
 /// One cluster's objects by name.
@@ -174,8 +213,8 @@ impl<T: Object> Store<T> {
         &self,
         cluster: &str,
         objects: Vec<T>,
-        snapshot: &Arc<Snapshot>,
-        previous: &Arc<Snapshot>,
+        snapshot: &Arc<EventRules>,
+        previous: &Arc<EventRules>,
     ) -> usize {
         self.replace_cluster_with(
             cluster,
@@ -190,8 +229,8 @@ impl<T: Object> Store<T> {
         &self,
         cluster: &str,
         objects: impl IntoIterator<Item = Incoming<T>>,
-        snapshot: &Arc<Snapshot>,
-        previous: &Arc<Snapshot>,
+        snapshot: &Arc<EventRules>,
+        previous: &Arc<EventRules>,
     ) -> usize {
         let mut state = self.state.write().expect("catalog lock");
         let cluster: Arc<str> = state
@@ -250,13 +289,13 @@ impl<T: Object> Store<T> {
         } else {
             state.clusters.insert(cluster.clone(), Arc::new(new));
         }
-        for (revision, kind, object, snapshot) in events {
+        for (revision, kind, object, rules) in events {
             let event = Arc::new(Event {
                 revision,
                 kind,
                 cluster: cluster.clone(),
                 object,
-                snapshot,
+                rules,
             });
             state.history.push_back(event.clone());
             // No receivers is fine: nobody watches.
@@ -279,6 +318,9 @@ pub struct Catalog {
     /// The strings the instance records share.
     strings: std::sync::Mutex<Interner>,
     snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// The rules of the last update alone (see [`EventRules`]): built again only when
+    /// the roles, bindings or profiles change.
+    rules: std::sync::Mutex<Option<Arc<Snapshot>>>,
     /// The inventories of the last update, to skip unchanged clusters.
     seen: std::sync::Mutex<HashMap<String, Arc<ClusterInventory>>>,
     /// The applications of the last update (when they change, every cluster is compared).
@@ -296,6 +338,7 @@ impl Catalog {
     /// objects changed.
     pub fn update(&self, snapshot: Arc<Snapshot>, applications: &Arc<Applications>) -> usize {
         let previous = self.snapshot().unwrap_or_else(|| snapshot.clone());
+        let (rules, previous_rules) = self.rules_of(&snapshot, &previous);
         let mut seen = self.seen.lock().expect("catalog lock");
         {
             let mut last = self.applications.lock().expect("catalog lock");
@@ -314,7 +357,7 @@ impl Catalog {
                 continue;
             }
             let diff = Diff::of(old.map(|o| &**o), inventory);
-            let (now, gone) = diff.decided_on(&snapshot, &previous, old.map(|o| &**o), inventory);
+            let (now, gone) = diff.decided_on(&rules, &previous_rules, old.map(|o| &**o), inventory);
             // Only the VMs whose inventory entry changed are built again and compared.
             let instances = inventory.instances.iter().zip(&diff.changed).map(|(i, changed)| {
                 if *changed {
@@ -339,7 +382,7 @@ impl Catalog {
         let gone: Vec<String> = seen.keys().filter(|c| !present.contains(c)).cloned().collect();
         for cluster in gone {
             let old = seen.remove(&cluster).expect("a cluster seen");
-            let gone = slim(&previous, &old, old.instances.iter());
+            let gone = slim(&previous_rules, &old, old.instances.iter());
             changed += self
                 .instances
                 .replace_cluster(&cluster, Vec::new(), &NO_VMS, &gone);
@@ -349,12 +392,51 @@ impl Catalog {
         *self.snapshot.write().expect("catalog lock") = Some(snapshot);
         changed
     }
+
+    /// Snapshots of the rules alone of `snapshot` and of `previous`: the last update's
+    /// when the rules are the same objects, so that every event of unchanged rules
+    /// shares one compiled index.
+    fn rules_of(&self, snapshot: &Snapshot, previous: &Snapshot) -> (Arc<Snapshot>, Arc<Snapshot>) {
+        let alone = |s: &Snapshot| {
+            Arc::new(Snapshot::build(
+                s.roles.clone(),
+                s.bindings.clone(),
+                s.profiles.clone(),
+                Vec::new(),
+            ))
+        };
+        let mut last = self.rules.lock().expect("catalog lock");
+        let previous_rules = match last.take() {
+            Some(r) if same_rules(&r, previous) => r,
+            _ => alone(previous),
+        };
+        let rules = if same_rules(&previous_rules, snapshot) {
+            previous_rules.clone()
+        } else {
+            alone(snapshot)
+        };
+        *last = Some(rules.clone());
+        (rules, previous_rules)
+    }
 }
 
-/// A snapshot of no rules and no VMs: what node events carry (and instance events of
-/// an update that changed no VM, which has none).
-static NO_VMS: LazyLock<Arc<Snapshot>> =
-    LazyLock::new(|| Arc::new(Snapshot::build(Vec::new(), Vec::new(), Vec::new(), Vec::new())));
+/// Whether two snapshots hold the very same Role, RoleBinding and UserProfile objects
+/// (the watches' caches hand out the same `Arc` for an unchanged object).
+fn same_rules(a: &Snapshot, b: &Snapshot) -> bool {
+    fn same<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+    }
+    same(&a.roles, &b.roles) && same(&a.bindings, &b.bindings) && same(&a.profiles, &b.profiles)
+}
+
+/// No rules and no VMs: what node events carry (and instance events of an update that
+/// changed no VM, which has none).
+static NO_VMS: LazyLock<Arc<EventRules>> = LazyLock::new(|| {
+    Arc::new(EventRules {
+        rules: Arc::new(Snapshot::build(Vec::new(), Vec::new(), Vec::new(), Vec::new())),
+        vms: DetachedVms::default(),
+    })
+});
 
 /// What changed between two inventories of one cluster, by instance.
 struct Diff<'a> {
@@ -401,8 +483,8 @@ impl<'a> Diff<'a> {
     }
 
     /// What the events of this update are decided on: the rules of `snapshot`
-    /// (changes and additions) and of `previous` (deletions), each with only the VMs
-    /// of this update that changed or went.
+    /// (changes and additions) and of `previous` (deletions), each a snapshot of the
+    /// rules alone, with only the VMs of this update that changed or went.
     ///
     /// An event holding the whole snapshot would keep every VM's facts, and every
     /// cluster's inventory of that moment, alive for as long as the watch history
@@ -411,11 +493,11 @@ impl<'a> Diff<'a> {
     /// the rules and its own name and tags, so these decide every event the same.
     fn decided_on(
         &self,
-        snapshot: &Snapshot,
-        previous: &Snapshot,
+        snapshot: &Arc<Snapshot>,
+        previous: &Arc<Snapshot>,
         old: Option<&ClusterInventory>,
         new: &ClusterInventory,
-    ) -> (Arc<Snapshot>, Arc<Snapshot>) {
+    ) -> (Arc<EventRules>, Arc<EventRules>) {
         let now = if self.changed.contains(&true) {
             slim(snapshot, new, self.changed_in(new))
         } else {
@@ -429,33 +511,17 @@ impl<'a> Diff<'a> {
     }
 }
 
-/// The rules of `snapshot` with `instances` of `inventory` (their names and tags: what
-/// the authorization index reads of a VM).
+/// The rules of `rules` (a snapshot of the rules alone) with `instances` of
+/// `inventory` (their names and tags: what the authorization index reads of a VM).
 fn slim<'a>(
-    snapshot: &Snapshot,
+    rules: &Arc<Snapshot>,
     inventory: &ClusterInventory,
     instances: impl IntoIterator<Item = &'a Instance>,
-) -> Arc<Snapshot> {
-    let vms = ClusterInventory {
-        cluster: inventory.cluster.clone(),
-        tag_prefix: inventory.tag_prefix.clone(),
-        reachable: inventory.reachable,
-        instances: instances
-            .into_iter()
-            .map(|i| Instance {
-                name: i.name.clone(),
-                tags: i.tags.clone(),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    };
-    Arc::new(Snapshot::build(
-        snapshot.roles.clone(),
-        snapshot.bindings.clone(),
-        snapshot.profiles.clone(),
-        vec![Arc::new(vms)],
-    ))
+) -> Arc<EventRules> {
+    Arc::new(EventRules {
+        rules: rules.clone(),
+        vms: DetachedVms::new(&inventory.cluster, &inventory.tag_prefix, instances),
+    })
 }
 
 #[cfg(test)]

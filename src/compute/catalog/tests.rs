@@ -144,9 +144,31 @@ fn events_are_decided_as_on_the_whole_snapshot_with_only_their_vms() {
             },
         ))
     };
+    // Bindings narrowed to a cluster or to VMs: decided on ids the rules name.
+    let narrowed = |name: &str, user: &str, clusters: &[&str], vms: &[&str]| {
+        Arc::new(RoleBinding::new(
+            name,
+            RoleBindingSpec {
+                role_ref: ADMINISTRATOR.into(),
+                subjects: vec![Subject::user(user)],
+                clusters: clusters.iter().map(|c| c.to_string()).collect(),
+                instances: vms
+                    .iter()
+                    .map(|v| crate::api::common::InstanceRef {
+                        cluster: "lab".into(),
+                        name: v.to_string(),
+                    })
+                    .collect(),
+            },
+        ))
+    };
     let bindings = vec![
         bind("admins", ADMINISTRATOR, "admins"),
         bind("users", USER, "users"),
+        narrowed("lab-admin", "erin", &["lab"], &[]),
+        narrowed("other-admin", "frank", &["other"], &[]),
+        narrowed("a-and-b", "dave", &[], &["a", "b"]),
+        narrowed("d", "gina", &[], &["d"]),
     ];
     let world = |vms: &[(&str, &str, &str)]| {
         let inventory = ClusterInventory {
@@ -197,6 +219,10 @@ fn events_are_decided_as_on_the_whole_snapshot_with_only_their_vms() {
         Principal::new("carol", &users),
         Principal::new("root", &admins),
         Principal::new("nobody", &[]),
+        Principal::new("dave", &[]),
+        Principal::new("erin", &[]),
+        Principal::new("frank", &[]),
+        Principal::new("gina", &[]),
     ];
     for e in &events {
         let whole = if e.kind == EventType::Deleted {
@@ -206,11 +232,7 @@ fn events_are_decided_as_on_the_whole_snapshot_with_only_their_vms() {
         };
         let name = e.object.instance_name();
         // Only this update's VMs: a (changed) and d (added), or b (gone).
-        let kept: Vec<&str> = e.snapshot.inventories()[0]
-            .instances
-            .iter()
-            .map(|i| i.name.as_str())
-            .collect();
+        let kept: Vec<&str> = e.rules.vms().names().collect();
         assert_eq!(
             kept,
             if e.kind == EventType::Deleted {
@@ -227,7 +249,7 @@ fn events_are_decided_as_on_the_whole_snapshot_with_only_their_vms() {
                 right: VmRight::View,
             };
             assert_eq!(
-                e.snapshot.index.decide(p, &request).allowed,
+                e.rules.allows(p, &request),
                 whole.index.decide(p, &request).allowed,
                 "{} on {name}",
                 p.user
@@ -241,12 +263,17 @@ fn events_are_decided_as_on_the_whole_snapshot_with_only_their_vms() {
             instance: e.object.instance_name(),
             right: VmRight::View,
         };
-        e.snapshot
-            .index
-            .decide(&Principal::new(user, groups), &request)
-            .allowed
+        e.rules.allows(&Principal::new(user, groups), &request)
     };
     assert!(sees(&events[0], "alice", &users) && !sees(&events[0], "bob", &users));
     assert!(sees(&events[2], "bob", &users) && !sees(&events[2], "alice", &users));
     assert!(events.iter().all(|e| sees(e, "root", &admins)));
+    assert!(
+        events
+            .iter()
+            .all(|e| sees(e, "erin", &[]) && !sees(e, "frank", &[]))
+    );
+    assert!(sees(&events[0], "dave", &[]) && sees(&events[1], "gina", &[]) && sees(&events[2], "dave", &[]));
+    // The rules are compiled once for every event of the same rules.
+    assert!(Arc::ptr_eq(events[0].rules.rules(), events[2].rules.rules()));
 }

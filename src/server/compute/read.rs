@@ -6,7 +6,7 @@ use super::{ComputeState, Proxied, json_answer, wants_table};
 use crate::access::rules::Snapshot;
 use crate::api::role::{SystemRight, VmRight};
 use crate::authz::{Principal, Request};
-use crate::compute::catalog::{Event, EventType, Expired, Object, Store};
+use crate::compute::catalog::{Event, EventType, Expired, Judge, Object, Store};
 use crate::compute::objects::{GanetiInstance, GanetiJob, GanetiNode};
 use crate::compute::record::InstanceRecord;
 use crate::compute::select::{FieldSelector, LabelSelector};
@@ -115,22 +115,20 @@ impl Selection {
     }
 }
 
-/// Who may see which object: decided on the snapshot the object comes from.
-type Visible<T> = Arc<dyn Fn(&Snapshot, &Principal<'_>, &str, &T) -> bool + Send + Sync>;
+/// Who may see which object: decided on the snapshot the object comes from (for an
+/// event, the rules it carries).
+type Visible<T> = Arc<dyn Fn(&dyn Judge, &Principal<'_>, &str, &T) -> bool + Send + Sync>;
 
 fn instance_visible() -> Visible<InstanceRecord> {
-    Arc::new(|snapshot, p, cluster, o| {
-        snapshot
-            .index
-            .decide(
-                p,
-                &Request::Vm {
-                    cluster,
-                    instance: o.instance_name(),
-                    right: VmRight::View,
-                },
-            )
-            .allowed
+    Arc::new(|judge, p, cluster, o| {
+        judge.allows(
+            p,
+            &Request::Vm {
+                cluster,
+                instance: o.instance_name(),
+                right: VmRight::View,
+            },
+        )
     })
 }
 
@@ -205,7 +203,7 @@ pub(super) async fn list_instances(
     let mut items: Vec<Arc<InstanceRecord>> = Vec::new();
     if let Some(name) = selection.fields.pinned("metadata.name") {
         if let Some((cluster, o)) = state.catalog.instances.get(name)
-            && instance_visible()(&snapshot, &p, &cluster, &o)
+            && instance_visible()(&*snapshot, &p, &cluster, &o)
             && selection.matches(&*o)
         {
             items.push(o);
@@ -250,7 +248,7 @@ pub(super) async fn get_instance(
         .catalog
         .instances
         .get(&name)
-        .filter(|(cluster, o)| instance_visible()(&snapshot, &caller.principal(), cluster, o))
+        .filter(|(cluster, o)| instance_visible()(&*snapshot, &caller.principal(), cluster, o))
         .ok_or_else(|| StatusError::not_found(GanetiInstance::PLURAL, &name))?;
     let _ = cluster;
     Ok(answer_one(&*o, wants_table(&headers)))
@@ -541,8 +539,8 @@ fn watch<T: Served>(
     tokio::spawn(async move {
         let p = Principal::new(&user, &groups);
         let mut first = true;
-        let mut line = |kind: EventType, cluster: &str, o: &T, snapshot: &Snapshot| -> Option<String> {
-            if !selection.matches(o) || !visible(snapshot, &p, cluster, o) {
+        let mut line = |kind: EventType, cluster: &str, o: &T, judge: &dyn Judge| -> Option<String> {
+            if !selection.matches(o) || !visible(judge, &p, cluster, o) {
                 return None;
             }
             let object = if selection.table {
@@ -554,7 +552,7 @@ fn watch<T: Served>(
         };
         if !initial.is_empty() {
             for (cluster, o) in &initial {
-                if let Some(l) = line(EventType::Added, cluster, o, &snapshot)
+                if let Some(l) = line(EventType::Added, cluster, o, &*snapshot)
                     && tx.send(Ok(l)).await.is_err()
                 {
                     return;
@@ -562,7 +560,7 @@ fn watch<T: Served>(
             }
         }
         for e in &backlog {
-            if let Some(l) = line(e.kind, &e.cluster, &e.object, &e.snapshot)
+            if let Some(l) = line(e.kind, &e.cluster, &e.object, &*e.rules)
                 && tx.send(Ok(l)).await.is_err()
             {
                 return;
@@ -587,7 +585,7 @@ fn watch<T: Served>(
             if event.revision <= listed_at {
                 continue;
             }
-            if let Some(l) = line(event.kind, &event.cluster, &event.object, &event.snapshot)
+            if let Some(l) = line(event.kind, &event.cluster, &event.object, &*event.rules)
                 && tx.send(Ok(l)).await.is_err()
             {
                 return;
