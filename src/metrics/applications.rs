@@ -4,11 +4,10 @@
 //! controller's store, so every replica that leads tells the same figures, whatever
 //! happened before it started leading; deleting an application removes it from them.
 
-use super::{header, push_labels, push_u64};
+use super::text::{Out, header, push_labels, push_u64};
 use crate::api::application::{InstanceApplication, Phase};
 use crate::api::conditions;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 /// Upper bounds (seconds) of the waiting-time buckets: 1 min, 5 min, 15 min, 1 h, 4 h,
@@ -71,7 +70,7 @@ impl Histogram {
         self.sum += seconds;
     }
 
-    fn render(&self, out: &mut String, name: &str, cluster: &str) {
+    fn render(&self, out: &mut impl Out, name: &str, cluster: &str) {
         let mut labels = String::new();
         push_labels(&mut labels, &[("cluster", cluster)]);
         for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
@@ -85,7 +84,7 @@ impl Histogram {
 
 /// Appends `ganeti_applications`, `ganeti_application_decision_seconds` and
 /// `ganeti_application_creation_seconds`.
-pub fn render_applications(apps: &[Arc<InstanceApplication>], out: &mut String) {
+pub fn render_applications(apps: &[Arc<InstanceApplication>], out: &mut impl Out) {
     let mut by_phase: BTreeMap<(&str, &'static str, &str), u64> = BTreeMap::new();
     let mut decision: BTreeMap<&str, Histogram> = BTreeMap::new();
     let mut creation: BTreeMap<&str, Histogram> = BTreeMap::new();

@@ -12,12 +12,15 @@
 //! the same VMs would count each twice. `ganeti_operator_leading` says which pod that is.
 
 pub mod applications;
+mod text;
+
+use text::{Chunked, LabelSets, Out, header, push_labels, push_u64, sample};
 
 use crate::api::InstanceApplication;
 use crate::inventory::{ClusterInventory, Instance, Inventory, Node, NodeRole};
 use kube::runtime::reflector::Store;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// One ClusterQuota figure: what one subject uses of one resource, and the limit that
@@ -59,8 +62,6 @@ pub struct Metrics {
     /// 1 while this replica leads (runs the controllers and exports the inventory).
     leading_gauge: IntGauge,
     leading: AtomicBool,
-    /// Length of the last rendered text, to size the next one.
-    last_render_len: AtomicUsize,
     /// The quota figures as the quota controller last computed them, replaced whole:
     /// a quota or subject that went away leaves no stale series behind.
     quota_series: RwLock<Arc<Vec<QuotaSeries>>>,
@@ -161,7 +162,6 @@ impl Metrics {
             rapi_writes,
             leading_gauge,
             leading: AtomicBool::new(true),
-            last_render_len: AtomicUsize::new(0),
             quota_series: RwLock::default(),
             applications: RwLock::default(),
         })
@@ -185,125 +185,44 @@ impl Metrics {
     }
 
     /// Everything in Prometheus' text exposition format.
+    /// The whole text, in one String (for tests and small exports; `/metrics` streams
+    /// [`Self::render_chunks`]).
     pub fn render(&self) -> String {
-        let clusters = self.inventory.all();
-        let mut text = String::with_capacity(self.capacity_hint(&clusters));
-        TextEncoder::new()
-            .encode_utf8(&self.registry.gather(), &mut text)
-            .expect("text encoding into a String cannot fail");
-        if self.leading.load(Ordering::Relaxed) {
-            render_inventory(&clusters, &mut text);
-            let quotas = self.quota_series.read().expect("quota series lock").clone();
-            render_quotas(&quotas, &mut text);
-            let store = self.applications.read().expect("applications lock").clone();
-            if let Some(store) = store {
-                applications::render_applications(&store.state(), &mut text);
-            }
-        }
-        self.last_render_len.store(text.len(), Ordering::Relaxed);
+        let mut text = String::new();
+        self.render_chunks(|chunk| {
+            text.push_str(&chunk);
+            true
+        });
         text
     }
 
-    /// Bytes to reserve for one render, so that the text is written without
-    /// reallocating (at 10k instances it is ~7 MB): the last render's size with some
-    /// room to grow, or an estimate from the inventory's size before the first one.
-    fn capacity_hint(&self, clusters: &[Arc<ClusterInventory>]) -> usize {
-        let last = self.last_render_len.load(Ordering::Relaxed);
-        if last > 0 {
-            return last + last / 16;
+    /// Writes the text in pieces of about [`text::CHUNK`] bytes, handing each to `send`
+    /// (which answers false when nobody reads any more: the rest is skipped). At 100k
+    /// instances the text is some 65 MB; whole, it was the largest allocation of a
+    /// replica's life, at every scrape.
+    pub fn render_chunks(&self, send: impl FnMut(String) -> bool) {
+        let clusters = self.inventory.all();
+        let mut out = Chunked::new(send);
+        let mut registry_text = String::new();
+        TextEncoder::new()
+            .encode_utf8(&self.registry.gather(), &mut registry_text)
+            .expect("text encoding into a String cannot fail");
+        out.push_str(&registry_text);
+        drop(registry_text);
+        if self.leading.load(Ordering::Relaxed) {
+            render_inventory(&clusters, &mut out);
+            let quotas = self.quota_series.read().expect("quota series lock").clone();
+            render_quotas(&quotas, &mut out);
+            let store = self.applications.read().expect("applications lock").clone();
+            if let Some(store) = store {
+                applications::render_applications(&store.state(), &mut out);
+            }
         }
-        let nodes: usize = clusters.iter().map(|c| c.nodes.len()).sum();
-        let instances: usize = clusters.iter().map(|c| c.instances.len()).sum();
-        16 * 1024 + nodes * 1536 + instances * 768
+        out.finish();
     }
 
     pub fn registry(&self) -> &Registry {
         &self.registry
-    }
-}
-
-/// Label value escaping of the text format: backslash, double quote, newline.
-fn escape(value: &str, out: &mut String) {
-    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
-        out.push_str(value);
-        return;
-    }
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Appends `k="v",...` (escaped).
-fn push_labels(out: &mut String, labels: &[(&str, &str)]) {
-    for (i, (k, v)) in labels.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(k);
-        out.push_str("=\"");
-        escape(v, out);
-        out.push('"');
-    }
-}
-
-/// Appends a non-negative integer. Every inventory value is one (counts, bytes,
-/// flags), and this is several times cheaper than formatting an f64.
-fn push_u64(out: &mut String, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&digits[start..]).expect("ASCII digits"));
-}
-
-/// One sample line: `name{labels} value`, with `labels` already escaped.
-fn sample(out: &mut String, name: &str, labels: &str, value: u64) {
-    out.push_str(name);
-    out.push('{');
-    out.push_str(labels);
-    out.push_str("} ");
-    push_u64(out, value);
-    out.push('\n');
-}
-
-fn header(out: &mut String, name: &str, help: &str) {
-    out.push_str("# HELP ");
-    out.push_str(name);
-    out.push(' ');
-    out.push_str(help);
-    out.push_str("\n# TYPE ");
-    out.push_str(name);
-    out.push_str(" gauge\n");
-}
-
-/// The escaped label sets of many series in one buffer: the label set of a node or an
-/// instance is the same in each of its families, so it is built (and escaped) once.
-#[derive(Default)]
-struct LabelSets {
-    text: String,
-    ends: Vec<usize>,
-}
-
-impl LabelSets {
-    fn push(&mut self, labels: &[(&str, &str)]) {
-        push_labels(&mut self.text, labels);
-        self.ends.push(self.text.len());
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &str> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(&self.ends).map(|(s, e)| &self.text[s..*e])
     }
 }
 
@@ -322,7 +241,7 @@ const JOB_STATUSES: [&str; 7] = [
 
 /// Appends the inventory metrics. Each family is written whole (all clusters), as the
 /// text format requires one block per family.
-pub fn render_inventory(clusters: &[Arc<ClusterInventory>], out: &mut String) {
+pub fn render_inventory(clusters: &[Arc<ClusterInventory>], out: &mut impl Out) {
     let mut labels = String::new();
     header(
         out,
@@ -509,7 +428,7 @@ pub fn render_inventory(clusters: &[Arc<ClusterInventory>], out: &mut String) {
 
 /// Appends `ganeti_quota_used` and `ganeti_quota_limit` (the latter only for finite
 /// limits), with the same labels, so that `used / limit` matches series one to one.
-pub fn render_quotas(series: &[QuotaSeries], out: &mut String) {
+pub fn render_quotas(series: &[QuotaSeries], out: &mut impl Out) {
     let mut labels = LabelSets::default();
     for s in series {
         labels.push(&[

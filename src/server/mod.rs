@@ -172,9 +172,21 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         .http_requests
         .with_label_values(&["/metrics", "2xx"])
         .inc();
+    // Rendered off the runtime's workers (100k instances take a few hundred ms) and
+    // streamed: a scrape holds a few chunks in memory, not the whole text.
+    let (chunks, mut received) = tokio::sync::mpsc::channel::<String>(2);
+    let metrics = state.metrics.clone();
+    tokio::task::spawn_blocking(move || {
+        metrics.render_chunks(|chunk| chunks.blocking_send(chunk).is_ok());
+    });
+    let body = futures::stream::poll_fn(move |cx| {
+        received
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(Ok::<_, std::convert::Infallible>))
+    });
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        axum::body::Body::from_stream(body),
     )
 }
 
