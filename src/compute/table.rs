@@ -197,7 +197,14 @@ impl<T: Row> Table<'_, T> {
             if n > 0 {
                 out.push(b',');
             }
+            let before = out.len();
             o.write_row(&mut out, self.include, self.now)?;
+            if n == 0 {
+                // Rows are alike in size: reserve for all at once rather than copy a
+                // 10k-row Table (~6 MB) through a dozen doublings.
+                let room = (out.len() - before + 1) * (self.objects.len() - 1) * 9 / 8;
+                out.reserve(room);
+            }
         }
         out.extend_from_slice(b"]}");
         Ok(out)

@@ -213,6 +213,7 @@ pub(super) async fn list_instances(
         let by_cluster: HashMap<&str, &crate::compute::catalog::ClusterObjects<InstanceRecord>> =
             clusters.iter().map(|(c, o)| (&**c, o)).collect();
         let mut name = String::new();
+        items.reserve(permitted.len());
         for (cluster, instance) in permitted {
             if wanted.is_some_and(|w| w != cluster) {
                 continue;
