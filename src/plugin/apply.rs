@@ -28,6 +28,8 @@ pub fn build(args: &ApplyArgs, owner: Subject) -> Result<InstanceApplication, St
     }
     let hostname = args.hostname.trim().to_string();
     let spec = InstanceApplicationSpec {
+        mode: crate::api::application::Mode::Create,
+        instance: None,
         cluster: args.cluster.clone(),
         hostname: hostname.clone(),
         vcpus: args.vcpus,

@@ -31,6 +31,8 @@ fn app(name: &str, owner: Subject) -> InstanceApplication {
     let mut a = InstanceApplication::new(
         name,
         InstanceApplicationSpec {
+            mode: crate::api::application::Mode::Create,
+            instance: None,
             cluster: Some("lab".into()),
             hostname: format!("{name}.example.org"),
             vcpus: 2,
