@@ -13,6 +13,7 @@ use crate::inventory::{ClusterInventory, Instance};
 use crate::rapi::GanetiFailure;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+mod adopt;
 mod create;
 mod evaluate;
 mod network;
