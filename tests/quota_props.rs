@@ -51,6 +51,8 @@ fn application(j: usize, owner: usize, phase: Phase, memory_mib: u64) -> Instanc
     let mut a = InstanceApplication::new(
         &format!("app{j}"),
         InstanceApplicationSpec {
+            mode: ganeti_operator::api::application::Mode::Create,
+            instance: None,
             cluster: Some("production".into()),
             hostname: format!("app{j}.example.org"),
             vcpus: 1 + j as u32 % 4,

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "InstanceApplicationStatus",
     doc = "A request for a virtual machine on a Ganeti cluster. Admins (or policy) approve or reject it; once approved the operator creates the instance and reports its progress in status.",
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode", priority = 1),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Cluster", type_ = "string", json_path = ".status.cluster"),
     printcolumn(name = "Instance", type_ = "string", json_path = ".status.instanceName"),
@@ -34,29 +35,62 @@ use serde::{Deserialize, Serialize};
 )]
 #[x_kube(validation = Rule::new("has(self.applicant) == has(oldSelf.applicant) && (!has(self.applicant) || self.applicant == oldSelf.applicant)")
     .message("applicant cannot change after the application is filed").field_path(".applicant"))]
+#[x_kube(validation = Rule::new("(has(self.mode) && self.mode == 'Adopt') || (has(self.hostname) && has(self.vcpus) && has(self.memory) && has(self.disks))")
+    .message("a VM to create (mode Create) needs hostname, vcpus, memory and disks"))]
+#[x_kube(validation = Rule::new("!has(self.mode) || self.mode != 'Adopt' || (has(self.cluster) && has(self.instance))")
+    .message("adopting (mode Adopt) needs spec.cluster and spec.instance: the existing instance and the cluster it is on"))]
+#[x_kube(validation = Rule::new("!has(self.mode) || self.mode != 'Adopt' || !(has(self.hostname) || has(self.vcpus) || has(self.memory) || has(self.disks) || has(self.os) || has(self.network) || has(self.sshKeys))")
+    .message("in mode Adopt the VM exists already: leave out hostname, vcpus, memory, disks, os, network and sshKeys (they only describe a VM to create)"))]
+#[x_kube(validation = Rule::new("(has(self.mode) && self.mode == 'Adopt') || !has(self.instance)")
+    .message("spec.instance names an existing VM to adopt: set mode: Adopt, or leave it out to create a VM"))]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceApplicationSpec {
-    /// GanetiCluster to create the VM on. May be left empty for an admin to choose.
+    /// `Create` (the default) asks for a new VM; `Adopt` asks for an owner for an
+    /// existing VM that has none (`spec.instance`). Cannot change after the application
+    /// is filed.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("mode cannot change after the application is filed; file a new application"))]
+    pub mode: Mode,
+
+    /// Mode `Adopt`: the name of the existing Ganeti instance on `spec.cluster` to be
+    /// owned. It is resolved to its Ganeti UUID at the approval (`status.instanceUUID`),
+    /// and adopted only if that VM still has no owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(format!("self.matches(r'{}')", super::common::DNS_SUBDOMAIN_PATTERN))
+        .message("instance must be a Ganeti instance name as `gnt-instance list` shows it: lowercase letters, digits, '-' and dots, e.g. db1.example.org"))]
+    pub instance: Option<String>,
+
+    /// GanetiCluster to create the VM on (mode `Create`: may be left empty for an admin
+    /// to choose), or that the instance to adopt is on (mode `Adopt`: required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub cluster: Option<String>,
 
+    // The create-only fields below are required in mode Create and absent in mode Adopt
+    // (the rules above); in Rust an absent one reads as empty, so the Adopt paths never
+    // read them.
     /// The VM's fully qualified host name (RFC 1123: lowercase labels of at most 63
-    /// characters); it becomes the Ganeti instance name.
+    /// characters); it becomes the Ganeti instance name. Mode `Create` only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = super::common::hostname_rule())]
     pub hostname: String,
 
-    /// Virtual CPUs, 1 to 256.
+    /// Virtual CPUs, 1 to 256. Mode `Create` only.
+    #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(range(min = 1, max = 256))]
     pub vcpus: u32,
 
-    /// Memory, as a Kubernetes quantity such as `2Gi`; at most 4Ti.
+    /// Memory, as a Kubernetes quantity such as `2Gi`; at most 4Ti. Mode `Create` only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = positive_bytes_rule("memory", "4Ti"))]
     pub memory: String,
 
-    /// Disks, 1 to 16 (ignored on clusters whose disk template is `diskless`).
+    /// Disks, 1 to 16 (ignored on clusters whose disk template is `diskless`). Mode
+    /// `Create` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(min = 1, max = 16))]
     pub disks: Vec<DiskRequest>,
 
@@ -99,6 +133,28 @@ pub struct InstanceApplicationSpec {
     /// The admins' decision. Only admins may set or change it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What an application asks for.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Mode {
+    /// A new VM, created from the spec.
+    #[default]
+    Create,
+    /// An owner for an existing VM that has none (`spec.instance`): only an admin's
+    /// approval carries it out, never `clusters.createVm`.
+    Adopt,
+}
+
+impl InstanceApplicationSpec {
+    /// Whether the application adopts an existing VM rather than creating one.
+    pub fn adopts(&self) -> bool {
+        self.mode == Mode::Adopt
+    }
 }
 
 /// One disk of a requested VM.
@@ -163,16 +219,18 @@ pub enum Phase {
     /// Waiting for a decision (or for quota).
     #[default]
     Pending,
-    /// Approved; the create job is about to be submitted.
+    /// Approved; the create job (mode `Adopt`: the owner tag job) is about to be
+    /// submitted.
     Approved,
-    /// The create job runs in Ganeti.
+    /// The create job (mode `Adopt`: the job writing the owner tag) runs in Ganeti.
     Creating,
-    /// The VM exists.
+    /// The VM exists (mode `Adopt`: and carries the owner's tag).
     Created,
     /// An admin rejected it.
     Rejected,
-    /// Ganeti refused or failed to create it. A new application tries again (or an admin
-    /// edits this one and decides again).
+    /// Ganeti refused or failed to create it (mode `Adopt`: the VM could not be adopted,
+    /// e.g. it has an owner). A new application tries again (or an admin edits this one
+    /// and decides again).
     Failed,
 }
 
@@ -212,15 +270,18 @@ pub struct InstanceApplicationStatus {
     /// The spec generation that was approved: the VM is created from it and no other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_generation: Option<i64>,
-    /// The Ganeti job that creates the VM, recorded before anything waits on it.
+    /// The Ganeti job that creates the VM (mode `Adopt`: that writes its owner tag),
+    /// recorded before anything waits on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<u64>,
-    /// The Ganeti instance name: the approved hostname, then the name of the instance
-    /// that this application's own create job made (as it was when found).
+    /// The Ganeti instance name: the approved hostname (mode `Adopt`: the instance
+    /// named), then the name of the instance that this application's own job made (or
+    /// tagged) as it was when found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_name: Option<String>,
-    /// Ganeti's UUID of the instance this application's own create job made: what the VM
-    /// is, whatever it is renamed to later.
+    /// Ganeti's UUID of the instance this application's own create job made (mode
+    /// `Adopt`: of the instance approved for adoption, resolved at the approval): what
+    /// the VM is, whatever it is renamed to later.
     #[serde(default, rename = "instanceUUID", skip_serializing_if = "Option::is_none")]
     pub instance_uuid: Option<String>,
     /// The instance's primary node.
@@ -278,6 +339,8 @@ impl InstanceApplication {
         let mut a = Self::new(
             "a",
             InstanceApplicationSpec {
+                mode: Mode::Create,
+                instance: None,
                 cluster: cluster.map(Into::into),
                 hostname: "vm.example.org".into(),
                 vcpus: 1,

@@ -2,7 +2,7 @@
 
 use super::cli::{ApplyArgs, DryRun};
 use super::client::{About, explain};
-use crate::api::application::{Decision, DiskRequest, Verdict};
+use crate::api::application::{Decision, DiskRequest, Mode, Verdict};
 use crate::api::quantity::parse_bytes;
 use crate::api::{InstanceApplication, InstanceApplicationSpec, Subject};
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
@@ -16,23 +16,14 @@ const FIELD_MANAGER: &str = "kubectl-ganeti";
 /// The application the flags describe, owned by `owner`. Sizes are checked here so a typo
 /// is told before anything is sent; the API server checks the rest.
 pub fn build(args: &ApplyArgs, owner: Subject) -> Result<InstanceApplication, String> {
-    let memory = args.memory.trim();
-    parse_bytes(memory).map_err(|e| format!("--memory: {e}"))?;
-    let mut disks = Vec::new();
-    for disk in &args.disks {
-        let size = disk.trim();
-        parse_bytes(size).map_err(|e| format!("--disk: {e}"))?;
-        disks.push(DiskRequest {
-            size: size.to_string(),
-        });
-    }
-    let hostname = args.hostname.trim().to_string();
-    let spec = InstanceApplicationSpec {
+    let mut spec = InstanceApplicationSpec {
+        mode: Mode::Create,
+        instance: None,
         cluster: args.cluster.clone(),
-        hostname: hostname.clone(),
-        vcpus: args.vcpus,
-        memory: memory.to_string(),
-        disks,
+        hostname: String::new(),
+        vcpus: 0,
+        memory: String::new(),
+        disks: Vec::new(),
         os: args.os.clone(),
         network: None,
         ssh_keys: Vec::new(),
@@ -42,12 +33,40 @@ pub fn build(args: &ApplyArgs, owner: Subject) -> Result<InstanceApplication, St
         purpose: args.purpose.clone(),
         decision: None,
     };
+    let name_from = match &args.adopt {
+        Some(instance) => {
+            spec.mode = Mode::Adopt;
+            spec.instance = Some(instance.trim().to_string());
+            instance.trim()
+        }
+        None => {
+            let memory = args.memory.as_deref().ok_or("--memory is required")?.trim();
+            parse_bytes(memory).map_err(|e| format!("--memory: {e}"))?;
+            for disk in &args.disks {
+                let size = disk.trim();
+                parse_bytes(size).map_err(|e| format!("--disk: {e}"))?;
+                spec.disks.push(DiskRequest {
+                    size: size.to_string(),
+                });
+            }
+            spec.memory = memory.to_string();
+            spec.vcpus = args.vcpus.ok_or("--vcpus is required")?;
+            spec.hostname = args
+                .hostname
+                .as_deref()
+                .ok_or("--hostname is required")?
+                .trim()
+                .to_string();
+            &spec.hostname
+        }
+    };
+    let generated = generate_name(name_from);
     let mut application = InstanceApplication::new("", spec);
     match &args.name {
         Some(name) => application.metadata.name = Some(name.clone()),
         None => {
             application.metadata.name = None;
-            application.metadata.generate_name = Some(generate_name(&hostname));
+            application.metadata.generate_name = Some(generated);
         }
     }
     Ok(application)
@@ -180,10 +199,11 @@ mod tests {
 
     fn args() -> ApplyArgs {
         ApplyArgs {
-            hostname: "web1.example.org".into(),
-            vcpus: 2,
-            memory: "2Gi".into(),
+            hostname: Some("web1.example.org".into()),
+            vcpus: Some(2),
+            memory: Some("2Gi".into()),
             disks: vec!["20Gi".into(), " 5Gi ".into()],
+            adopt: None,
             purpose: "the team's web server".into(),
             cluster: Some("lab".into()),
             os: None,
@@ -204,7 +224,7 @@ mod tests {
         assert_eq!(
             value["spec"],
             json!({
-                "cluster": "lab", "hostname": "web1.example.org", "vcpus": 2, "memory": "2Gi",
+                "mode": "Create", "cluster": "lab", "hostname": "web1.example.org", "vcpus": 2, "memory": "2Gi",
                 "disks": [{"size": "20Gi"}, {"size": "5Gi"}],
                 "owner": {"kind": "User", "name": "alice"},
                 "purpose": "the team's web server"
@@ -225,9 +245,35 @@ mod tests {
     }
 
     #[test]
+    fn adopting_names_the_instance_and_no_sizes() {
+        let a = ApplyArgs {
+            hostname: None,
+            vcpus: None,
+            memory: None,
+            disks: vec![],
+            adopt: Some(" old-db.example.org ".into()),
+            ..args()
+        };
+        let app = build(&a, Subject::user("alice")).unwrap();
+        let value = serde_json::to_value(&app).unwrap();
+        assert_eq!(value["metadata"]["generateName"], "old-db-");
+        assert_eq!(
+            value["spec"],
+            json!({
+                "mode": "Adopt", "instance": "old-db.example.org", "cluster": "lab",
+                "owner": {"kind": "User", "name": "alice"},
+                "purpose": "the team's web server"
+            })
+        );
+        // Without --adopt the mode is still written: what was asked for is explicit.
+        let created = serde_json::to_value(build(&args(), Subject::user("alice")).unwrap()).unwrap();
+        assert_eq!(created["spec"]["mode"], "Create");
+    }
+
+    #[test]
     fn bad_sizes_are_told_before_sending() {
         let mut a = args();
-        a.memory = "2 GB".into();
+        a.memory = Some("2 GB".into());
         assert!(
             build(&a, Subject::user("u"))
                 .unwrap_err()

@@ -163,21 +163,36 @@ pub struct VncArgs {
 #[derive(Args, Debug)]
 pub struct ApplyArgs {
     /// The VM's fully qualified host name; it becomes the Ganeti instance name.
-    #[arg(long)]
-    pub hostname: String,
+    #[arg(long, required_unless_present = "adopt", conflicts_with = "adopt")]
+    pub hostname: Option<String>,
     /// Virtual CPUs.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub vcpus: u32,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256), required_unless_present = "adopt", conflicts_with = "adopt")]
+    pub vcpus: Option<u32>,
     /// Memory as a quantity, e.g. `2Gi`.
-    #[arg(long, value_name = "SIZE")]
-    pub memory: String,
+    #[arg(
+        long,
+        value_name = "SIZE",
+        required_unless_present = "adopt",
+        conflicts_with = "adopt"
+    )]
+    pub memory: Option<String>,
     /// A disk's size as a quantity, e.g. `20Gi` (repeat for each disk).
-    #[arg(long = "disk", value_name = "SIZE", required = true)]
+    #[arg(
+        long = "disk",
+        value_name = "SIZE",
+        required_unless_present = "adopt",
+        conflicts_with = "adopt"
+    )]
     pub disks: Vec<String>,
+    /// Ask for an owner for this existing VM (one without an owner) instead of a new VM:
+    /// an admin's approval tags it as yours. Needs --cluster; no sizes.
+    #[arg(long, value_name = "INSTANCE", requires = "cluster", conflicts_with = "os")]
+    pub adopt: Option<String>,
     /// What the VM is for; admins read this when deciding.
     #[arg(long)]
     pub purpose: String,
-    /// GanetiCluster to create the VM on. Absent: an admin chooses.
+    /// GanetiCluster to create the VM on (or that the VM to adopt is on). Absent: an
+    /// admin chooses.
     #[arg(long)]
     pub cluster: Option<String>,
     /// OS definition with variant. Absent: the cluster's default.
@@ -315,6 +330,29 @@ mod tests {
         assert!(parse(&args).is_err(), "0 vcpus");
         args[4] = "257";
         assert!(parse(&args).is_err(), "257 vcpus");
+    }
+
+    #[test]
+    fn apply_for_adopt_needs_a_cluster_and_no_sizes() {
+        let adopt = ["apply-for", "--adopt", "old.example.org", "--purpose", "mine"];
+        assert!(parse(&adopt).is_err(), "--adopt needs --cluster");
+        let mut args = adopt.to_vec();
+        args.extend(["--cluster", "lab"]);
+        let PluginCommand::ApplyFor(a) = parse(&args).unwrap().command else {
+            panic!("not apply-for")
+        };
+        assert_eq!(a.adopt.as_deref(), Some("old.example.org"));
+        assert_eq!((a.hostname, a.vcpus, a.memory), (None, None, None));
+        for extra in [
+            ["--vcpus", "2"],
+            ["--disk", "1Gi"],
+            ["--hostname", "x.org"],
+            ["--os", "debian"],
+        ] {
+            let mut more = args.clone();
+            more.extend(extra);
+            assert!(parse(&more).is_err(), "--adopt with {extra:?}");
+        }
     }
 
     #[test]

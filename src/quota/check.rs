@@ -38,6 +38,15 @@ impl Request {
         })
     }
 
+    /// What an existing VM holds: what adopting it adds to its new owner's usage.
+    pub fn from_instance(instance: &Instance) -> Self {
+        Self {
+            vcpus: u64::from(instance.vcpus),
+            memory: Bytes(instance.memory_mib.saturating_mul(Bytes::MIB)),
+            disk: Bytes(instance.disk_mib.saturating_mul(Bytes::MIB)),
+        }
+    }
+
     fn get(&self, kind: LimitKind) -> u64 {
         match kind {
             LimitKind::Instances => 1,
@@ -149,7 +158,7 @@ pub fn check(limits: &EffectiveLimits, usage: &Usage, request: &Request) -> Verd
 }
 
 /// Checks one application against its owner's quota on its cluster. `instances` are
-/// that cluster's instances. The application itself is left out of the usage (when it
+/// that cluster's instances; an Adopt application asks for what its VM holds there. The application itself is left out of the usage (when it
 /// is already approved and re-checked, its request must not count twice).
 pub fn check_application(
     quotas: &[ClusterQuota],
@@ -160,7 +169,20 @@ pub fn check_application(
 ) -> Result<Verdict, QuotaError> {
     let key = application_key(app);
     let cluster = application_cluster(app).ok_or_else(|| QuotaError::NoCluster(key.clone()))?;
-    let request = Request::from_application(app)?;
+    let request = if app.spec.adopts() {
+        // The VM to adopt as it is now, by the name the application gives.
+        let name = app.spec.instance.as_deref().unwrap_or_default();
+        let instance = instances
+            .iter()
+            .find(|i| i.name == name)
+            .ok_or_else(|| QuotaError::NoInstance {
+                application: key.clone(),
+                instance: name.to_string(),
+            })?;
+        Request::from_instance(instance)
+    } else {
+        Request::from_application(app)?
+    };
     let limits = effective_limits(quotas, cluster, &app.spec.owner)?;
     let others = applications.iter().filter(|a| application_key(a) != key);
     let used = tally(cluster, instances, others, owner_of)

@@ -32,6 +32,9 @@
 //!   inventory it is counted as an instance only, never twice. An instance nobody owns
 //!   by its tags, but which an approved application of this cluster names, belongs to
 //!   that application's owner: a VM whose owner tags are not written yet still counts.
+//! - An approved Adopt application holds the VM it adopts, found by the UUID recorded
+//!   at its approval, from then on (before its owner tag is written); it never counts
+//!   as a VM still to be created: the VM exists, or there is nothing to count.
 //! - An approved application whose sizes cannot be read still counts as an instance and
 //!   its vCPUs; its name is kept in [`Usage::uncountable`], and [`check`] then refuses
 //!   anything that a memory or disk limit governs (fail closed).
@@ -69,6 +72,9 @@ pub enum QuotaError {
         field: &'static str,
         source: QuantityError,
     },
+    /// The instance an Adopt application names is not on its cluster.
+    #[error("InstanceApplication {application}: the instance {instance} to adopt is not on the cluster")]
+    NoInstance { application: String, instance: String },
     /// An application names no cluster (neither in spec nor in status), so no quota
     /// can be chosen for it.
     #[error("InstanceApplication {0} names no cluster yet")]

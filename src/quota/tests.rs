@@ -39,6 +39,8 @@ fn app(name: &str, owner: Subject, phase: Phase, memory: &str, disks: &[&str]) -
     let mut a = InstanceApplication::new(
         name,
         InstanceApplicationSpec {
+            mode: crate::api::application::Mode::Create,
+            instance: None,
             cluster: Some("production".into()),
             hostname: format!("{name}.example.org"),
             vcpus: 2,
@@ -485,4 +487,113 @@ fn status_is_bounded() {
     let default = quota("default", "production", None, QuotaLimits::default());
     let s = status_usage(&default, &instances, &[], owner_of);
     assert_eq!((s.usage.len(), s.omitted), (MAX_STATUS_SUBJECTS, 5));
+}
+
+/// alice's application to adopt `instance` (approved at `uuid` when given).
+fn adoption(name: &str, instance: &str, phase: Phase, uuid: Option<&str>) -> InstanceApplication {
+    let mut a = app(name, alice(), phase, "", &[]);
+    a.spec.mode = crate::api::application::Mode::Adopt;
+    a.spec.instance = Some(instance.into());
+    a.spec.hostname.clear();
+    a.spec.vcpus = 0;
+    if let Some(s) = a.status.as_mut() {
+        s.instance_name = Some(instance.into());
+        s.instance_uuid = uuid.map(str::to_string);
+    }
+    a
+}
+
+fn with_uuid(mut i: Instance, uuid: &str) -> Instance {
+    i.uuid = uuid.into();
+    i
+}
+
+#[test]
+fn an_approved_adoption_holds_its_vm_by_uuid_until_tagged_and_never_twice() {
+    let vm = with_uuid(inst("old.example.org", 2, 4, 20, false), "u-old");
+    let nobody = |_: &Instance| None;
+    // Filed, not approved: the VM counts for no one yet.
+    let filed = adoption("a1", "old.example.org", Phase::Pending, None);
+    let u = usage(
+        "production",
+        &alice(),
+        std::slice::from_ref(&vm),
+        &[filed],
+        nobody,
+    );
+    assert_eq!(u, Usage::default());
+    // Approved (and while its tag job runs): the VM is alice's, counted once, not as a
+    // VM still to be created.
+    for phase in [Phase::Approved, Phase::Creating, Phase::Created] {
+        let approved = adoption("a1", "old.example.org", phase, Some("u-old"));
+        let u = usage(
+            "production",
+            &alice(),
+            std::slice::from_ref(&vm),
+            &[approved],
+            nobody,
+        );
+        assert_eq!(
+            (u.instances, u.vcpus, u.pending_instances),
+            (1, 2, 0),
+            "{phase:?}"
+        );
+        assert_eq!((u.memory.0, u.disk.0), (4 * GI, 20 * GI));
+    }
+    // Tagged: counted through its tag, once.
+    let tagged = adoption("a1", "old.example.org", Phase::Created, Some("u-old"));
+    let u = usage(
+        "production",
+        &alice(),
+        std::slice::from_ref(&vm),
+        &[tagged],
+        owners(&[("old.example.org", alice())]),
+    );
+    assert_eq!(u.instances, 1);
+    // The name taken by another VM since the approval: that VM is not alice's, and the
+    // approved one, gone, holds nothing.
+    let stranger = with_uuid(inst("old.example.org", 8, 32, 100, true), "u-new");
+    let approved = adoption("a1", "old.example.org", Phase::Approved, Some("u-old"));
+    let u = usage("production", &alice(), &[stranger], &[approved], nobody);
+    assert_eq!(u, Usage::default());
+    // A failed adoption holds nothing.
+    let failed = adoption("a1", "old.example.org", Phase::Failed, Some("u-old"));
+    assert_eq!(
+        usage("production", &alice(), &[vm], &[failed], nobody),
+        Usage::default()
+    );
+}
+
+#[test]
+fn an_adoption_is_checked_with_what_its_vm_holds() {
+    let quotas = [quota(
+        "default",
+        "production",
+        None,
+        limits(Some(2), None, Some("6Gi"), None),
+    )];
+    let mine = inst("mine.example.org", 1, 2, 10, true);
+    let old = with_uuid(inst("old.example.org", 2, 4, 20, false), "u-old");
+    let big = with_uuid(inst("big.example.org", 2, 8, 20, false), "u-big");
+    let instances = [mine, old, big];
+    let owner_of = owners(&[("mine.example.org", alice())]);
+    let fits = adoption("a1", "old.example.org", Phase::Pending, None);
+    let v = check_application(&quotas, &instances, &[], &fits, &owner_of).unwrap();
+    assert!(v.fits, "{}", v.message);
+    let too_big = adoption("a2", "big.example.org", Phase::Pending, None);
+    let v = check_application(&quotas, &instances, &[], &too_big, &owner_of).unwrap();
+    assert!(!v.fits);
+    assert!(
+        v.message.contains("would use 10Gi of 6Gi memory"),
+        "{}",
+        v.message
+    );
+    let missing = adoption("a3", "gone.example.org", Phase::Pending, None);
+    assert_eq!(
+        check_application(&quotas, &instances, &[], &missing, &owner_of).unwrap_err(),
+        QuotaError::NoInstance {
+            application: "default/a3".into(),
+            instance: "gone.example.org".into()
+        }
+    );
 }

@@ -58,12 +58,25 @@ pub(crate) fn application_cluster(app: &InstanceApplication) -> Option<&str> {
         .or(app.spec.cluster.as_deref())
 }
 
-/// The Ganeti instance name an application creates.
-fn application_instance(app: &InstanceApplication) -> &str {
+/// The Ganeti instance name an application creates (or adopts).
+pub(crate) fn application_instance(app: &InstanceApplication) -> &str {
+    let asked = match &app.spec.instance {
+        Some(instance) if app.spec.adopts() => instance,
+        _ => &app.spec.hostname,
+    };
     app.status
         .as_ref()
         .and_then(|s| s.instance_name.as_deref())
-        .unwrap_or(&app.spec.hostname)
+        .unwrap_or(asked)
+}
+
+/// The UUID of the VM an approved Adopt application holds (resolved at its approval).
+fn adopted_uuid(app: &InstanceApplication) -> Option<&str> {
+    app.spec
+        .adopts()
+        .then(|| app.status.as_ref()?.instance_uuid.as_deref())
+        .flatten()
+        .filter(|u| !u.is_empty())
 }
 
 fn phase(app: &InstanceApplication) -> Phase {
@@ -107,18 +120,29 @@ pub(crate) fn tally<'a>(
     // Ganeti names are host names: compare them case-insensitively.
     let present: HashSet<String> = instances.iter().map(|i| i.name.to_ascii_lowercase()).collect();
     let mut claimed: BTreeMap<String, &Subject> = BTreeMap::new();
+    // An approved adoption holds its VM by UUID from the approval on, before the owner
+    // tag is written (and never a VM that took its name since).
+    let mut adopted: BTreeMap<&str, &Subject> = BTreeMap::new();
     for app in &apps {
-        if matches!(phase(app), Phase::Approved | Phase::Creating | Phase::Created) {
-            claimed
-                .entry(application_instance(app).to_ascii_lowercase())
-                .or_insert(&app.spec.owner);
+        if !matches!(phase(app), Phase::Approved | Phase::Creating | Phase::Created) {
+            continue;
         }
+        if app.spec.adopts() {
+            if let Some(uuid) = adopted_uuid(app) {
+                adopted.entry(uuid).or_insert(&app.spec.owner);
+            }
+            continue;
+        }
+        claimed
+            .entry(application_instance(app).to_ascii_lowercase())
+            .or_insert(&app.spec.owner);
     }
 
     let mut out: BTreeMap<Subject, Usage> = BTreeMap::new();
     for inst in instances {
-        let owner =
-            owner_of(inst).or_else(|| claimed.get(&inst.name.to_ascii_lowercase()).map(|s| (*s).clone()));
+        let owner = owner_of(inst)
+            .or_else(|| adopted.get(inst.uuid.as_str()).map(|s| (*s).clone()))
+            .or_else(|| claimed.get(&inst.name.to_ascii_lowercase()).map(|s| (*s).clone()));
         if let Some(owner) = owner {
             out.entry(owner).or_default().add(
                 u64::from(inst.vcpus),
@@ -128,7 +152,9 @@ pub(crate) fn tally<'a>(
         }
     }
     for app in apps {
-        if !matches!(phase(app), Phase::Approved | Phase::Creating)
+        // An adoption's VM exists: it counts through the instance above, or not at all.
+        if app.spec.adopts()
+            || !matches!(phase(app), Phase::Approved | Phase::Creating)
             || present.contains(&application_instance(app).to_ascii_lowercase())
         {
             continue;

@@ -109,6 +109,7 @@ pub(super) async fn evaluate(app: &mut InstanceApplication, state: &State) -> Re
     let self_approve = match &facts {
         Some(f)
             if !matches!(plan::decision_in_force(app), plan::InForce::Fresh(_))
+                && !app.spec.adopts()
                 && f.cluster.is_some()
                 && f.not_ready.is_none() =>
         {

@@ -1,17 +1,19 @@
 //! Creating: follow the recorded create job to its end (decided by `plan::after_job`).
 
-use super::ganeti::{cluster_client, marked, rapi, tag_prefix};
+use super::ganeti::{cluster_client, job_outcome, marked, tag_prefix};
 use super::{State, Stop, plan, record};
 use crate::api::application::InstanceApplication;
 use crate::controllers::Error;
-use crate::rapi::{JobId, RapiError};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use plan::{Follow, JobOutcome};
+use plan::Follow;
 
 /// Creating: follow the recorded job.
 pub(super) async fn follow(app: &mut InstanceApplication, state: &State) -> Result<Action, Stop> {
+    if app.spec.adopts() {
+        return super::adopt::creating(app, state).await;
+    }
     let (client, cluster) = cluster_client(app, state).await?;
     let prefix = tag_prefix(&cluster).to_string();
     let id = app
@@ -20,21 +22,7 @@ pub(super) async fn follow(app: &mut InstanceApplication, state: &State) -> Resu
         .and_then(|s| s.job_id)
         .ok_or_else(|| Error::Invalid("phase Creating without a job id".into()))?;
     let now = Timestamp::now();
-    let outcome = match state.job_progress(&cluster.name_any(), &client, id).await {
-        Ok(Some(p)) if !p.status.is_final() => Ok(JobOutcome::Running {
-            received_ts: p.received_ts,
-        }),
-        // Finished: its whole record, for Ganeti's message if it failed.
-        Ok(Some(_)) => client.job(JobId(id)).await.map(|job| JobOutcome::of(&job)),
-        Ok(None) => Ok(JobOutcome::Archived),
-        Err(e) => Err(e),
-    };
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        // Archived: what the job did shows in Ganeti.
-        Err(RapiError::NotFound { .. }) => JobOutcome::Archived,
-        Err(e) => return Err(rapi(e).into()),
-    };
+    let outcome = job_outcome(state, &cluster.name_any(), &client, id).await?;
     // The instance the job made carries the application's tags; whatever the spec's
     // hostname says now, no other instance is taken for it.
     let mut found = None;

@@ -48,6 +48,34 @@ impl State {
     }
 }
 
+/// Where the recorded job `id` stands: from the cluster's job board, then (finished) its
+/// whole record for Ganeti's message; a job Ganeti no longer knows is archived, and what
+/// it did shows in Ganeti.
+pub(super) async fn job_outcome(
+    state: &State,
+    cluster: &str,
+    client: &RapiClient,
+    id: u64,
+) -> Result<plan::JobOutcome, Error> {
+    use plan::JobOutcome;
+    let outcome = match state.job_progress(cluster, client, id).await {
+        Ok(Some(p)) if !p.status.is_final() => Ok(JobOutcome::Running {
+            received_ts: p.received_ts,
+        }),
+        Ok(Some(_)) => client
+            .job(crate::rapi::JobId(id))
+            .await
+            .map(|job| JobOutcome::of(&job)),
+        Ok(None) => Ok(JobOutcome::Archived),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(outcome) => Ok(outcome),
+        Err(RapiError::NotFound { .. }) => Ok(JobOutcome::Archived),
+        Err(e) => Err(rapi(e)),
+    }
+}
+
 /// The RAPI client and the GanetiCluster an approved application is created on. A
 /// cluster this replica has not read yet (just started, or just made leader) is waited
 /// for.
@@ -86,7 +114,7 @@ pub(super) fn rapi(e: RapiError) -> Error {
 /// The instance by name, from Ganeti itself (the inventory may be a sync behind). What
 /// is found goes into the shared inventory at once, so that quota decisions count a VM
 /// just created before the next bulk read shows it.
-async fn lookup(
+pub(super) async fn lookup(
     state: &State,
     cluster: &str,
     client: &RapiClient,

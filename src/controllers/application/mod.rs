@@ -30,9 +30,13 @@
 //! Quota decisions that approve are serialised per cluster and made on a fresh list of
 //! applications, so two approvals cannot together overshoot a quota.
 //!
+//! Mode Adopt (an owner for an existing VM) takes the same phases; its one Ganeti write
+//! is a tag job on the VM approved by UUID (`plan::adopt_step`, shell in `adopt`).
+//!
 //! Deleting an application never touches Ganeti: a created VM outlives it (remove VMs
 //! through the console API or Ganeti).
 
+mod adopt;
 mod evaluate;
 mod follow;
 mod ganeti;
@@ -285,6 +289,17 @@ async fn record(app: &mut InstanceApplication, state: &State, step: plan::Step) 
         event(state, app, note.warning, note.reason, &note.message).await;
     }
     Ok(step.requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Replaces `app` with what the API server stores now (the watch cache may lag behind
+/// this controller's own last write).
+async fn reread(app: &mut InstanceApplication, state: &State) -> Result<(), kube::Error> {
+    let api: Api<InstanceApplication> = Api::namespaced(
+        state.ctx.shared.client.clone(),
+        &app.namespace().unwrap_or_default(),
+    );
+    *app = api.get_status(&app.name_any()).await?;
+    Ok(())
 }
 
 /// Stores `status` (server-side apply, the whole status) and keeps `app` current.

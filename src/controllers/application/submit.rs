@@ -27,11 +27,7 @@ pub(super) async fn submit(
     if !approved_here {
         // The watch cache may lag behind our own last write: decide on what is stored,
         // so a job already recorded is never submitted again.
-        let api: Api<InstanceApplication> = Api::namespaced(
-            state.ctx.shared.client.clone(),
-            &app.namespace().unwrap_or_default(),
-        );
-        *app = api.get_status(&app.name_any()).await?;
+        super::reread(app, state).await?;
         if plan::phase(app) != Phase::Approved {
             return Ok(Action::requeue(plan::JOB_POLL));
         }
@@ -43,6 +39,9 @@ pub(super) async fn submit(
     if cluster.spec.observed_only() || client.is_read_only() {
         let step = plan::held_on_observed(app, &cluster.name_any(), now);
         return Ok(record(app, state, step).await?);
+    }
+    if app.spec.adopts() {
+        return super::adopt::step(app, state, &client, &cluster, approved_here).await;
     }
     let prefix = tag_prefix(&cluster).to_string();
     // Ganeti is searched as far as the decision needs: the marked instances, then the

@@ -57,6 +57,8 @@ fn approved(name: &str, owner: Subject) -> Arc<InstanceApplication> {
     let mut a = InstanceApplication::new(
         name,
         InstanceApplicationSpec {
+            mode: crate::api::application::Mode::Create,
+            instance: None,
             cluster: Some(CLUSTER.into()),
             hostname: format!("{name}.example.org"),
             vcpus: 2,

@@ -90,7 +90,12 @@ pub fn evaluate(p: &Pending<'_>) -> Evaluation {
         };
     }
 
-    let validation = validate(app, &p.cluster, p.applications);
+    // Ok: the VM to adopt (mode Adopt), or nothing (mode Create).
+    let validation = if app.spec.adopts() {
+        super::adopt::validate_adopt(app, &p.cluster, p.applications).map(Some)
+    } else {
+        validate(app, &p.cluster, p.applications).map(|()| None)
+    };
     status.cluster = match p.cluster {
         ClusterView::Unchosen => None,
         ClusterView::Missing(name) | ClusterView::NotReady { name, .. } | ClusterView::Ready { name, .. } => {
@@ -98,12 +103,19 @@ pub fn evaluate(p: &Pending<'_>) -> Evaluation {
         }
     };
     match &validation {
-        Ok(()) => set(
+        Ok(None) => set(
             &mut status,
             VALIDATED,
             Status::True,
             "Valid",
             "the cluster is ready and allows what the application asks for".into(),
+        ),
+        Ok(Some(vm)) => set(
+            &mut status,
+            VALIDATED,
+            Status::True,
+            "Valid",
+            format!("instance {} (UUID {}) exists and has no owner", vm.name, vm.uuid),
         ),
         Err((reason, message)) => set(&mut status, VALIDATED, Status::False, reason, message.clone()),
     }
@@ -169,12 +181,22 @@ pub fn evaluate(p: &Pending<'_>) -> Evaluation {
         )),
         _ => None,
     };
-    let approved = validation.is_ok() && fits && (approved_by_admin || p.may_self_approve);
+    // Least privilege: `clusters.createVm` creates VMs; it never takes existing ones.
+    let may_self_approve = p.may_self_approve && !app.spec.adopts();
+    let approved = validation.is_ok() && fits && (approved_by_admin || may_self_approve);
     if approved {
         status.phase = Phase::Approved;
         status.approved_generation = generation;
-        // The name to create, fixed with the approval: the spec may change later.
-        status.instance_name = Some(app.spec.hostname.clone());
+        match &validation {
+            // The VM to adopt is the one this name is now, by its UUID, whatever it is
+            // called later.
+            Ok(Some(vm)) => {
+                status.instance_name = Some(vm.name.clone());
+                status.instance_uuid = Some(vm.uuid.clone());
+            }
+            // The name to create, fixed with the approval: the spec may change later.
+            _ => status.instance_name = Some(app.spec.hostname.clone()),
+        }
         let (reason, message) = if approved_by_admin {
             ("Approved", format!("approved by {}", decider(app)))
         } else {
@@ -192,10 +214,41 @@ pub fn evaluate(p: &Pending<'_>) -> Evaluation {
             reason,
             message,
         });
+    } else if let Err((reason, why)) = &validation
+        && approved_by_admin
+        && super::adopt::conflict_ends_approval(reason)
+    {
+        // Someone else's VM (or one being adopted): the approval ends here, and nothing
+        // is written; it is never carried out later, when the VM may be another's.
+        let message = format!("not adopted: {why}");
+        status.phase = Phase::Failed;
+        status.ganeti_error = Some(crate::api::application::GanetiError {
+            message: why.clone(),
+            code: None,
+        });
+        set(
+            &mut status,
+            DECIDED,
+            Status::False,
+            "ApprovalRefused",
+            format!("the approval by {} cannot be carried out: {why}", decider(app)),
+        );
+        set(
+            &mut status,
+            INSTANCE_CREATED,
+            Status::False,
+            reason,
+            message.clone(),
+        );
+        note = Some(Note {
+            warning: true,
+            reason,
+            message,
+        });
     } else if approved_by_admin {
         let why = match &validation {
             Err((_, message)) => message.clone(),
-            Ok(()) => quota_message(),
+            Ok(_) => quota_message(),
         };
         let message = format!("the approval by {} cannot be carried out: {why}", decider(app));
         let reason = if validation.is_ok() {
@@ -219,10 +272,10 @@ pub fn evaluate(p: &Pending<'_>) -> Evaluation {
             (Err(_), _) => {
                 "waiting for an admin; the application cannot be carried out as it is (see Validated)".into()
             }
-            (Ok(()), false) => {
+            (Ok(_), false) => {
                 "waiting for an admin; it does not fit the quota as it is (see QuotaExceeded)".into()
             }
-            (Ok(()), true) => "waiting for an admin to approve or reject it".to_string(),
+            (Ok(_), true) => "waiting for an admin to approve or reject it".to_string(),
         };
         set(&mut status, DECIDED, Status::False, "AwaitingDecision", message);
     }
@@ -249,7 +302,8 @@ fn created_since_read(
         .filter_map(|a| {
             let status = a.status.as_ref()?;
             let name = status.instance_name.as_deref().unwrap_or(&a.spec.hostname);
-            let fresh = status.phase == Phase::Created
+            let fresh = !a.spec.adopts()
+                && status.phase == Phase::Created
                 && status.cluster.as_deref() == Some(cluster)
                 && status.created_time.as_ref().is_some_and(|t| t.0 >= read_started)
                 && inventory.instance(name).is_none();

@@ -66,6 +66,7 @@ impl MailKind {
 /// Subject and body of the applicant's mail.
 pub fn mail_text(app: &InstanceApplication, kind: MailKind) -> (String, String) {
     let host = match kind {
+        MailKind::Rejected if app.spec.adopts() => app.spec.instance.as_deref().unwrap_or_default(),
         MailKind::Rejected => &app.spec.hostname,
         _ => approved_name(app),
     };
@@ -88,7 +89,29 @@ pub fn mail_text(app: &InstanceApplication, kind: MailKind) -> (String, String) 
         app.metadata.namespace.as_deref().unwrap_or_default(),
         app.metadata.name.as_deref().unwrap_or_default()
     );
+    let failure = status
+        .ganeti_error
+        .as_ref()
+        .map(|e| e.message.as_str())
+        .unwrap_or("unknown error");
     let (subject, text) = match kind {
+        MailKind::Approved if app.spec.adopts() => (
+            format!("VM {host}: adoption approved"),
+            format!(
+                "your application to own the existing VM {host} on cluster {cluster} was approved ({decided}).\nIts owner tag is being written; you will get another mail when it is yours."
+            ),
+        ),
+        MailKind::Created if app.spec.adopts() => (
+            format!("VM {host} is yours"),
+            format!(
+                "the VM {host} on cluster {cluster} now belongs to {}.",
+                app.spec.owner
+            ),
+        ),
+        MailKind::Failed if app.spec.adopts() => (
+            format!("VM {host}: adoption failed"),
+            format!("the VM {host} was not adopted: {failure}.\nReply to ask an admin."),
+        ),
         MailKind::Approved => (
             format!("VM {host}: application approved"),
             format!(
@@ -114,12 +137,7 @@ pub fn mail_text(app: &InstanceApplication, kind: MailKind) -> (String, String) 
         MailKind::Failed => (
             format!("VM {host}: creation failed"),
             format!(
-                "Ganeti could not create your VM {host}: {}.\nFile a new application to try again, or reply to ask an admin.",
-                status
-                    .ganeti_error
-                    .as_ref()
-                    .map(|e| e.message.as_str())
-                    .unwrap_or("unknown error")
+                "Ganeti could not create your VM {host}: {failure}.\nFile a new application to try again, or reply to ask an admin."
             ),
         ),
     };

@@ -27,7 +27,12 @@
 //! ([`after_lookup`], [`after_job`]); never an instance found by the current
 //! `spec.hostname`.
 //! Its UUID is recorded (`status.instanceUUID`).
+//!
+//! # Adopting an existing VM
+//! `spec.mode: Adopt` asks for an owner for a VM that has none; see [`adopt`] for what
+//! its approval means and how its one tag job is written.
 
+mod adopt;
 mod create;
 mod evaluate;
 mod mail;
@@ -35,6 +40,10 @@ mod status;
 mod steps;
 mod validate;
 
+pub use adopt::{
+    ADOPTED, ADOPTING, Adopt, Seen, adopt_after_job, adopt_reason, adopt_step, after_tag, is_tag_job,
+    owner_tags,
+};
 pub use create::{
     approved_name, create_reason, create_request, is_ours, marker_tag, owner_tag, spec_is_approved, ssh_keys,
 };

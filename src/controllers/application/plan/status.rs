@@ -93,7 +93,7 @@ pub(super) fn adopt(
     Some(job_ended(app, job_id, false, marked, prefix, now))
 }
 
-fn transition(app: &InstanceApplication) -> (InstanceApplicationStatus, Option<i64>) {
+pub(super) fn transition(app: &InstanceApplication) -> (InstanceApplicationStatus, Option<i64>) {
     let mut status = app.status.clone().unwrap_or_default();
     // The generation the status describes stays the approved one: spec edits after
     // the approval are not carried out.
@@ -137,8 +137,13 @@ pub fn held_observed(
     now: Timestamp,
 ) -> Option<InstanceApplicationStatus> {
     let (mut status, generation) = transition(app);
+    let (nothing, then) = if app.spec.adopts() {
+        ("no owner tag is written", "its VM is adopted")
+    } else {
+        ("no instance is created", "its VM is created")
+    };
     let message = format!(
-        "{}: no instance is created; the application stays Approved and its VM is created once the cluster is managed (managementPolicy: Manage)",
+        "{}: {nothing}; the application stays Approved and {then} once the cluster is managed (managementPolicy: Manage)",
         crate::api::cluster::observed_only_message(cluster)
     );
     let current = conditions::get(&status.conditions, INSTANCE_CREATED);

@@ -44,7 +44,7 @@ impl Step {
         }
     }
 
-    fn wait(after: Duration) -> Self {
+    pub(super) fn wait(after: Duration) -> Self {
         Self {
             status: None,
             note: None,
@@ -183,8 +183,9 @@ pub fn held_on_observed(app: &InstanceApplication, cluster: &str, now: Timestamp
         warning: true,
         reason: super::status::OBSERVED_ONLY,
         message: format!(
-            "{}: the approved instance is not created",
-            crate::api::cluster::observed_only_message(cluster)
+            "{}: the approved instance is not {}",
+            crate::api::cluster::observed_only_message(cluster),
+            if app.spec.adopts() { "adopted" } else { "created" }
         ),
     });
     Step {

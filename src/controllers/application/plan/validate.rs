@@ -13,45 +13,8 @@ pub(super) fn validate(
     cluster: &ClusterView<'_>,
     applications: &[InstanceApplication],
 ) -> Result<(), (&'static str, String)> {
-    let owner = &app.spec.owner;
-    // `system:authenticated` and the like: everyone, or Kubernetes' own identities.
-    if owner.kind == crate::api::SubjectKind::Group && owner.name.starts_with("system:") {
-        return Err((
-            "ReservedGroup",
-            format!(
-                "group {} is reserved by Kubernetes and cannot own a VM: name a group of people",
-                owner.name
-            ),
-        ));
-    }
-    let (spec, inventory, catalog) = match *cluster {
-        ClusterView::Unchosen => {
-            return Err((
-                "NoCluster",
-                "no cluster chosen: set spec.cluster (an admin may choose one)".into(),
-            ));
-        }
-        ClusterView::Missing(name) => {
-            return Err((
-                "ClusterNotFound",
-                format!(
-                    "GanetiCluster {name} does not exist: name one that `kubectl get ganeticlusters` lists"
-                ),
-            ));
-        }
-        ClusterView::NotReady { name, message } => {
-            return Err((
-                "ClusterNotReady",
-                format!("GanetiCluster {name} is not ready: {message}"),
-            ));
-        }
-        ClusterView::Ready {
-            spec,
-            inventory,
-            catalog,
-            ..
-        } => (spec, inventory, catalog),
-    };
+    owner_allowed(app)?;
+    let (_, spec, inventory, catalog) = ready(cluster)?;
     let Some(os) = os_of(app, spec) else {
         return Err((
             "NoOperatingSystem",
@@ -88,6 +51,57 @@ pub(super) fn validate(
         ));
     }
     Ok(())
+}
+
+/// The owner may own a VM: not `system:authenticated` and the like (everyone, or
+/// Kubernetes' own identities).
+pub(super) fn owner_allowed(app: &InstanceApplication) -> Result<(), (&'static str, String)> {
+    let owner = &app.spec.owner;
+    if owner.kind == crate::api::SubjectKind::Group && owner.name.starts_with("system:") {
+        return Err((
+            "ReservedGroup",
+            format!(
+                "group {} is reserved by Kubernetes and cannot own a VM: name a group of people",
+                owner.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The cluster, if it was chosen, exists and is ready: its name, spec, inventory and
+/// catalog.
+pub(super) fn ready<'a>(
+    cluster: &ClusterView<'a>,
+) -> Result<
+    (
+        &'a str,
+        &'a GanetiClusterSpec,
+        &'a ClusterInventory,
+        &'a super::Catalog,
+    ),
+    (&'static str, String),
+> {
+    match *cluster {
+        ClusterView::Unchosen => Err((
+            "NoCluster",
+            "no cluster chosen: set spec.cluster (an admin may choose one)".into(),
+        )),
+        ClusterView::Missing(name) => Err((
+            "ClusterNotFound",
+            format!("GanetiCluster {name} does not exist: name one that `kubectl get ganeticlusters` lists"),
+        )),
+        ClusterView::NotReady { name, message } => Err((
+            "ClusterNotReady",
+            format!("GanetiCluster {name} is not ready: {message}"),
+        )),
+        ClusterView::Ready {
+            name,
+            spec,
+            inventory,
+            catalog,
+        } => Ok((name, spec, inventory, catalog)),
+    }
 }
 
 /// The cluster's default (if any) and what `allowed` adds, for checks and messages.

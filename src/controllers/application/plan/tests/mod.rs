@@ -13,6 +13,7 @@ use crate::inventory::{ClusterInventory, Instance};
 use crate::rapi::GanetiFailure;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+mod adopt;
 mod create;
 mod evaluate;
 mod network;
@@ -31,6 +32,8 @@ fn app(name: &str, owner: Subject) -> InstanceApplication {
     let mut a = InstanceApplication::new(
         name,
         InstanceApplicationSpec {
+            mode: crate::api::application::Mode::Create,
+            instance: None,
             cluster: Some("lab".into()),
             hostname: format!("{name}.example.org"),
             vcpus: 2,
