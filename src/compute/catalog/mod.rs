@@ -367,9 +367,11 @@ struct Diff<'a> {
 
 impl<'a> Diff<'a> {
     fn of(old: Option<&'a ClusterInventory>, new: &'a ClusterInventory) -> Self {
-        // An object is built from its instance, the cluster's name, tag prefix and
-        // reachability (see `GanetiInstance::from_inventory`).
-        let whole = old.is_none_or(|o| o.tag_prefix != new.tag_prefix || o.reachable != new.reachable);
+        // An object is built from its instance, the cluster's name, tag prefix, GWM id
+        // map (owners named by id) and reachability (see `GanetiInstance::from_inventory`).
+        let whole = old.is_none_or(|o| {
+            o.tag_prefix != new.tag_prefix || o.gwm.ids != new.gwm.ids || o.reachable != new.reachable
+        });
         let before: HashMap<&str, &Instance> = old
             .map(|o| o.instances.iter().map(|i| (i.name.as_str(), i)).collect())
             .unwrap_or_default();
@@ -439,6 +441,7 @@ fn slim<'a>(
     let vms = ClusterInventory {
         cluster: inventory.cluster.clone(),
         tag_prefix: inventory.tag_prefix.clone(),
+        gwm: inventory.gwm.clone(),
         reachable: inventory.reachable,
         instances: instances
             .into_iter()
