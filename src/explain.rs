@@ -182,7 +182,11 @@ pub async fn explain(
                                 Some(crate::tags::ParsedTag::GwmGrant { subject, .. })
                                     if crate::tags::parse(t, &prefix) != reader.parse(t) =>
                                 {
-                                    let _ = writeln!(out, "tag {t}: GWM id of {subject} (id map {})", gwm.id_map.as_deref().unwrap_or_default());
+                                    let _ = writeln!(
+                                        out,
+                                        "tag {t}: GWM id of {subject} (id map {})",
+                                        gwm.id_map.as_deref().unwrap_or_default()
+                                    );
                                 }
                                 _ => {}
                             }

@@ -52,7 +52,14 @@ impl Drop for Cleanup {
         for cm in [ID_MAP.to_string(), format!("ganeti-tags.{CLUSTER}")] {
             let _ = kubectl(
                 "root",
-                &["delete", "configmap", "-n", "ganeti-system", &cm, "--ignore-not-found"],
+                &[
+                    "delete",
+                    "configmap",
+                    "-n",
+                    "ganeti-system",
+                    &cm,
+                    "--ignore-not-found",
+                ],
             );
         }
     }
@@ -139,7 +146,10 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
     support::operator::apply_operator_rbac();
     let _cleanup = Cleanup;
     let _vms = ganeti::create_instances(
-        &[(VM, "198.51.100.232", vec![]), (VM_OURS, "198.51.100.233", vec![])],
+        &[
+            (VM, "198.51.100.232", vec![]),
+            (VM_OURS, "198.51.100.233", vec![]),
+        ],
         "tests/testbed_gwm setup",
     )
     .await;
@@ -164,7 +174,14 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
     }
     let _ = kubectl(
         "root",
-        &["delete", "configmap", "-n", "ganeti-system", ID_MAP, "--ignore-not-found"],
+        &[
+            "delete",
+            "configmap",
+            "-n",
+            "ganeti-system",
+            ID_MAP,
+            "--ignore-not-found",
+        ],
     );
     ganeti::apply_cluster(&root, CLUSTER, SECRET, json!({})).await;
     let roles: Api<Role> = Api::all(root.clone());
@@ -195,9 +212,12 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
     println!("before the map: GwmIdMap False NoIdMap: {message}");
     let unmapped_before = unmapped_id_tags(&clusters).await.unwrap();
     assert!(unmapped_before >= 3, "{unmapped_before}");
-    wait_until("carol's VM view is in the JSON API's snapshot", 30, &op, async || {
-        carol_gets_vm(&op).await.0 == 404
-    })
+    wait_until(
+        "carol's VM view is in the JSON API's snapshot",
+        30,
+        &op,
+        async || carol_gets_vm(&op).await.0 == 404,
+    )
     .await;
     let object = format!("{CLUSTER}/{VM}");
     let (allowed, text) = explain(&["gwm-dana", "reboot", &object]);
@@ -210,7 +230,12 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
     assert!(!allowed, "a user literally named 2 gets nothing: {text}");
 
     // 2. The map: ids 2 and 3 are gwm-dana and carol, group 5 is gwm-team.
-    apply_id_map(&root, "\"2\": gwm-dana\n\"3\": carol\n\"7\": bob\n", "\"5\": gwm-team\n").await;
+    apply_id_map(
+        &root,
+        "\"2\": gwm-dana\n\"3\": carol\n\"7\": bob\n",
+        "\"5\": gwm-team\n",
+    )
+    .await;
     let started = Instant::now();
     ganeti::apply_cluster(&root, CLUSTER, SECRET, json!({"gwm": {"idMap": ID_MAP}})).await;
     wait_until("carol sees the VM GWM gave her power on", 60, &op, async || {
@@ -248,7 +273,12 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
 
     // 3. The map changes (id 3 is someone else now): carol's right goes, no restart.
     let started = Instant::now();
-    apply_id_map(&root, "\"2\": gwm-dana\n\"3\": gwm-zed\n\"7\": bob\n", "\"5\": gwm-team\n").await;
+    apply_id_map(
+        &root,
+        "\"2\": gwm-dana\n\"3\": gwm-zed\n\"7\": bob\n",
+        "\"5\": gwm-team\n",
+    )
+    .await;
     wait_until("carol's right goes with her id", 60, &op, async || {
         carol_gets_vm(&op).await.0 == 404
     })

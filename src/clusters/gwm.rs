@@ -43,7 +43,9 @@ pub fn setting(spec: &GanetiClusterSpec, namespace: &str, found: Option<&ConfigM
     let problem = match found {
         None => (
             "IdMapNotFound",
-            format!("ConfigMap {namespace}/{name} (spec.gwm.idMap) does not exist: no GWM id grants anything"),
+            format!(
+                "ConfigMap {namespace}/{name} (spec.gwm.idMap) does not exist: no GWM id grants anything"
+            ),
         ),
         Some(cm) if !is_id_map(cm) => (
             "IdMapNotLabelled",
@@ -57,13 +59,20 @@ pub fn setting(spec: &GanetiClusterSpec, namespace: &str, found: Option<&ConfigM
                 return setting;
             }
             Err(errors) => {
-                let mut message = errors.iter().take(MAX_ERRORS).cloned().collect::<Vec<_>>().join("; ");
+                let mut message = errors
+                    .iter()
+                    .take(MAX_ERRORS)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 if errors.len() > MAX_ERRORS {
                     message.push_str(&format!("; and {} more", errors.len() - MAX_ERRORS));
                 }
                 (
                     "IdMapInvalid",
-                    format!("ConfigMap {namespace}/{name} is not a valid GWM id map, so it maps nothing: {message}"),
+                    format!(
+                        "ConfigMap {namespace}/{name} is not a valid GWM id map, so it maps nothing: {message}"
+                    ),
                 )
             }
         },
@@ -113,7 +122,10 @@ mod tests {
             ..Default::default()
         };
         if labelled {
-            cm.metadata.labels = Some(BTreeMap::from([(GWM_IDS_LABEL.into(), GWM_IDS_LABEL_VALUE.into())]));
+            cm.metadata.labels = Some(BTreeMap::from([(
+                GWM_IDS_LABEL.into(),
+                GWM_IDS_LABEL_VALUE.into(),
+            )]));
         }
         cm
     }
@@ -126,7 +138,11 @@ mod tests {
 
         for (found, reason, words) in [
             (None, "IdMapNotFound", "does not exist"),
-            (Some(cm(false, "2: alice")), "IdMapNotLabelled", "label configmap gwm-ids"),
+            (
+                Some(cm(false, "2: alice")),
+                "IdMapNotLabelled",
+                "label configmap gwm-ids",
+            ),
             (Some(cm(true, "2: alice\n3: alice")), "IdMapInvalid", "two ids"),
         ] {
             let s = setting(&spec(true), "ns", found.as_ref());

@@ -99,7 +99,10 @@ impl Side {
             }
         };
         if mapping.len() > MAX_IDS {
-            errors.push(format!("{key}: {} ids, at most {MAX_IDS} are read", mapping.len()));
+            errors.push(format!(
+                "{key}: {} ids, at most {MAX_IDS} are read",
+                mapping.len()
+            ));
             return side;
         }
         for (k, v) in &mapping {
@@ -168,7 +171,11 @@ mod tests {
         assert_eq!(m.name(SubjectKind::User, 7), Some("bob"));
         assert_eq!(m.name(SubjectKind::Group, 2), None, "users and groups are apart");
         assert_eq!(m.id(SubjectKind::Group, "team-a"), Some(5));
-        assert_eq!(m.id(SubjectKind::Group, "42"), Some(6), "a quoted numeric name is a name");
+        assert_eq!(
+            m.id(SubjectKind::Group, "42"),
+            Some(6),
+            "a quoted numeric name is a name"
+        );
         assert_eq!((m.len(SubjectKind::User), m.len(SubjectKind::Group)), (2, 2));
         let only_users = BTreeMap::from([("users".to_string(), "1: root\n".to_string())]);
         assert_eq!(GwmIds::from_data(&only_users).unwrap().len(SubjectKind::User), 1);
@@ -192,7 +199,10 @@ mod tests {
         ] {
             assert!(all.contains(expected), "{expected:?} missing from:\n{all}");
         }
-        assert!(GwmIds::from_data(&data("2: a\n2: b\n", "")).is_err(), "duplicate id");
+        assert!(
+            GwmIds::from_data(&data("2: a\n2: b\n", "")).is_err(),
+            "duplicate id"
+        );
         let extra = BTreeMap::from([("user".to_string(), "2: alice".to_string())]);
         assert!(GwmIds::from_data(&extra).unwrap_err()[0].contains("unknown key \"user\""));
         assert!(GwmIds::from_data(&data("", "")).unwrap_err()[0].contains("maps no id"));

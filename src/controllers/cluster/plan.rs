@@ -182,7 +182,12 @@ pub fn plan_status(
 /// The GWM id map's figures and the `GwmIdMap` condition: present when the cluster
 /// names a map, or when tags name ids that no map maps (so an admin migrating from GWM
 /// learns that they need one).
-fn gwm_status(status: &mut GanetiClusterStatus, inv: &ClusterInventory, generation: Option<i64>, now: Timestamp) {
+fn gwm_status(
+    status: &mut GanetiClusterStatus,
+    inv: &ClusterInventory,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
     let mut unmapped = inv.unmapped_gwm_tags();
     let example = unmapped.next();
     let count = example.map_or(0, |_| 1 + unmapped.count());
@@ -213,7 +218,11 @@ fn gwm_status(status: &mut GanetiClusterStatus, inv: &ClusterInventory, generati
                 "ConfigMap {name} maps {} GWM user ids and {} group ids{}{unmapped_note}",
                 m.len(SubjectKind::User),
                 m.len(SubjectKind::Group),
-                if setting.write_ids { "; tags are written with ids (writeIds)" } else { "" },
+                if setting.write_ids {
+                    "; tags are written with ids (writeIds)"
+                } else {
+                    ""
+                },
             ),
         ),
         _ => (

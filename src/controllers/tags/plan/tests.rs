@@ -529,16 +529,24 @@ fn with_write_ids_grants_go_by_gwm_id_and_a_map_change_rewrites_them() {
     let mut w = World::new(vec![vm("vm1", &[])]);
     w.ids = Some(ids("7: bob\n"));
     w.bindings.push(("bob-power", on(Subject::user("bob"), "vm1")));
-    w.bindings.push(("carol-power", on(Subject::user("carol"), "vm1")));
+    w.bindings
+        .push(("carol-power", on(Subject::user("carol"), "vm1")));
     let p = w.plan();
     assert_eq!(p.writes.len(), 1);
     assert_eq!(p.writes[0].add, vec!["GANETI_WEB_MANAGER:power:U:7"]);
     let carol = &p.report.bindings["carol-power"];
     assert!(carol.tags.is_empty(), "no name where GWM expects an id");
-    assert!(carol.errors[0].contains("has none for them"), "{:?}", carol.errors);
+    assert!(
+        carol.errors[0].contains("has none for them"),
+        "{:?}",
+        carol.errors
+    );
     assert!(p.report.bindings["bob-power"].errors.is_empty());
     w.apply(&p);
-    assert!(w.plan().writes.is_empty(), "its own id tag is recognised: no churn");
+    assert!(
+        w.plan().writes.is_empty(),
+        "its own id tag is recognised: no churn"
+    );
 
     // bob's id changes: the old id (now nobody's, or someone else's) goes.
     w.ids = Some(ids("8: bob\n7: dave\n"));
@@ -553,7 +561,10 @@ fn with_write_ids_grants_go_by_gwm_id_and_a_map_change_rewrites_them() {
     let p = w.plan();
     assert_eq!(
         p.writes[0].add,
-        vec!["GANETI_WEB_MANAGER:power:U:bob", "GANETI_WEB_MANAGER:power:U:carol"]
+        vec![
+            "GANETI_WEB_MANAGER:power:U:bob",
+            "GANETI_WEB_MANAGER:power:U:carol"
+        ]
     );
     assert_eq!(p.writes[0].remove, vec!["GANETI_WEB_MANAGER:power:U:8"]);
     w.apply(&p);
