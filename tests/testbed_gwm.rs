@@ -17,13 +17,12 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use support::apply;
 use support::crds::install_crds;
-use support::ganeti::{self, gnt, rapi};
-use support::operator::Operator;
-use support::testbed::{env, kube_client, kubeconfig, kubectl};
+use support::ganeti::{self, rapi, tags_of};
+use support::operator::{Operator, explain};
+use support::testbed::{env, kube_client, kubectl};
 
 const CLUSTER: &str = "gwm-tb";
 const SECRET: &str = "rapi-gwm-tb";
@@ -43,58 +42,29 @@ const GWM_TAGS: &[&str] = &[
 
 struct Cleanup;
 
+fn delete_config_map(name: &str) {
+    let _ = kubectl(
+        "root",
+        &[
+            "delete",
+            "configmap",
+            "-n",
+            "ganeti-system",
+            name,
+            "--ignore-not-found",
+        ],
+    );
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
         use support::testbed::delete_if_present;
         delete_if_present("rolebindings.ganeti.dev", BINDINGS);
         delete_if_present("roles.ganeti.dev", &[ROLE]);
         delete_if_present("ganeticlusters", &[CLUSTER]);
-        for cm in [ID_MAP.to_string(), format!("ganeti-tags.{CLUSTER}")] {
-            let _ = kubectl(
-                "root",
-                &[
-                    "delete",
-                    "configmap",
-                    "-n",
-                    "ganeti-system",
-                    &cm,
-                    "--ignore-not-found",
-                ],
-            );
-        }
+        delete_config_map(ID_MAP);
+        delete_config_map(&format!("ganeti-tags.{CLUSTER}"));
     }
-}
-
-fn tags_of(vm: &str) -> BTreeSet<String> {
-    gnt(&format!("gnt-instance list-tags {vm}"))
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// `ganeti-operator explain` as the testbed's superuser: (allowed, its text).
-fn explain(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ganeti-operator"))
-        .arg("explain")
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(kubeconfig("root"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
-/// Polls `check` every 250 ms until it holds; panics with `what` and the log after `secs`.
-async fn wait_until(what: &str, secs: u64, op: &Operator, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(secs) {
-        if check().await {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{what}: not within {secs}s\n{}", op.log());
 }
 
 /// carol's `GET /api/v1/instances/<cluster>/<VM>`: the status and the body.
@@ -172,17 +142,7 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
     for b in BINDINGS {
         let _ = bindings.delete(b, &DeleteParams::default()).await;
     }
-    let _ = kubectl(
-        "root",
-        &[
-            "delete",
-            "configmap",
-            "-n",
-            "ganeti-system",
-            ID_MAP,
-            "--ignore-not-found",
-        ],
-    );
+    delete_config_map(ID_MAP);
     ganeti::apply_cluster(&root, CLUSTER, SECRET, json!({})).await;
     let roles: Api<Role> = Api::all(root.clone());
     apply(
@@ -196,13 +156,13 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
 
     let op = Operator::start("gwm").await;
     // Status and tags are the leader's: another test's operator may hold the lease a while.
-    wait_until("the operator leads and syncs tags", 120, &op, async || {
+    op.wait_until("the operator leads and syncs tags", 120, async || {
         op.log().contains("tag sync: roles and bindings listed")
     })
     .await;
 
     // 1. No map: the ids grant nothing, to nobody, and the cluster says so.
-    wait_until("the cluster reports unmapped GWM ids", 60, &op, async || {
+    op.wait_until("the cluster reports unmapped GWM ids", 60, async || {
         gwm_condition(&clusters)
             .await
             .is_some_and(|(s, r, _)| s == "False" && r == "NoIdMap")
@@ -212,12 +172,9 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
     println!("before the map: GwmIdMap False NoIdMap: {message}");
     let unmapped_before = unmapped_id_tags(&clusters).await.unwrap();
     assert!(unmapped_before >= 3, "{unmapped_before}");
-    wait_until(
-        "carol's VM view is in the JSON API's snapshot",
-        30,
-        &op,
-        async || carol_gets_vm(&op).await.0 == 404,
-    )
+    op.wait_until("carol's VM view is in the JSON API's snapshot", 30, async || {
+        carol_gets_vm(&op).await.0 == 404
+    })
     .await;
     let object = format!("{CLUSTER}/{VM}");
     let (allowed, text) = explain(&["gwm-dana", "reboot", &object]);
@@ -238,7 +195,7 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
     .await;
     let started = Instant::now();
     ganeti::apply_cluster(&root, CLUSTER, SECRET, json!({"gwm": {"idMap": ID_MAP}})).await;
-    wait_until("carol sees the VM GWM gave her power on", 60, &op, async || {
+    op.wait_until("carol sees the VM GWM gave her power on", 60, async || {
         carol_gets_vm(&op).await.0 == 200
     })
     .await;
@@ -252,7 +209,7 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
     assert!(allowed, "GWM's start tag for group 5: {text}");
     let (allowed, text) = explain(&["gwm-erin", "reboot", &object, "--group", "gwm-team"]);
     assert!(!allowed, "start is not reboot: {text}");
-    wait_until("the cluster reports the map in force", 30, &op, async || {
+    op.wait_until("the cluster reports the map in force", 30, async || {
         gwm_condition(&clusters)
             .await
             .is_some_and(|(s, r, _)| s == "True" && r == "Loaded")
@@ -279,7 +236,7 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
         "\"5\": gwm-team\n",
     )
     .await;
-    wait_until("carol's right goes with her id", 60, &op, async || {
+    op.wait_until("carol's right goes with her id", 60, async || {
         carol_gets_vm(&op).await.0 == 404
     })
     .await;
@@ -287,7 +244,7 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
 
     // 4. An invalid map maps nothing and says why.
     apply_id_map(&root, "\"2\": gwm-dana\n\"4\": gwm-dana\n", "").await;
-    wait_until("the cluster reports the invalid map", 60, &op, async || {
+    op.wait_until("the cluster reports the invalid map", 60, async || {
         gwm_condition(&clusters)
             .await
             .is_some_and(|(s, r, m)| s == "False" && r == "IdMapInvalid" && m.contains("two ids, 2 and 4"))
@@ -306,7 +263,7 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
     )
     .await;
     // Bound once the cluster's snapshot has writeIds (else names go first, then ids).
-    wait_until("the cluster's read with writeIds", 60, &op, async || {
+    op.wait_until("the cluster's read with writeIds", 60, async || {
         gwm_condition(&clusters)
             .await
             .is_some_and(|(s, _, m)| s == "True" && m.contains("writeIds"))
@@ -314,14 +271,15 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
     .await;
     bind(&bindings, "gwm-bob-power", "bob").await;
     bind(&bindings, "gwm-erin-power", "gwm-erin").await;
-    let latency = wait_until("bob's tag in GWM's id form", 60, &op, async || {
-        tags_of(VM_OURS).contains("GANETI_WEB_MANAGER:power:U:7")
-    })
-    .await;
+    let latency = op
+        .wait_until("bob's tag in GWM's id form", 60, async || {
+            tags_of(VM_OURS).contains("GANETI_WEB_MANAGER:power:U:7")
+        })
+        .await;
     let tags = tags_of(VM_OURS);
     println!("binding -> id tag in Ganeti: {latency:?}; tags: {tags:?}");
     assert_eq!(tags, BTreeSet::from(["GANETI_WEB_MANAGER:power:U:7".to_string()]));
-    wait_until("erin's binding reports she has no GWM id", 30, &op, async || {
+    op.wait_until("erin's binding reports she has no GWM id", 30, async || {
         let b = bindings.get("gwm-erin-power").await.unwrap();
         b.status.and_then(|s| {
             s.conditions
@@ -334,7 +292,7 @@ async fn gwm_id_tags_grant_rights_once_mapped_and_write_ids_writes_them() {
 
     // 6. bob's id changes: the old id tag goes, the new one comes.
     apply_id_map(&root, "\"2\": gwm-dana\n\"8\": bob\n", "\"5\": gwm-team\n").await;
-    wait_until("bob's tag follows his new id", 60, &op, async || {
+    op.wait_until("bob's tag follows his new id", 60, async || {
         let tags = tags_of(VM_OURS);
         tags.contains("GANETI_WEB_MANAGER:power:U:8") && !tags.contains("GANETI_WEB_MANAGER:power:U:7")
     })

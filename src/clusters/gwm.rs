@@ -59,15 +59,7 @@ pub fn setting(spec: &GanetiClusterSpec, namespace: &str, found: Option<&ConfigM
                 return setting;
             }
             Err(errors) => {
-                let mut message = errors
-                    .iter()
-                    .take(MAX_ERRORS)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                if errors.len() > MAX_ERRORS {
-                    message.push_str(&format!("; and {} more", errors.len() - MAX_ERRORS));
-                }
+                let message = crate::api::conditions::list(&errors, MAX_ERRORS);
                 (
                     "IdMapInvalid",
                     format!(
