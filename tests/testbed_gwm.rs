@@ -22,7 +22,7 @@ use support::apply;
 use support::crds::install_crds;
 use support::ganeti::{self, rapi, tags_of};
 use support::operator::{Operator, explain};
-use support::testbed::{env, kube_client, kubectl};
+use support::testbed::{delete_config_map, env, kube_client};
 
 const CLUSTER: &str = "gwm-tb";
 const SECRET: &str = "rapi-gwm-tb";
@@ -41,20 +41,6 @@ const GWM_TAGS: &[&str] = &[
 ];
 
 struct Cleanup;
-
-fn delete_config_map(name: &str) {
-    let _ = kubectl(
-        "root",
-        &[
-            "delete",
-            "configmap",
-            "-n",
-            "ganeti-system",
-            name,
-            "--ignore-not-found",
-        ],
-    );
-}
 
 impl Drop for Cleanup {
     fn drop(&mut self) {

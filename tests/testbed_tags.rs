@@ -110,17 +110,7 @@ impl Drop for Cleanup {
 
 /// The operator's record of the tags it wrote on our cluster.
 fn delete_ledger() {
-    let _ = kubectl(
-        "root",
-        &[
-            "delete",
-            "configmap",
-            "-n",
-            "ganeti-system",
-            &format!("ganeti-tags.{CLUSTER}"),
-            "--ignore-not-found",
-        ],
-    );
+    support::testbed::delete_config_map(&format!("ganeti-tags.{CLUSTER}"));
 }
 
 /// Binds the user to `tags-power` on alice's VM, as the RoleBinding `name`.
