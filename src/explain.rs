@@ -153,10 +153,45 @@ pub async fn explain(
                     .tag_prefix
                     .clone()
                     .unwrap_or_else(|| crate::tags::DEFAULT_PREFIX.to_owned());
+                // GWM ids read as the operator reads them: with the cluster's id map.
+                let (gwm, _) = crate::clusters::gwm::load(client, secrets_namespace, &gc.spec)
+                    .await
+                    .context("reading the cluster's GWM id map")?;
+                if let Some((_, why)) = &gwm.problem {
+                    let _ = writeln!(out, "note: {why}");
+                }
+                let reader = crate::tags::Reader {
+                    prefix: &prefix,
+                    ids: gwm.ids.as_deref(),
+                };
                 match ganeti_tags(client, secrets_namespace, &gc, instance, policy).await {
                     Ok(Some(tags)) => {
                         let _ = writeln!(out, "tags of {cluster}/{instance} in Ganeti: {}", tags.join(" "));
-                        builder = builder.instance(cluster, instance, &tags, &prefix);
+                        for t in &tags {
+                            match reader.parse(t) {
+                                Some(crate::tags::ParsedTag::GwmId { kind, id, .. }) => {
+                                    let _ = writeln!(
+                                        out,
+                                        "tag {t}: GWM {} id {id} is not in the cluster's id map: it grants nothing",
+                                        match kind {
+                                            crate::api::common::SubjectKind::User => "user",
+                                            crate::api::common::SubjectKind::Group => "group",
+                                        }
+                                    );
+                                }
+                                Some(crate::tags::ParsedTag::GwmGrant { subject, .. })
+                                    if crate::tags::parse(t, &prefix) != reader.parse(t) =>
+                                {
+                                    let _ = writeln!(
+                                        out,
+                                        "tag {t}: GWM id of {subject} (id map {})",
+                                        gwm.id_map.as_deref().unwrap_or_default()
+                                    );
+                                }
+                                _ => {}
+                            }
+                        }
+                        builder = builder.instance(cluster, instance, &tags, reader);
                     }
                     Ok(None) => {
                         let _ = writeln!(out, "note: Ganeti has no instance {instance} on {cluster}");

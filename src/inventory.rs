@@ -125,6 +125,8 @@ pub struct ClusterInventory {
     pub jobs_by_status: BTreeMap<String, u32>,
     /// Prefix of the permission tags on this cluster (GanetiCluster `tagPrefix`).
     pub tag_prefix: String,
+    /// Ganeti Web Manager ids on this cluster (GanetiCluster `gwm`), as of this read.
+    pub gwm: GwmSetting,
     /// The GanetiCluster's `managementPolicy` is `Observe`: nothing is written to it.
     pub observed: bool,
     /// Whether the last read succeeded. A failed read keeps the previous data (other
@@ -135,7 +137,41 @@ pub struct ClusterInventory {
     pub read_started: Option<k8s_openapi::jiff::Timestamp>,
 }
 
+/// A cluster's GWM id setting, loaded when the cluster was read: a changed map comes
+/// with the next snapshot, and everything that reads tags from a snapshot reads them
+/// with the map of that snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GwmSetting {
+    /// The ConfigMap `spec.gwm.idMap` names, if any.
+    pub id_map: Option<String>,
+    /// The map in force. `None` without one, and when the named one is unusable: then
+    /// no id grants anything (fail closed).
+    pub ids: Option<Arc<crate::tags::GwmIds>>,
+    /// `spec.gwm.writeIds`: the tag sync writes GWM's id form.
+    pub write_ids: bool,
+    /// Why the named map is not in force: (condition reason, message).
+    pub problem: Option<(&'static str, String)>,
+}
+
 impl ClusterInventory {
+    /// How this cluster's tags are read: its prefix and id map.
+    pub fn reader(&self) -> crate::tags::Reader<'_> {
+        crate::tags::Reader {
+            prefix: &self.tag_prefix,
+            ids: self.gwm.ids.as_deref(),
+        }
+    }
+
+    /// Tags naming a GWM id that no map in force names: they grant nothing.
+    pub fn unmapped_gwm_tags(&self) -> impl Iterator<Item = &str> {
+        let reader = self.reader();
+        self.instances
+            .iter()
+            .flat_map(|i| &i.tags)
+            .filter(move |t| matches!(reader.parse(t), Some(crate::tags::ParsedTag::GwmId { .. })))
+            .map(String::as_str)
+    }
+
     /// The instance with exactly this name (never a prefix, as Ganeti would expand it).
     pub fn instance(&self, name: &str) -> Option<&Instance> {
         self.instances.iter().find(|i| i.name == name)
@@ -152,10 +188,11 @@ impl ClusterInventory {
     /// The instance's owner, from the operator's owner tags or ganetimgr's (the
     /// operator's own tag wins when both are present).
     pub fn owner_of(&self, instance: &Instance) -> Option<crate::api::Subject> {
-        use crate::tags::{ParsedTag, parse};
+        use crate::tags::ParsedTag;
+        let reader = self.reader();
         let mut foreign = None;
         for tag in &instance.tags {
-            match parse(tag, &self.tag_prefix) {
+            match reader.parse(tag) {
                 Some(ParsedTag::Owner(s)) => return Some(s),
                 Some(ParsedTag::GanetimgrOwner(s)) if foreign.is_none() => foreign = Some(s),
                 _ => {}

@@ -15,12 +15,11 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::crds::install_crds;
-use support::ganeti::{self, gnt, ip};
-use support::operator::{Operator, sample};
-use support::testbed::{env, kube_client, kubeconfig, kubectl};
+use support::ganeti::{self, gnt, ip, tags_of};
+use support::operator::{Operator, explain, sample};
+use support::testbed::{env, kube_client, kubectl};
 use support::{MANAGER, apply};
 
 const CLUSTER: &str = "tags-tb";
@@ -47,13 +46,6 @@ const BINDINGS: &[&str] = &[
     "tags-frank-power",
 ];
 
-fn tags_of(vm: &str) -> BTreeSet<String> {
-    gnt(&format!("gnt-instance list-tags {vm}"))
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 /// The instance's Ganeti UUID.
 fn uuid_of(vm: &str) -> String {
     gnt(&format!("gnt-instance list --no-headers -o uuid {vm}"))
@@ -79,7 +71,7 @@ async fn ledger_entries(root: &kube::Client) -> std::collections::BTreeMap<Strin
 async fn wait_syncs(op: &Operator, n: f64) {
     let syncs = |m: &str| sample(m, "ganeti_operator_reconciles_total{controller=\"tags\"}").unwrap_or(0.0);
     let start = syncs(&op.metrics().await);
-    wait_until("more tag syncs", 60, op, async || {
+    op.wait_until("more tag syncs", 60, async || {
         syncs(&op.metrics().await) >= start + n
     })
     .await;
@@ -118,17 +110,7 @@ impl Drop for Cleanup {
 
 /// The operator's record of the tags it wrote on our cluster.
 fn delete_ledger() {
-    let _ = kubectl(
-        "root",
-        &[
-            "delete",
-            "configmap",
-            "-n",
-            "ganeti-system",
-            &format!("ganeti-tags.{CLUSTER}"),
-            "--ignore-not-found",
-        ],
-    );
+    support::testbed::delete_config_map(&format!("ganeti-tags.{CLUSTER}"));
 }
 
 /// Binds the user to `tags-power` on alice's VM, as the RoleBinding `name`.
@@ -156,34 +138,10 @@ async fn bind(bindings: &Api<RoleBinding>, name: &str, role: &str, subject: Valu
 /// Waits until this operator leads (another test's operator may hold the lease for a
 /// while) and its tag sync has listed everything: the metrics below are its own.
 async fn wait_leading(op: &Operator) {
-    wait_until("the operator leads and syncs tags", 120, op, async || {
+    op.wait_until("the operator leads and syncs tags", 120, async || {
         op.log().contains("tag sync: roles and bindings listed")
     })
     .await;
-}
-
-/// Polls `check` every 250 ms until it holds; panics with `what` and the log after `secs`.
-async fn wait_until(what: &str, secs: u64, op: &Operator, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(secs) {
-        if check().await {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{what}: not within {secs}s\n{}", op.log());
-}
-
-fn explain(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ganeti-operator"))
-        .arg("explain")
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(kubeconfig("root"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
 }
 
 fn condition<'a>(b: &'a RoleBinding, type_: &str) -> (&'a str, &'a str, &'a str) {
@@ -254,14 +212,13 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     // 1. A binding granting bob power on alice's VM: the tag appears in Ganeti.
     let bob_tag = "GANETI_WEB_MANAGER:power:U:bob";
     power_on_vm(&bindings, "tags-bob-power", "bob").await;
-    let latency = wait_until("bob's tag in Ganeti", 60, &op, async || {
-        tags_of(VM).contains(bob_tag)
-    })
-    .await;
+    let latency = op
+        .wait_until("bob's tag in Ganeti", 60, async || tags_of(VM).contains(bob_tag))
+        .await;
     println!("binding applied -> tag in Ganeti: {latency:?}");
     let b = bindings.get("tags-bob-power").await.unwrap();
     let mut b = b;
-    wait_until("bob's binding reports its tag", 30, &op, async || {
+    op.wait_until("bob's binding reports its tag", 30, async || {
         b = bindings.get("tags-bob-power").await.unwrap();
         b.status.as_ref().is_some_and(|s| s.tag_count == 1)
     })
@@ -292,7 +249,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
         "gnt-instance add-tags {VM} handmade GANETI_WEB_MANAGER:tags:U:carol GANETI_WEB_MANAGER:power:U:carol"
     ));
     power_on_vm(&bindings, "tags-carol-power", "carol").await;
-    wait_until("carol's binding reports the hand-made tag", 30, &op, async || {
+    op.wait_until("carol's binding reports the hand-made tag", 30, async || {
         bindings
             .get("tags-carol-power")
             .await
@@ -344,10 +301,8 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     for b in ["tags-bob-power", "tags-carol-power"] {
         bindings.delete(b, &DeleteParams::default()).await.unwrap();
     }
-    wait_until("bob's tag removed", 60, &op, async || {
-        !tags_of(VM).contains(bob_tag)
-    })
-    .await;
+    op.wait_until("bob's tag removed", 60, async || !tags_of(VM).contains(bob_tag))
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         tags_of(VM),
@@ -365,22 +320,22 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     //    still has its tag removed.
     let dave_tag = "GANETI_WEB_MANAGER:power:U:dave";
     power_on_vm(&bindings, "tags-dave-power", "dave").await;
-    let latency = wait_until("dave's tag in Ganeti", 60, &op, async || {
-        tags_of(VM).contains(dave_tag)
-    })
-    .await;
+    let latency = op
+        .wait_until("dave's tag in Ganeti", 60, async || {
+            tags_of(VM).contains(dave_tag)
+        })
+        .await;
     println!("binding applied -> tag in Ganeti (operator running): {latency:?}");
     bindings
         .delete("tags-dave-power", &DeleteParams::default())
         .await
         .unwrap();
-    let latency = wait_until("dave's tag removed", 60, &op, async || {
-        !tags_of(VM).contains(dave_tag)
-    })
-    .await;
+    let latency = op
+        .wait_until("dave's tag removed", 60, async || !tags_of(VM).contains(dave_tag))
+        .await;
     println!("binding deleted -> tag gone from Ganeti: {latency:?}");
     power_on_vm(&bindings, "tags-dave-power", "dave").await;
-    wait_until("dave's tag in Ganeti again", 60, &op, async || {
+    op.wait_until("dave's tag in Ganeti again", 60, async || {
         tags_of(VM).contains(dave_tag)
     })
     .await;
@@ -396,7 +351,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
         .unwrap();
     let mut op = Operator::start("tags-restarted").await;
     wait_leading(&op).await;
-    wait_until("dave's tag removed after the restart", 60, &op, async || {
+    op.wait_until("dave's tag removed after the restart", 60, async || {
         !tags_of(VM).contains(dave_tag)
     })
     .await;
@@ -439,12 +394,12 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     power_on_vm(&bindings, "tags-odd-name", "Dr. Who").await;
     let long = "x".repeat(110);
     power_on_vm(&bindings, "tags-long-name", &long).await;
-    wait_until("the encoded tag", 60, &op, async || {
+    op.wait_until("the encoded tag", 60, async || {
         tags_of(VM).contains("GANETI_WEB_MANAGER:power:U:Dr.+20Who")
     })
     .await;
     let mut lb = bindings.get("tags-long-name").await.unwrap();
-    wait_until("the long name's error", 30, &op, async || {
+    op.wait_until("the long name's error", 30, async || {
         lb = bindings.get("tags-long-name").await.unwrap();
         lb.status.is_some() && condition(&lb, "TagsInSync").0 == "False"
     })
@@ -499,7 +454,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
         (ganeti_operator::authz::has_administrator_binding(&all), reported)
     };
     let mut state = (false, None);
-    wait_until("AdministratorBound reported", 30, &op, async || {
+    op.wait_until("AdministratorBound reported", 30, async || {
         state = admin_bound().await;
         state.1 == Some(state.0)
     })
@@ -514,7 +469,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
             None,
         )
         .await;
-        wait_until("AdministratorBound True", 30, &op, async || {
+        op.wait_until("AdministratorBound True", 30, async || {
             admin_bound().await.1 == Some(true)
         })
         .await;
@@ -522,7 +477,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
             .delete("tags-admins", &DeleteParams::default())
             .await
             .unwrap();
-        wait_until("AdministratorBound False", 30, &op, async || {
+        op.wait_until("AdministratorBound False", 30, async || {
             admin_bound().await.1 == Some(false)
         })
         .await;
@@ -541,7 +496,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
         Some(VM_RENAME),
     )
     .await;
-    wait_until("erin's tag in Ganeti", 60, &op, async || {
+    op.wait_until("erin's tag in Ganeti", 60, async || {
         tags_of(VM_RENAME).contains(erin_tag)
     })
     .await;
@@ -587,7 +542,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
         .delete("tags-erin-power", &DeleteParams::default())
         .await
         .unwrap();
-    wait_until("erin's tag removed from the renamed VM", 60, &op, async || {
+    op.wait_until("erin's tag removed from the renamed VM", 60, async || {
         !tags_of(VM_RENAMED).contains(erin_tag)
     })
     .await;
@@ -605,7 +560,7 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
         Some(VM_REUSE),
     )
     .await;
-    wait_until("frank's tag in Ganeti", 60, &op, async || {
+    op.wait_until("frank's tag in Ganeti", 60, async || {
         tags_of(VM_REUSE).contains(frank_tag)
     })
     .await;
@@ -630,12 +585,9 @@ async fn bindings_become_ganeti_tags_and_only_ours_are_removed() {
     wait_leading(&op).await;
     // The pass that plans on the new VM drops the old one's record: until then, the
     // counted reconciles may be early ones (no inventory or RAPI client yet).
-    wait_until(
-        "the old VM's record dropped from the ledger",
-        60,
-        &op,
-        async || !ledger_entries(&root).await.contains_key(&old_uuid),
-    )
+    op.wait_until("the old VM's record dropped from the ledger", 60, async || {
+        !ledger_entries(&root).await.contains_key(&old_uuid)
+    })
     .await;
     wait_syncs(&op, 2.0).await;
     assert!(

@@ -91,12 +91,13 @@ pub struct RuleSet<'a> {
 
 /// Decides `right` for `principal` on `vm`, given the instance Ganeti has under that
 /// exact name now (`fresh`; `None`: none). Pure.
-pub fn authorize(
+pub fn authorize<'t>(
     rules: &RuleSet<'_>,
     principal: &Principal<'_>,
     vm: &VmRef<'_>,
     fresh: Option<&Instance>,
-    tag_prefix: &str,
+    // The cluster's tag prefix and GWM id map (a `&str` prefix: no map).
+    tags: impl Into<crate::tags::Reader<'t>>,
     right: VmRight,
 ) -> Result<Pinned, Refusal> {
     let not_found = |hidden: Option<String>| Refusal::NotFound {
@@ -111,7 +112,7 @@ pub fn authorize(
     let index = AuthzIndex::builder()
         .roles(rules.roles.iter().map(|r| &**r))
         .bindings(rules.bindings.iter().map(|b| &**b))
-        .instance(vm.cluster, &instance.name, &instance.tags, tag_prefix)
+        .instance(vm.cluster, &instance.name, &instance.tags, tags)
         .build();
     let decide = |right| {
         index.decide(

@@ -84,7 +84,7 @@ impl Snapshot {
             builder = builder.reusing(&previous.index);
         }
         for inv in &inventories {
-            builder = builder.shared_cluster(inv, &inv.tag_prefix);
+            builder = builder.shared_cluster(inv);
         }
         let index = builder.build();
         let mut profile_groups: HashMap<String, Vec<String>> = HashMap::new();

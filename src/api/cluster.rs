@@ -80,6 +80,13 @@ pub struct GanetiClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management_policy: Option<ManagementPolicy>,
 
+    /// Ganeti Web Manager's numeric user and group ids on this cluster, for a cluster
+    /// GWM managed or still manages: GWM's tags name subjects by id
+    /// (`GANETI_WEB_MANAGER:admin:U:2`). Absent: such tags grant nothing (and are
+    /// counted in `status.gwm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gwm: Option<GwmSpec>,
+
     /// Settings for instances created on this cluster, where an application does not say.
     #[serde(default)]
     pub defaults: InstanceDefaults,
@@ -88,6 +95,29 @@ pub struct GanetiClusterSpec {
     /// defaults. Absent: only the defaults (an application may still name them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed: Option<AllowedChoices>,
+}
+
+/// How a cluster's Ganeti Web Manager ids are read and written.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.writeIds) || !self.writeIds || has(self.idMap)")
+    .message("writeIds needs idMap: the ids to write come from it")
+    .field_path(".writeIds"))]
+pub struct GwmSpec {
+    /// A ConfigMap in the operator's namespace, labelled `ganeti.dev/gwm-ids: "true"`,
+    /// whose keys `users` and `groups` each hold a YAML mapping of GWM id to Kubernetes
+    /// user or group name (`"2": alice`). A GWM tag naming a mapped id grants to that
+    /// user or group; an id it does not map grants nothing. A missing, unlabelled or
+    /// invalid map maps nothing (the `GwmIdMap` condition says why). Changes take
+    /// effect at the cluster's next read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub id_map: Option<String>,
+    /// Write the permission tags of RoleBindings in GWM's id form, so GWM shows them:
+    /// a subject the map has no id for gets no tag (GWM would fail on a name), and its
+    /// RoleBinding reports it. Default false: names, which GWM does not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_ids: Option<bool>,
 }
 
 /// Whether the operator may write to a cluster (see `managementPolicy`).
@@ -293,7 +323,8 @@ impl NicMode {
 #[serde(rename_all = "camelCase")]
 pub struct GanetiClusterStatus {
     /// `Reachable` (RAPI answered with valid credentials), `Ready` (reachable, supported
-    /// version, inventory current), `InsecureTransport` (TLS checks are off).
+    /// version, inventory current), `InsecureTransport` (TLS checks are off),
+    /// `GwmIdMap` (the GWM id map is in force, or why not).
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Conditions,
@@ -336,6 +367,25 @@ pub struct GanetiClusterStatus {
     /// When the last complete read of the cluster finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
+    /// Ganeti Web Manager ids: what the id map maps, and how many tags name ids it does
+    /// not (those grant nothing). Absent while neither exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gwm: Option<GwmStatus>,
+}
+
+/// What a cluster's GWM id map does, as of its last read.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GwmStatus {
+    /// The ConfigMap in force (`spec.gwm.idMap`, when usable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_map: Option<String>,
+    /// GWM user ids mapped.
+    pub mapped_users: u32,
+    /// GWM group ids mapped.
+    pub mapped_groups: u32,
+    /// Tags on the cluster's instances that name a GWM id the map does not map.
+    pub unmapped_id_tags: u32,
 }
 
 /// Resource totals of a cluster.

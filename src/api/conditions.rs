@@ -68,6 +68,15 @@ pub fn set(
 }
 
 /// Removes condition `type_`; returns whether it was there.
+/// The first `max` of `items` joined for a condition message, and how many more there are.
+pub fn list(items: &[String], max: usize) -> String {
+    let mut msg = items.iter().take(max).cloned().collect::<Vec<_>>().join("; ");
+    if items.len() > max {
+        msg.push_str(&format!("; and {} more", items.len() - max));
+    }
+    msg
+}
+
 pub fn remove(conditions: &mut Vec<Condition>, type_: &str) -> bool {
     let before = conditions.len();
     conditions.retain(|c| c.type_ != type_);

@@ -61,34 +61,43 @@ impl AuthzIndexBuilder {
         self
     }
 
-    /// Adds every instance of one cluster's inventory; `prefix` is its tag prefix.
-    pub fn cluster(mut self, inventory: &ClusterInventory, prefix: &str) -> Self {
+    /// Adds every instance of one cluster's inventory, its tags read as the inventory
+    /// says (prefix and GWM id map).
+    pub fn cluster(mut self, inventory: &ClusterInventory) -> Self {
+        let reader = inventory.reader();
         let facts = self.segment(&inventory.cluster);
         for i in &inventory.instances {
-            facts.add(&i.name, &i.tags, prefix);
+            facts.add(&i.name, &i.tags, reader);
         }
         self
     }
 
     /// [`Self::cluster`], reusing the facts of a previous index (see [`Self::reusing`])
     /// built from this inventory, and keeping the built ones reusable by the next.
-    pub fn shared_cluster(mut self, inventory: &Arc<ClusterInventory>, prefix: &str) -> Self {
+    pub fn shared_cluster(mut self, inventory: &Arc<ClusterInventory>) -> Self {
         if self.segments.iter().any(|(n, ..)| **n == *inventory.cluster) {
             // A second inventory of one cluster: merged, as `cluster` does.
-            return self.cluster(inventory, prefix);
+            return self.cluster(inventory);
         }
-        let facts = match self.reusable.iter().find(|f| f.built_from(inventory, prefix)) {
+        let facts = match self.reusable.iter().find(|f| f.built_from(inventory)) {
             Some(f) => f.clone(),
-            None => Arc::new(ClusterFacts::from_inventory(inventory, prefix)),
+            None => Arc::new(ClusterFacts::from_inventory(inventory)),
         };
         self.segments
             .push((inventory.cluster.as_str().into(), facts, false));
         self
     }
 
-    /// Adds one instance with its Ganeti tags.
-    pub fn instance(mut self, cluster: &str, name: &str, tag_list: &[String], prefix: &str) -> Self {
-        self.segment(cluster).add(name, tag_list, prefix);
+    /// Adds one instance with its Ganeti tags, read with `reader` (a tag prefix alone:
+    /// no GWM id map).
+    pub fn instance<'r>(
+        mut self,
+        cluster: &str,
+        name: &str,
+        tag_list: &[String],
+        reader: impl Into<crate::tags::Reader<'r>>,
+    ) -> Self {
+        self.segment(cluster).add(name, tag_list, reader.into());
         self
     }
 

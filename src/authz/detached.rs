@@ -11,7 +11,7 @@ use super::{Principal, Request};
 use crate::inventory::Instance;
 
 /// The facts of some VMs of one cluster (their names and tags, read with the cluster's
-/// tag prefix), as an inventory segment would hold them.
+/// tag prefix and GWM id map), as an inventory segment would hold them.
 #[derive(Debug, Default)]
 pub struct DetachedVms {
     cluster: Box<str>,
@@ -19,10 +19,15 @@ pub struct DetachedVms {
 }
 
 impl DetachedVms {
-    pub fn new<'a>(cluster: &str, prefix: &str, instances: impl IntoIterator<Item = &'a Instance>) -> Self {
+    pub fn new<'a, 'r>(
+        cluster: &str,
+        reader: impl Into<crate::tags::Reader<'r>>,
+        instances: impl IntoIterator<Item = &'a Instance>,
+    ) -> Self {
+        let reader = reader.into();
         let mut facts = ClusterFacts::default();
         for i in instances {
-            facts.add(&i.name, &i.tags, prefix);
+            facts.add(&i.name, &i.tags, reader);
         }
         // No `index_tags`: deciding one VM needs no subject look-ups (those serve
         // listings), and an event keeps these for as long as the history holds it.

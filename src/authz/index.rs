@@ -181,16 +181,15 @@ impl AuthzIndex {
         AuthzIndexBuilder::new()
     }
 
-    /// Builds from Role and RoleBinding objects and cluster inventories with their tag
-    /// prefixes.
+    /// Builds from Role and RoleBinding objects and cluster inventories.
     pub fn build<'a>(
         roles: &[Role],
         bindings: &[RoleBinding],
-        clusters: impl IntoIterator<Item = (&'a ClusterInventory, &'a str)>,
+        clusters: impl IntoIterator<Item = &'a ClusterInventory>,
     ) -> Self {
         let mut b = AuthzIndexBuilder::new().roles(roles).bindings(bindings);
-        for (inventory, prefix) in clusters {
-            b = b.cluster(inventory, prefix);
+        for inventory in clusters {
+            b = b.cluster(inventory);
         }
         b.build()
     }

@@ -26,9 +26,9 @@ pub(crate) fn subject_key(kind: SubjectKind, name: &str) -> u64 {
 /// `permitted_instances` needs.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ClusterFacts {
-    /// The inventory and tag prefix these facts were built from, when built from one
-    /// alone: the key under which a later build may reuse them.
-    source: Option<(Arc<ClusterInventory>, Box<str>)>,
+    /// The inventory these facts were built from (with its tag prefix and GWM id map),
+    /// when built from one alone: the key under which a later build may reuse them.
+    source: Option<Arc<ClusterInventory>>,
     pub(crate) instances: Vec<InstanceFacts>,
     pub(crate) by_name: HashMap<Arc<str>, u32>,
     /// Instances with an owner or permission tag naming a user (sorted local ids).
@@ -48,23 +48,22 @@ pub(crate) fn empty() -> Arc<ClusterFacts> {
 }
 
 impl ClusterFacts {
-    /// Every instance of `inventory`, its tags read with `prefix`.
-    pub(crate) fn from_inventory(inventory: &Arc<ClusterInventory>, prefix: &str) -> Self {
+    /// Every instance of `inventory`, its tags read as the inventory says.
+    pub(crate) fn from_inventory(inventory: &Arc<ClusterInventory>) -> Self {
         let mut facts = Self::default();
         facts.instances.reserve(inventory.instances.len());
+        let reader = inventory.reader();
         for i in &inventory.instances {
-            facts.add(&i.name, &i.tags, prefix);
+            facts.add(&i.name, &i.tags, reader);
         }
         facts.index_tags();
-        facts.source = Some((inventory.clone(), prefix.into()));
+        facts.source = Some(inventory.clone());
         facts
     }
 
     /// Whether these facts are exactly what [`Self::from_inventory`] would build now.
-    pub(crate) fn built_from(&self, inventory: &Arc<ClusterInventory>, prefix: &str) -> bool {
-        self.source
-            .as_ref()
-            .is_some_and(|(i, p)| Arc::ptr_eq(i, inventory) && &**p == prefix)
+    pub(crate) fn built_from(&self, inventory: &Arc<ClusterInventory>) -> bool {
+        self.source.as_ref().is_some_and(|i| Arc::ptr_eq(i, inventory))
     }
 
     pub(crate) fn len(&self) -> u32 {
@@ -73,7 +72,7 @@ impl ClusterFacts {
 
     /// Adds one instance with its Ganeti tags (merged into an instance of the same name).
     /// The tag look-ups are stale until [`Self::index_tags`].
-    pub(crate) fn add(&mut self, name: &str, tag_list: &[String], prefix: &str) {
+    pub(crate) fn add(&mut self, name: &str, tag_list: &[String], reader: tags::Reader<'_>) {
         self.source = None;
         let id = match self.by_name.get(name) {
             Some(&id) => id,
@@ -88,7 +87,7 @@ impl ClusterFacts {
         let facts = &mut self.instances[id as usize];
         facts.in_inventory = true;
         for tag in tag_list {
-            match tags::parse(tag, prefix) {
+            match reader.parse(tag) {
                 Some(ParsedTag::GwmGrant { perm, subject }) => facts.grants.push(TagGrant {
                     tag: tag.as_str().into(),
                     subject,
@@ -100,7 +99,14 @@ impl ClusterFacts {
                 }
                 Some(ParsedTag::AdminLock) => facts.locked = true,
                 Some(ParsedTag::Isolate) => facts.isolated = true,
-                Some(ParsedTag::Other) | None => {}
+                // An id no map names grants nothing; the rest has no bearing on rights.
+                Some(
+                    ParsedTag::GwmId { .. }
+                    | ParsedTag::NeedsReboot
+                    | ParsedTag::WhitelistIp(_)
+                    | ParsedTag::Other,
+                )
+                | None => {}
             }
         }
     }
@@ -216,7 +222,7 @@ mod tests {
             b = b.reusing(previous);
         }
         for inv in inventories {
-            b = b.shared_cluster(inv, &inv.tag_prefix);
+            b = b.shared_cluster(inv);
         }
         b.build()
     }

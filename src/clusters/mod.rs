@@ -17,6 +17,7 @@
 //!   `--allow-insecure-rapi` ([`Policy::allow_insecure`]), a choice of whoever deploys
 //!   the operator, not of whoever writes a GanetiCluster.
 
+pub mod gwm;
 mod registry;
 
 pub use registry::{ClientKey, Registry};

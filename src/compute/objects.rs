@@ -97,6 +97,14 @@ pub struct GanetiInstanceStatus {
     pub locked: bool,
     /// Whether the isolation tag is set.
     pub isolated: bool,
+    /// A change made through ganetimgr (NIC, disk type, boot device, CD-ROM) applies at
+    /// the VM's next reboot: ganetimgr's `needsreboot` tag is set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_reboot: bool,
+    /// Networks an isolated VM stays reachable from: ganetimgr's `whitelist_ip` tags
+    /// (its "Allowed From"), as written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_from: Vec<String>,
     /// The InstanceApplication that made the VM (matched by Ganeti UUID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application: Option<ApplicationRef>,
@@ -129,6 +137,7 @@ impl GanetiInstance {
     /// isolation come from the instance's tags, as the authorization engine reads them.
     pub fn from_inventory(inventory: &ClusterInventory, instance: &Instance) -> Self {
         let (locked, isolated, owner) = instance_tag_facts(inventory, instance);
+        let ganetimgr = GanetimgrNotes::of(&instance.tags);
         let cluster = &inventory.cluster;
         let labels = instance_labels(cluster, owner.as_ref(), &instance.primary_node);
         Self {
@@ -171,6 +180,8 @@ impl GanetiInstance {
                 owner,
                 locked,
                 isolated,
+                needs_reboot: ganetimgr.needs_reboot,
+                allowed_from: ganetimgr.allowed_from,
                 application: None,
                 fresh: inventory.reachable,
             },
@@ -184,16 +195,41 @@ pub(super) fn instance_tag_facts(
     inventory: &ClusterInventory,
     instance: &Instance,
 ) -> (bool, bool, Option<Subject>) {
-    use crate::tags::{ParsedTag, parse};
+    use crate::tags::ParsedTag;
     let (mut locked, mut isolated) = (false, false);
+    let reader = inventory.reader();
     for tag in &instance.tags {
-        match parse(tag, &inventory.tag_prefix) {
+        match reader.parse(tag) {
             Some(ParsedTag::AdminLock) => locked = true,
             Some(ParsedTag::Isolate) => isolated = true,
             _ => {}
         }
     }
     (locked, isolated, inventory.owner_of(instance))
+}
+
+/// What ganetimgr's tags tell the VM's user, shown and never acted on.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct GanetimgrNotes {
+    pub(super) needs_reboot: bool,
+    pub(super) allowed_from: Vec<String>,
+}
+
+impl GanetimgrNotes {
+    /// From the tags alone (no prefix: ganetimgr's are fixed), so the catalog's compact
+    /// record derives them from the tags it keeps anyway.
+    pub(super) fn of<S: AsRef<str>>(tags: &[S]) -> Self {
+        use crate::tags::{DEFAULT_PREFIX, ParsedTag, parse};
+        let mut notes = Self::default();
+        for tag in tags {
+            match parse(tag.as_ref(), DEFAULT_PREFIX) {
+                Some(ParsedTag::NeedsReboot) => notes.needs_reboot = true,
+                Some(ParsedTag::WhitelistIp(cidr)) => notes.allowed_from.push(cidr),
+                _ => {}
+            }
+        }
+        notes
+    }
 }
 
 /// The labels of an instance's object: its cluster, owner and primary node (those that

@@ -191,6 +191,7 @@ impl InstanceRecord {
     /// The object as the API serves it.
     pub fn render(&self) -> GanetiInstance {
         let f = &self.f;
+        let notes = super::objects::GanetimgrNotes::of(&f.tags);
         let strings = |v: &[Box<str>]| v.iter().map(|s| s.to_string()).collect();
         GanetiInstance {
             api_version: GROUP_VERSION.to_string(),
@@ -226,6 +227,8 @@ impl InstanceRecord {
                 owner: self.owner(),
                 locked: f.locked,
                 isolated: f.isolated,
+                needs_reboot: notes.needs_reboot,
+                allowed_from: notes.allowed_from,
                 application: f.application.as_deref().cloned(),
                 fresh: f.fresh,
             },

@@ -67,6 +67,7 @@ impl Row for InstanceRecord {
             disk_mib: f.disk_mib,
             os: &f.os,
             uuid: &f.uuid,
+            needs_reboot: super::objects::GanetimgrNotes::of(&f.tags).needs_reboot,
             now,
         })
     }

@@ -370,6 +370,12 @@ impl Row for GanetiInstance {
             col("Disk", "string", 1, "Sum of the disk sizes"),
             col("OS", "string", 1, "OS definition"),
             col("UUID", "string", 1, "Ganeti's instance UUID"),
+            col(
+                "Reboot",
+                "boolean",
+                1,
+                "A change waits for the VM's next reboot (ganetimgr's needsreboot tag)",
+            ),
         ];
         C
     }
@@ -392,6 +398,7 @@ impl Row for GanetiInstance {
             disk_mib: s.disk_mib,
             os: &s.os,
             uuid: &s.uuid,
+            needs_reboot: s.needs_reboot,
             now,
         })
     }
@@ -412,6 +419,7 @@ pub(super) struct InstanceCells<'a, S> {
     pub disk_mib: u64,
     pub os: &'a str,
     pub uuid: &'a str,
+    pub needs_reboot: bool,
     pub now: k8s_openapi::jiff::Timestamp,
 }
 
@@ -442,6 +450,7 @@ pub(super) fn instance_cells<S: AsRef<str>>(c: InstanceCells<'_, S>) -> Vec<Cell
         Cell::Mib(c.disk_mib),
         Cell::Str(c.os),
         Cell::Str(c.uuid),
+        Cell::Bool(c.needs_reboot),
     ]
 }
 

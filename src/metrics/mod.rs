@@ -383,7 +383,7 @@ pub fn render_inventory(clusters: &[Arc<ClusterInventory>], out: &mut impl Out) 
         }
     }
     type InstanceField = fn(&Instance) -> u64;
-    let instance_gauges: [(&str, &str, InstanceField); 4] = [
+    let instance_gauges: [(&str, &str, InstanceField); 5] = [
         ("ganeti_instance_up", "Whether the instance is running.", |i| {
             u64::from(i.running)
         }),
@@ -397,6 +397,11 @@ pub fn render_inventory(clusters: &[Arc<ClusterInventory>], out: &mut impl Out) 
             "ganeti_instance_disk_bytes",
             "Total disk size of the instance.",
             |i| i.disk_mib.saturating_mul(MIB),
+        ),
+        (
+            "ganeti_instance_needs_reboot",
+            "Whether a change waits for the instance's next reboot (ganetimgr's needsreboot tag).",
+            |i| u64::from(i.tags.iter().any(|t| t == crate::tags::NEEDS_REBOOT_TAG)),
         ),
     ];
     for (name, help, field) in instance_gauges {
@@ -495,6 +500,7 @@ mod tests {
                 ..Default::default()
             }],
             tag_prefix: "GANETI_WEB_MANAGER".into(),
+            gwm: Default::default(),
             observed: false,
             instances: vec![Instance {
                 name: "vm\"1".into(),

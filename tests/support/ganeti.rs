@@ -200,3 +200,11 @@ pub async fn apply_cluster(client: &kube::Client, name: &str, secret: &str, extr
     }
     apply_cluster_spec(client, name, spec).await;
 }
+
+/// The instance's tags, as `gnt-instance list-tags` shows them.
+pub fn tags_of(vm: &str) -> std::collections::BTreeSet<String> {
+    gnt(&format!("gnt-instance list-tags {vm}"))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}

@@ -234,3 +234,31 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         .lines()
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
 }
+
+impl Operator {
+    /// Polls `check` every 250 ms until it holds; panics with `what` and this log after
+    /// `secs`. How long it took.
+    pub async fn wait_until(&self, what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) -> Duration {
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(secs) {
+            if check().await {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("{what}: not within {secs}s\n{}", self.log());
+    }
+}
+
+/// `ganeti-operator explain ARGS` as the testbed's superuser: (allowed, what it printed).
+pub fn explain(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ganeti-operator"))
+        .arg("explain")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(super::testbed::kubeconfig("root"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}

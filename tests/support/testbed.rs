@@ -70,3 +70,18 @@ pub fn kubectl_ok(identity: &str, args: &[&str]) -> String {
     assert!(ok, "kubectl {args:?} as {identity} failed:\n{stdout}\n{stderr}");
     stdout
 }
+
+/// Deletes the ConfigMap `name` of ganeti-system if it exists (clean-up: failures ignored).
+pub fn delete_config_map(name: &str) {
+    let _ = kubectl(
+        "root",
+        &[
+            "delete",
+            "configmap",
+            "-n",
+            "ganeti-system",
+            name,
+            "--ignore-not-found",
+        ],
+    );
+}

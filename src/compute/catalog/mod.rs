@@ -449,9 +449,11 @@ struct Diff<'a> {
 
 impl<'a> Diff<'a> {
     fn of(old: Option<&'a ClusterInventory>, new: &'a ClusterInventory) -> Self {
-        // An object is built from its instance, the cluster's name, tag prefix and
-        // reachability (see `GanetiInstance::from_inventory`).
-        let whole = old.is_none_or(|o| o.tag_prefix != new.tag_prefix || o.reachable != new.reachable);
+        // An object is built from its instance, the cluster's name, tag prefix, GWM id
+        // map (owners named by id) and reachability (see `GanetiInstance::from_inventory`).
+        let whole = old.is_none_or(|o| {
+            o.tag_prefix != new.tag_prefix || o.gwm.ids != new.gwm.ids || o.reachable != new.reachable
+        });
         let before: HashMap<&str, &Instance> = old
             .map(|o| o.instances.iter().map(|i| (i.name.as_str(), i)).collect())
             .unwrap_or_default();
@@ -520,7 +522,7 @@ fn slim<'a>(
 ) -> Arc<EventRules> {
     Arc::new(EventRules {
         rules: rules.clone(),
-        vms: DetachedVms::new(&inventory.cluster, &inventory.tag_prefix, instances),
+        vms: DetachedVms::new(&inventory.cluster, inventory.reader(), instances),
     })
 }
 

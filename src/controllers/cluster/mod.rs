@@ -27,7 +27,7 @@ use crate::api::cluster::GanetiClusterStatus;
 use crate::clusters::{self, CREDENTIALS_LABEL, CREDENTIALS_LABEL_VALUE, ClientKey, ConnectError};
 use crate::inventory::ClusterInventory;
 use crate::rapi::{self, ErrorKind as RapiKind, RapiClient, RapiError};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
@@ -64,6 +64,8 @@ struct SyncMark {
     at: Instant,
     /// Whether the read was reported (a follower's was not).
     reported: bool,
+    /// The resource version of the GWM id map read with it.
+    gwm_map: Option<String>,
 }
 
 /// Runs the controller on this replica until `shutdown` resolves; it writes only
@@ -75,6 +77,8 @@ pub async fn run(
 ) {
     let clusters: Api<GanetiCluster> = Api::all(ctx.shared.client.clone());
     let secrets: Api<Secret> =
+        Api::namespaced(ctx.shared.client.clone(), &ctx.shared.config.secrets_namespace);
+    let config_maps: Api<ConfigMap> =
         Api::namespaced(ctx.shared.client.clone(), &ctx.shared.config.secrets_namespace);
     // Deletions trigger too: the store no longer has the cluster when its turn comes,
     // and `drive` hears of it (a GanetiCluster needs no finalizer: the operator keeps
@@ -97,7 +101,24 @@ pub async fn run(
     };
     let forget_ctx = ctx.clone();
     let mapper_store = store.clone();
+    let gwm_store = store.clone();
+    // Likewise only ConfigMaps labelled as GWM id maps: a changed map is read with its
+    // clusters at once (the operator's ledgers, rewritten often, are not watched).
+    let id_maps = watcher::Config::default().labels(&format!(
+        "{}={}",
+        crate::tags::GWM_IDS_LABEL,
+        crate::tags::GWM_IDS_LABEL_VALUE
+    ));
     let results = controller
+        .watches(config_maps, id_maps, move |cm| {
+            let name = cm.name_any();
+            gwm_store
+                .state()
+                .into_iter()
+                .filter(|c| c.spec.gwm.as_ref().and_then(|g| g.id_map.as_ref()) == Some(&name))
+                .map(|c| ObjectRef::from_obj(&*c))
+                .collect::<Vec<_>>()
+        })
         // A changed credentials Secret triggers its clusters at once.
         .watches(secrets, credentials, move |secret| {
             let name = secret.name_any();
@@ -219,11 +240,18 @@ async fn reconcile_inner(leading: bool, cluster: &GanetiCluster, ctx: &Context) 
         }
     };
     let key = ClientKey::new(&cluster.spec, &secret);
+    let (gwm, gwm_map) = crate::clusters::gwm::load(
+        &ctx.shared.client,
+        &ctx.shared.config.secrets_namespace,
+        &cluster.spec,
+    )
+    .await?;
 
     // Our own status write triggers a reconcile: do not read Ganeti again for it.
     if let Some(mark) = ctx.cluster_sync.last_sync.lock().expect("lock").get(&name)
         && mark.key == key
         && mark.generation == cluster.metadata.generation
+        && mark.gwm_map == gwm_map
         && mark.reported == leading
         && mark.at.elapsed() < interval
     {
@@ -250,6 +278,7 @@ async fn reconcile_inner(leading: bool, cluster: &GanetiCluster, ctx: &Context) 
     match read_cluster(&client, &name, prefix).await {
         Ok(mut inventory) => {
             inventory.observed = cluster.spec.observed_only();
+            inventory.gwm = gwm;
             ctx.shared.inventory.put(inventory);
             let snapshot = ctx.shared.inventory.get(&name).expect("just stored");
             report(&SyncOutcome::Synced(&snapshot)).await?;
@@ -260,6 +289,7 @@ async fn reconcile_inner(leading: bool, cluster: &GanetiCluster, ctx: &Context) 
                     generation: cluster.metadata.generation,
                     at: Instant::now(),
                     reported: leading,
+                    gwm_map,
                 },
             );
         }
@@ -355,6 +385,7 @@ pub async fn read_cluster(
         jobs_by_status: jobs.map_err(failure)?,
         tag_prefix,
         // Set by the caller, from the spec.
+        gwm: Default::default(),
         observed: false,
         reachable: true,
         read_started: Some(read_started),

@@ -1,7 +1,8 @@
 //! Pure: what a GanetiCluster's status should say after a sync attempt, and whether
 //! it needs writing at all.
 
-use crate::api::cluster::{ClusterCapacity, GanetiCluster, GanetiClusterStatus, NodeStatus};
+use crate::api::cluster::{ClusterCapacity, GanetiCluster, GanetiClusterStatus, GwmStatus, NodeStatus};
+use crate::api::common::SubjectKind;
 use crate::api::conditions::{self, Status};
 use crate::inventory::ClusterInventory;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -94,6 +95,7 @@ pub fn plan_status(
     match outcome {
         SyncOutcome::Synced(inv) => {
             fill_from_inventory(&mut next, inv);
+            gwm_status(&mut next, inv, generation, now);
             let conds = &mut next.conditions;
             conditions::set(
                 conds,
@@ -175,6 +177,64 @@ pub fn plan_status(
         next.last_sync_time = Some(Time(now));
     }
     (next != *current).then_some(next)
+}
+
+/// The GWM id map's figures and the `GwmIdMap` condition: present when the cluster
+/// names a map, or when tags name ids that no map maps (so an admin migrating from GWM
+/// learns that they need one).
+fn gwm_status(
+    status: &mut GanetiClusterStatus,
+    inv: &ClusterInventory,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let mut unmapped = inv.unmapped_gwm_tags();
+    let example = unmapped.next();
+    let count = example.map_or(0, |_| 1 + unmapped.count());
+    let setting = &inv.gwm;
+    let conds = &mut status.conditions;
+    if setting.id_map.is_none() && count == 0 {
+        status.gwm = None;
+        conditions::remove(conds, "GwmIdMap");
+        return;
+    }
+    let ids = setting.ids.as_deref();
+    status.gwm = Some(GwmStatus {
+        id_map: ids.and(setting.id_map.clone()),
+        mapped_users: ids.map_or(0, |m| m.len(SubjectKind::User)) as u32,
+        mapped_groups: ids.map_or(0, |m| m.len(SubjectKind::Group)) as u32,
+        unmapped_id_tags: count as u32,
+    });
+    let unmapped_note = match example {
+        Some(tag) => format!("; {count} tags name ids it does not map and grant nothing (such as {tag})"),
+        None => String::new(),
+    };
+    let (state, reason, message) = match (&setting.id_map, ids, &setting.problem) {
+        (_, _, Some((reason, message))) => (Status::False, *reason, format!("{message}{unmapped_note}")),
+        (Some(name), Some(m), None) => (
+            Status::True,
+            "Loaded",
+            format!(
+                "ConfigMap {name} maps {} GWM user ids and {} group ids{}{unmapped_note}",
+                m.len(SubjectKind::User),
+                m.len(SubjectKind::Group),
+                if setting.write_ids {
+                    "; tags are written with ids (writeIds)"
+                } else {
+                    ""
+                },
+            ),
+        ),
+        _ => (
+            Status::False,
+            "NoIdMap",
+            format!(
+                "{count} tags name Ganeti Web Manager ids (such as {}): they grant nothing until spec.gwm.idMap maps them",
+                example.unwrap_or_default()
+            ),
+        ),
+    };
+    conditions::set(conds, "GwmIdMap", state, reason, message, generation, now);
 }
 
 /// Free memory and disk move with every sync (the hosts' page cache, logs). Status
@@ -300,6 +360,7 @@ mod tests {
             reachable: true,
             read_started: None,
             tag_prefix: "GANETI_WEB_MANAGER".into(),
+            gwm: Default::default(),
             observed: false,
         }
     }

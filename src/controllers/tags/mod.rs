@@ -286,6 +286,15 @@ impl TagSync {
             c.failing = None;
             return Ok(());
         }
+        if inv.gwm.write_ids
+            && let Some((_, why)) = &inv.gwm.problem
+        {
+            // Names instead of ids would rewrite every tag GWM reads, and back once the
+            // map is fixed: nothing is written until it is (the map's watch brings a
+            // new snapshot then).
+            c.failing = Some(format!("tags are written with GWM ids, and {why}"));
+            return Ok(());
+        }
         let Some(client) = ctx.shared.clusters.client(name) else {
             c.failing = Some("no RAPI client yet (the cluster was not read)".into());
             c.retry_at = Some(Instant::now() + RETRY);
@@ -324,6 +333,7 @@ impl TagSync {
             plan::plan(&plan::Input {
                 cluster: name,
                 prefix: &inv.tag_prefix,
+                write_ids: inv.gwm.ids.as_deref().filter(|_| inv.gwm.write_ids),
                 index,
                 instances: &inv.instances,
                 listed: &listed,

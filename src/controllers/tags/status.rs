@@ -42,19 +42,6 @@ pub fn tag_clusters(binding: &RoleBinding, role: Option<&RoleSpec>) -> BTreeSet<
         .collect()
 }
 
-fn list_errors(errors: &[String]) -> String {
-    let mut msg = errors
-        .iter()
-        .take(MAX_ERRORS)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("; ");
-    if errors.len() > MAX_ERRORS {
-        msg.push_str(&format!("; and {} more", errors.len() - MAX_ERRORS));
-    }
-    msg
-}
-
 /// The binding's status, or `None` when the current one already says it.
 pub fn binding_status(
     binding: &RoleBinding,
@@ -126,7 +113,7 @@ pub fn binding_status(
     );
 
     let (sync_status, sync_reason, mut sync_message) = if !errors.is_empty() {
-        (Status::False, "TagError", list_errors(&errors))
+        (Status::False, "TagError", conditions::list(&errors, MAX_ERRORS))
     } else if !unsynced.is_empty() {
         (
             Status::Unknown,

@@ -337,7 +337,7 @@ impl ApiState {
             &principal,
             &vm,
             fresh.as_ref(),
-            &inv.tag_prefix,
+            inv.reader(),
             right,
         )
         // Every user's write to a VM (JSON API, aggregated API, confirmation links)

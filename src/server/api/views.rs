@@ -34,6 +34,8 @@ struct InstanceView<'a> {
     os: &'a str,
     hypervisor: &'a str,
     locked: bool,
+    /// ganetimgr's `needsreboot`: a change waits for the next reboot.
+    needs_reboot: bool,
 }
 
 fn view<'a>(
@@ -59,6 +61,7 @@ fn view<'a>(
         os: &i.os,
         hypervisor: &i.hypervisor,
         locked,
+        needs_reboot: i.tags.iter().any(|t| t == crate::tags::NEEDS_REBOOT_TAG),
     }
 }
 

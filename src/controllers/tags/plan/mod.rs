@@ -15,14 +15,20 @@
 //!   ([`Overlay`]): the operator's own writes, and the tags read from Ganeti right before
 //!   a write. That read matters: a snapshot is up to one sync interval old, and a tag
 //!   written by hand since then must not be taken for one the operator added.
+//! - With `writeIds` (a cluster Ganeti Web Manager reads) a grant is written in GWM's
+//!   id form (`<prefix>:power:U:2`) when the id map has an id for its subject, and not
+//!   at all when it has none: GWM takes the field for a database id, and a name there
+//!   breaks its reading of the VM's tags. The binding reports the subject without an id.
+//!   Without `writeIds`, names (`<prefix>:power:U:alice`).
 //! - Add what is desired and absent; remove only grant tags the ledger says the operator
-//!   wrote, that are present, no longer desired, and grants under the cluster's prefix. A tag
+//!   wrote, that are present, no longer desired, and grants under the cluster's prefix
+//!   (in either form: a map that changed, or `writeIds` turned off, rewrites them). A tag
 //!   someone else wrote is never removed, even when it equals one a binding implied.
 //! - At most one add call and one remove call per instance, several tags each.
 
 use crate::authz::AuthzIndex;
 use crate::inventory::Instance;
-use crate::tags::{self, GwmPerm, ParsedTag};
+use crate::tags::{self, GwmIds, GwmPerm, ParsedTag};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Per instance UUID, the grant tags the operator added and has not removed since.
@@ -98,6 +104,8 @@ pub fn migrate(stored: &StoredLedger, instances: &[Instance]) -> Ledger {
 pub struct Input<'a> {
     pub cluster: &'a str,
     pub prefix: &'a str,
+    /// Write GWM's id form, with ids from `ids` (`spec.gwm.writeIds`).
+    pub write_ids: Option<&'a GwmIds>,
     /// Built from every Role and RoleBinding and this cluster's inventory.
     pub index: &'a AuthzIndex,
     /// The cluster's instances, as of the last snapshot.
@@ -223,8 +231,22 @@ pub fn plan(input: &Input<'_>) -> Plan {
                 .instances
                 .insert(inst.name.clone());
         }
+        let id = input.write_ids.map(|ids| ids.id(g.subject.kind, &g.subject.name));
+        if id == Some(None) {
+            for name in &names {
+                report.bindings.entry(name.clone()).or_default().errors.push(format!(
+                    "no tag for {} on {}: the cluster writes Ganeti Web Manager ids (spec.gwm.writeIds) and its id map has none for them",
+                    g.subject, inst.name
+                ));
+            }
+            continue;
+        }
         for perm in GwmPerm::covering(|r| g.holds(r)) {
-            match tags::format_grant(input.prefix, perm, &g.subject) {
+            let formatted = match id.flatten() {
+                Some(id) => tags::format_grant_id(input.prefix, perm, g.subject.kind, id),
+                None => tags::format_grant(input.prefix, perm, &g.subject),
+            };
+            match formatted {
                 Ok(tag) => {
                     let sources = desired
                         .entry(inst.uuid.as_str())
@@ -259,8 +281,14 @@ pub fn plan(input: &Input<'_>) -> Plan {
     }
 
     // Only grant tags under the cluster's prefix are ever removed: a ledger that says
-    // otherwise (edited by hand) does not make the operator remove an owner tag.
-    let removable = |t: &str| matches!(tags::parse(t, input.prefix), Some(ParsedTag::GwmGrant { .. }));
+    // otherwise (edited by hand) does not make the operator remove an owner tag. Ids are
+    // read unresolved: a tag of ours whose id the map no longer names is still ours.
+    let removable = |t: &str| {
+        matches!(
+            tags::parse(t, input.prefix),
+            Some(ParsedTag::GwmGrant { .. } | ParsedTag::GwmId { perm: Some(_), .. })
+        )
+    };
     let mut writes = Vec::new();
     let mut ledger_before = Ledger::new();
     // An instance without a UUID (a Ganeti before 2.10) cannot be told from a later

@@ -64,6 +64,8 @@ struct World {
     ledger: Ledger,
     overlay: Overlay,
     held: BTreeSet<String>,
+    /// `writeIds` with this map.
+    ids: Option<GwmIds>,
 }
 
 impl World {
@@ -74,6 +76,7 @@ impl World {
             ledger: Ledger::new(),
             overlay: Overlay::new(),
             held: BTreeSet::new(),
+            ids: None,
         }
     }
     fn plan(&self) -> Plan {
@@ -93,6 +96,7 @@ impl World {
         plan(&Input {
             cluster: "c",
             prefix: P,
+            write_ids: self.ids.as_ref(),
             index: &index,
             instances: &self.instances,
             listed: &listed,
@@ -514,4 +518,69 @@ fn long_reasons_are_cut_with_a_count() {
     let r = reason("for", &sources);
     assert!(r.len() <= MAX_REASON + 20, "{}", r.len());
     assert!(r.ends_with("more"), "{r}");
+}
+
+fn ids(users: &str) -> GwmIds {
+    GwmIds::from_data(&BTreeMap::from([("users".to_string(), users.to_string())])).unwrap()
+}
+
+#[test]
+fn with_write_ids_grants_go_by_gwm_id_and_a_map_change_rewrites_them() {
+    let mut w = World::new(vec![vm("vm1", &[])]);
+    w.ids = Some(ids("7: bob\n"));
+    w.bindings.push(("bob-power", on(Subject::user("bob"), "vm1")));
+    w.bindings
+        .push(("carol-power", on(Subject::user("carol"), "vm1")));
+    let p = w.plan();
+    assert_eq!(p.writes.len(), 1);
+    assert_eq!(p.writes[0].add, vec!["GANETI_WEB_MANAGER:power:U:7"]);
+    let carol = &p.report.bindings["carol-power"];
+    assert!(carol.tags.is_empty(), "no name where GWM expects an id");
+    assert!(
+        carol.errors[0].contains("has none for them"),
+        "{:?}",
+        carol.errors
+    );
+    assert!(p.report.bindings["bob-power"].errors.is_empty());
+    w.apply(&p);
+    assert!(
+        w.plan().writes.is_empty(),
+        "its own id tag is recognised: no churn"
+    );
+
+    // bob's id changes: the old id (now nobody's, or someone else's) goes.
+    w.ids = Some(ids("8: bob\n7: dave\n"));
+    let p = w.plan();
+    assert_eq!(p.writes[0].add, vec!["GANETI_WEB_MANAGER:power:U:8"]);
+    assert_eq!(p.writes[0].remove, vec!["GANETI_WEB_MANAGER:power:U:7"]);
+    w.apply(&p);
+    assert!(w.plan().writes.is_empty());
+
+    // writeIds off: back to names, the id tag removed.
+    w.ids = None;
+    let p = w.plan();
+    assert_eq!(
+        p.writes[0].add,
+        vec![
+            "GANETI_WEB_MANAGER:power:U:bob",
+            "GANETI_WEB_MANAGER:power:U:carol"
+        ]
+    );
+    assert_eq!(p.writes[0].remove, vec!["GANETI_WEB_MANAGER:power:U:8"]);
+    w.apply(&p);
+    assert_eq!(w.instances[0].tags.len(), 2);
+}
+
+#[test]
+fn an_id_tag_gwm_wrote_is_never_taken_for_ours() {
+    // GWM granted bob (id 7) power before the binding existed.
+    let mut w = World::new(vec![vm("vm1", &["GANETI_WEB_MANAGER:power:U:7"])]);
+    w.ids = Some(ids("7: bob\n"));
+    w.bindings.push(("bob-power", on(Subject::user("bob"), "vm1")));
+    let p = w.plan();
+    assert!(p.writes.is_empty(), "already there");
+    assert!(p.ledger_before.is_empty(), "and not recorded as ours");
+    assert_eq!(p.report.bindings["bob-power"].tags.len(), 1);
+    w.bindings.clear();
+    assert!(w.plan().writes.is_empty(), "so never removed");
 }

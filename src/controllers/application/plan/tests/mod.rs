@@ -77,6 +77,7 @@ fn spec() -> GanetiClusterSpec {
         sync_interval: None,
         tag_prefix: None,
         management_policy: None,
+        gwm: None,
         allowed: None,
         defaults: InstanceDefaults {
             disk_template: None,

@@ -9,7 +9,16 @@
 //!   writes; GWM ignores perms it does not know.
 //! - ganetimgr's `ganetimgr:user:<u>` / `ganetimgr:group:<g>` (ownership),
 //!   `ganetimgr:adminlock` and `ganetimgr:isolate`, read so that VMs managed by ganetimgr
-//!   keep their owners and locks.
+//!   keep their owners and locks; `ganetimgr:needsreboot` (a change waits for a reboot)
+//!   and `ganetimgr:whitelist_ip:<cidr>` (where an isolated VM stays reachable from),
+//!   read to show them.
+//!
+//! Ganeti Web Manager itself names users and groups by its database ids
+//! (`GANETI_WEB_MANAGER:admin:U:2`). A subject of ASCII digits is therefore always an
+//! id ([`ParsedTag::GwmId`]), never a name: [`parse`] leaves it unresolved, so it grants
+//! nothing, and [`Reader::parse`] resolves it through the cluster's [`GwmIds`] map. A
+//! name made of digits only is written with its first digit escaped (`+32` for the user
+//! `2`), so the two spellings never meet.
 //!
 //! The subject field is everything after the third `:`, so subjects may contain `:`
 //! (`system:serviceaccount:ns:sa`). Characters outside the tag charset, and the escape
@@ -26,12 +35,17 @@ use crate::api::common::{Subject, SubjectKind};
 use crate::api::role::VmRight;
 use std::borrow::Cow;
 
+mod gwm_ids;
+pub use gwm_ids::{GWM_IDS_LABEL, GWM_IDS_LABEL_VALUE, GwmIds};
+
 /// Longest tag Ganeti accepts.
 pub const MAX_TAG_LEN: usize = 128;
 /// GWM's prefix, used when a cluster sets none.
 pub const DEFAULT_PREFIX: &str = "GANETI_WEB_MANAGER";
 /// ganetimgr's (default) prefix.
 pub const GANETIMGR_PREFIX: &str = "ganetimgr";
+/// ganetimgr's tag for a change that applies at the next reboot.
+pub const NEEDS_REBOOT_TAG: &str = "ganetimgr:needsreboot";
 /// The perm of ownership tags.
 pub const OWNER_PERM: &str = "owner";
 
@@ -83,15 +97,28 @@ fn validate_prefix(prefix: &str) -> Result<(), TagError> {
     Ok(())
 }
 
+/// Whether `s` is a Ganeti Web Manager id as GWM prints one: ASCII digits, no leading zero.
+fn gwm_id(s: &str) -> Option<u64> {
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits && (s == "0" || !s.starts_with('0')))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Encodes a subject name into tag characters; plain names come back borrowed, unchanged.
+/// A name of digits only gets its first digit escaped: plain digits are a GWM id.
 pub fn encode_subject(name: &str) -> Cow<'_, str> {
-    if name.bytes().all(is_plain_byte) {
+    if name.bytes().all(is_plain_byte) && !all_digits(name) {
         return Cow::Borrowed(name);
     }
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(name.len() * 3);
-    for b in name.bytes() {
-        if is_plain_byte(b) {
+    for (at, b) in name.bytes().enumerate() {
+        if is_plain_byte(b) && !(at == 0 && all_digits(name)) {
             out.push(b as char);
         } else {
             out.push('+');
@@ -102,9 +129,20 @@ pub fn encode_subject(name: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Decodes what [`encode_subject`] wrote; `None` for anything it could not have written.
+/// Decodes what [`encode_subject`] wrote; `None` for anything it could not have written
+/// (plain digits too: they are an id, see [`gwm_id`]).
 pub fn decode_subject(encoded: &str) -> Option<Cow<'_, str>> {
     let bytes = encoded.as_bytes();
+    // A name of digits only: its first digit escaped, the rest plain.
+    // (`+3X` is the digit X, so the name is what follows `+3`.)
+    if let Some(rest) = encoded.strip_prefix("+3")
+        && all_digits(rest)
+    {
+        return Some(Cow::Borrowed(rest));
+    }
+    if all_digits(encoded) {
+        return None;
+    }
     if !bytes.contains(&b'+') {
         return bytes
             .iter()
@@ -248,11 +286,27 @@ pub enum ParsedTag {
     AdminLock,
     /// `ganetimgr:isolate`.
     Isolate,
+    /// `ganetimgr:needsreboot`: a change ganetimgr made applies at the next reboot.
+    NeedsReboot,
+    /// `ganetimgr:whitelist_ip:<cidr>`: where an isolated VM stays reachable from (as
+    /// written, unchecked: shown, never acted on).
+    WhitelistIp(String),
+    /// `<prefix>:<perm>:<U|G>:<id>`: a subject named by its Ganeti Web Manager database
+    /// id (`perm` `None`: the `owner` perm). Grants nothing until a [`GwmIds`] map names
+    /// the id ([`Reader::parse`] turns it into [`ParsedTag::GwmGrant`] or
+    /// [`ParsedTag::Owner`] then).
+    GwmId {
+        perm: Option<GwmPerm>,
+        kind: SubjectKind,
+        id: u64,
+    },
     /// A valid tag with no meaning here (other prefixes, unknown perms, malformed subjects).
     Other,
 }
 
-/// Classifies a tag. `None` when `tag` is not a valid Ganeti tag at all.
+/// Classifies a tag, leaving GWM ids unresolved (so they grant nothing): what every
+/// reader of a cluster without an id map gets. `None` when `tag` is not a valid Ganeti
+/// tag at all.
 pub fn parse(tag: &str, prefix: &str) -> Option<ParsedTag> {
     validate(tag).ok()?;
     Some(classify(tag, prefix).unwrap_or(ParsedTag::Other))
@@ -271,6 +325,15 @@ fn classify(tag: &str, prefix: &str) -> Option<ParsedTag> {
         if encoded.is_empty() {
             return None;
         }
+        if all_digits(encoded) {
+            let perm = match perm {
+                OWNER_PERM => None,
+                p => Some(GwmPerm::parse(p)?),
+            };
+            // `02` is no id GWM writes, nor a name we write: it means nothing.
+            let id = gwm_id(encoded)?;
+            return Some(ParsedTag::GwmId { perm, kind, id });
+        }
         let subject = Subject {
             kind,
             name: decode_subject(encoded)?.into_owned(),
@@ -287,6 +350,8 @@ fn classify(tag: &str, prefix: &str) -> Option<ParsedTag> {
         return match rest.split_once(':') {
             None if rest == "adminlock" => Some(ParsedTag::AdminLock),
             None if rest == "isolate" => Some(ParsedTag::Isolate),
+            None if rest == "needsreboot" => Some(ParsedTag::NeedsReboot),
+            Some(("whitelist_ip", cidr)) if !cidr.is_empty() => Some(ParsedTag::WhitelistIp(cidr.to_owned())),
             Some(("user", name)) if !name.is_empty() => Some(ParsedTag::GanetimgrOwner(Subject::user(name))),
             Some(("group", name)) if !name.is_empty() => {
                 Some(ParsedTag::GanetimgrOwner(Subject::group(name)))
@@ -342,6 +407,58 @@ pub fn format_grant(prefix: &str, perm: GwmPerm, subject: &Subject) -> Result<St
     format_gwm(prefix, perm.as_str(), subject)
 }
 
+/// `<prefix>:<perm>:<U|G>:<id>`: a grant as Ganeti Web Manager writes it.
+pub fn format_grant_id(prefix: &str, perm: GwmPerm, kind: SubjectKind, id: u64) -> Result<String, TagError> {
+    validate_prefix(prefix)?;
+    checked(format!("{prefix}:{perm}:{}:{id}", kind_letter(kind)))
+}
+
+/// How one cluster's tags are read: its prefix and, when it has one, its GWM id map.
+#[derive(Debug, Clone, Copy)]
+pub struct Reader<'a> {
+    pub prefix: &'a str,
+    pub ids: Option<&'a GwmIds>,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader without an id map: GWM ids grant nothing.
+    pub fn new(prefix: &'a str) -> Self {
+        Self { prefix, ids: None }
+    }
+
+    /// [`parse`], with GWM ids the map names turned into the named subject's grant or
+    /// ownership. An id the map does not name stays [`ParsedTag::GwmId`]: nothing.
+    pub fn parse(&self, tag: &str) -> Option<ParsedTag> {
+        let parsed = parse(tag, self.prefix)?;
+        let ParsedTag::GwmId { perm, kind, id } = parsed else {
+            return Some(parsed);
+        };
+        let Some(name) = self.ids.and_then(|m| m.name(kind, id)) else {
+            return Some(parsed);
+        };
+        let subject = Subject {
+            kind,
+            name: name.to_owned(),
+        };
+        Some(match perm {
+            Some(perm) => ParsedTag::GwmGrant { perm, subject },
+            None => ParsedTag::Owner(subject),
+        })
+    }
+}
+
+impl<'a> From<&'a str> for Reader<'a> {
+    fn from(prefix: &'a str) -> Self {
+        Self::new(prefix)
+    }
+}
+
+impl<'a> From<&'a String> for Reader<'a> {
+    fn from(prefix: &'a String) -> Self {
+        Self::new(prefix)
+    }
+}
+
 /// `<prefix>:owner:<U|G>:<subject>`.
 pub fn format_owner(prefix: &str, subject: &Subject) -> Result<String, TagError> {
     format_gwm(prefix, OWNER_PERM, subject)
@@ -366,209 +483,19 @@ impl ParsedTag {
             }
             ParsedTag::AdminLock => Ok(format!("{GANETIMGR_PREFIX}:adminlock")),
             ParsedTag::Isolate => Ok(format!("{GANETIMGR_PREFIX}:isolate")),
+            ParsedTag::NeedsReboot => Ok(format!("{GANETIMGR_PREFIX}:needsreboot")),
+            ParsedTag::WhitelistIp(cidr) => checked(format!("{GANETIMGR_PREFIX}:whitelist_ip:{cidr}")),
+            ParsedTag::GwmId { perm, kind, id } => match perm {
+                Some(perm) => format_grant_id(prefix, *perm, *kind, *id),
+                None => {
+                    validate_prefix(prefix)?;
+                    checked(format!("{prefix}:{OWNER_PERM}:{}:{id}", kind_letter(*kind)))
+                }
+            },
             ParsedTag::Other => Err(TagError::NotWritable),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn users_keep_out_of_the_reserved_namespaces() {
-        assert!(check_user_tag("web", "acme").is_ok());
-        assert!(check_user_tag("team:web", "acme").is_ok());
-        for reserved in [
-            "acme:owner:U:bob",
-            "ACME:admin:U:bob",
-            "GANETI_WEB_MANAGER:admin:U:bob",
-            "ganetimgr:adminlock",
-            "Ganetimgr:isolate",
-            "acme",
-        ] {
-            let e = check_user_tag(reserved, "acme").unwrap_err();
-            assert!(e.contains("namespace"), "{reserved}: {e}");
-        }
-        assert!(check_user_tag("has space", "acme").is_err());
-    }
-
-    use super::*;
-    use proptest::prelude::*;
-
-    const P: &str = DEFAULT_PREFIX;
-
-    #[test]
-    fn plain_names_are_unchanged() {
-        for name in [
-            "alice",
-            "bob@example.org",
-            "team-a_1",
-            "system:serviceaccount:ns:sa",
-        ] {
-            assert!(matches!(encode_subject(name), Cow::Borrowed(n) if n == name));
-        }
-    }
-
-    #[test]
-    fn special_characters_are_escaped() {
-        assert_eq!(encode_subject("alice smith"), "alice+20smith");
-        assert_eq!(encode_subject("böb"), "b+C3+B6b");
-        assert_eq!(encode_subject("a+b"), "a+2Bb");
-        assert_eq!(decode_subject("b+C3+B6b").unwrap(), "böb");
-    }
-
-    #[test]
-    fn decoding_is_strict() {
-        for bad in ["a+2b", "a+4", "a+41", "a+ZZ", "+FF", "a b", "a%20b"] {
-            assert_eq!(decode_subject(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn parses_gwm_grants_and_owners() {
-        assert_eq!(
-            parse("GANETI_WEB_MANAGER:power:U:bob", P),
-            Some(ParsedTag::GwmGrant {
-                perm: GwmPerm::Power,
-                subject: Subject::user("bob")
-            })
-        );
-        assert_eq!(
-            parse("GANETI_WEB_MANAGER:admin:G:system:serviceaccounts:ns", P),
-            Some(ParsedTag::GwmGrant {
-                perm: GwmPerm::Admin,
-                subject: Subject::group("system:serviceaccounts:ns")
-            })
-        );
-        assert_eq!(
-            parse("GANETI_WEB_MANAGER:owner:U:alice+20smith", P),
-            Some(ParsedTag::Owner(Subject::user("alice smith")))
-        );
-        assert_eq!(
-            parse("ganetimgr:user:a+b", P),
-            Some(ParsedTag::GanetimgrOwner(Subject::user("a+b")))
-        );
-        assert_eq!(
-            parse("ganetimgr:group:ops", P),
-            Some(ParsedTag::GanetimgrOwner(Subject::group("ops")))
-        );
-        assert_eq!(parse("ganetimgr:adminlock", P), Some(ParsedTag::AdminLock));
-        assert_eq!(parse("ganetimgr:isolate", P), Some(ParsedTag::Isolate));
-    }
-
-    #[test]
-    fn other_prefixes_and_malformed_tags_are_other() {
-        for tag in [
-            "GANETI_WEB_MANAGER:power:X:bob",
-            "GANETI_WEB_MANAGER:fly:U:bob",
-            "GANETI_WEB_MANAGER:power:U:",
-            "GANETI_WEB_MANAGER:power:U:a+2b",
-            "GANETI_WEB_MANAGER:power",
-            "MYPREFIX:power:U:bob",
-            "ganetimgr:whitelist_ip:10.0.0.0/8",
-            "ganetimgr:user:",
-            "webserver",
-        ] {
-            assert_eq!(parse(tag, P), Some(ParsedTag::Other), "{tag}");
-        }
-        assert_eq!(
-            parse("MYPREFIX:power:U:bob", "MYPREFIX"),
-            Some(ParsedTag::GwmGrant {
-                perm: GwmPerm::Power,
-                subject: Subject::user("bob")
-            })
-        );
-        assert_eq!(parse("has space", P), None);
-        assert_eq!(parse("", P), None);
-        assert_eq!(parse(&"a".repeat(129), P), None);
-    }
-
-    #[test]
-    fn long_tags_are_errors_not_truncated() {
-        let subject = Subject::user("x".repeat(120));
-        assert_eq!(
-            format_owner(P, &subject),
-            Err(TagError::TooLong {
-                len: P.len() + ":owner:U:".len() + 120
-            })
-        );
-        assert!(matches!(
-            format_owner("a:b", &Subject::user("x")),
-            Err(TagError::InvalidPrefix(_))
-        ));
-        assert_eq!(format_owner(P, &Subject::user("")), Err(TagError::EmptySubject));
-    }
-
-    #[test]
-    fn covering_never_grants_more() {
-        use VmRight::*;
-        let set = |rs: &'static [VmRight]| move |r: VmRight| rs.contains(&r);
-        assert_eq!(GwmPerm::covering(set(&[Admin])), vec![GwmPerm::Admin]);
-        assert_eq!(
-            GwmPerm::covering(set(&[View, Start, Shutdown, Reboot, Console, Destroy])),
-            vec![GwmPerm::Remove, GwmPerm::Power]
-        );
-        assert_eq!(
-            GwmPerm::covering(set(&[View, Start, Shutdown])),
-            vec![GwmPerm::Start]
-        );
-        assert_eq!(GwmPerm::covering(set(&[Start, Shutdown])), vec![]);
-        for p in GwmPerm::ALL {
-            assert_eq!(GwmPerm::parse(p.as_str()), Some(*p));
-        }
-    }
-
-    fn subject() -> impl Strategy<Value = Subject> {
-        (any::<bool>(), "\\PC{1,40}|[a-z+:%. ]{1,20}").prop_map(|(user, name)| {
-            if user {
-                Subject::user(name)
-            } else {
-                Subject::group(name)
-            }
-        })
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(10_000))]
-
-        #[test]
-        fn encoding_round_trips(name in "\\PC{0,60}|[a-zA-Z0-9+:%_ .@-]{0,30}|.{0,10}") {
-            let encoded = encode_subject(&name);
-            prop_assert!(encoded.chars().all(is_tag_char));
-            let decoded = decode_subject(&encoded);
-            prop_assert_eq!(decoded.as_deref(), Some(name.as_str()));
-        }
-
-        #[test]
-        fn tags_round_trip_or_fail_typed(
-            subject in subject(),
-            perm in proptest::sample::select(GwmPerm::ALL),
-            owner in any::<bool>(),
-        ) {
-            let parsed = if owner {
-                ParsedTag::Owner(subject)
-            } else {
-                ParsedTag::GwmGrant { perm, subject }
-            };
-            match parsed.format(P) {
-                Ok(tag) => {
-                    prop_assert!(tag.len() <= MAX_TAG_LEN);
-                    prop_assert!(tag.chars().all(is_tag_char));
-                    prop_assert_eq!(parse(&tag, P), Some(parsed));
-                }
-                Err(e) => {
-                    let too_long = matches!(e, TagError::TooLong { len } if len > MAX_TAG_LEN);
-                    prop_assert!(too_long, "unexpected error {:?}", e);
-                }
-            }
-        }
-
-        #[test]
-        fn parse_then_format_is_identity(tag in "(GANETI_WEB_MANAGER|ganetimgr)(:[a-zA-Z0-9+:_]{0,12}){0,4}") {
-            if let Some(parsed) = parse(&tag, P)
-                && parsed != ParsedTag::Other
-            {
-                prop_assert_eq!(parsed.format(P), Ok(tag));
-            }
-        }
-    }
-}
+mod tests;
