@@ -7,6 +7,7 @@ pub mod auth;
 pub mod compute;
 pub mod confirm;
 pub mod console;
+pub mod listen;
 pub mod page;
 pub mod ratelimit;
 pub mod spent;
@@ -231,7 +232,7 @@ async fn serve_router(
     what: &'static str,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = listen::plain(addr).await?;
     tracing::info!(%addr, "{what} listening");
     // The peer address feeds the audit log and the per-client rate limit.
     axum::serve(

@@ -270,7 +270,7 @@ pub async fn serve(
         stopper.graceful_shutdown(Some(Duration::from_secs(10)));
     });
     tracing::info!(addr = %config.listen, "admission webhook listening (TLS)");
-    let served = axum_server::bind_rustls(config.listen, tls)
+    let served = super::listen::tls(config.listen, tls)
         .handle(handle)
         .serve(router(state).into_make_service())
         .await;

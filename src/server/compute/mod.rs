@@ -172,7 +172,7 @@ pub async fn serve(
         stopper.graceful_shutdown(Some(Duration::from_secs(5)));
     });
     tracing::info!(addr = %config.listen, "aggregated API {GROUP_VERSION} listening (TLS, front proxy only)");
-    axum_server::bind_rustls(
+    super::listen::tls(
         config.listen,
         axum_server::tls_rustls::RustlsConfig::from_config(tls),
     )
