@@ -497,5 +497,26 @@ impl ParsedTag {
     }
 }
 
+/// The tags that give a VM an owner, as the operator reads them (its own, with the
+/// cluster's `prefix` or the default one, and ganetimgr's), malformed ones included: a
+/// tag that looks like an owner is treated as one, so adopting never adds a second owner.
+pub fn owner_tags<'a>(tags: &'a [String], prefix: &str) -> Vec<&'a str> {
+    let heads = [
+        format!("{prefix}:{OWNER_PERM}:"),
+        format!("{DEFAULT_PREFIX}:{OWNER_PERM}:"),
+        format!("{GANETIMGR_PREFIX}:user:"),
+        format!("{GANETIMGR_PREFIX}:group:"),
+    ];
+    tags.iter()
+        .map(String::as_str)
+        .filter(|t| {
+            matches!(
+                parse(t, prefix),
+                Some(ParsedTag::Owner(_) | ParsedTag::GanetimgrOwner(_))
+            ) || heads.iter().any(|h| t.starts_with(h.as_str()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

@@ -297,3 +297,30 @@ fn numeric_names_and_ids_have_one_spelling_each() {
         "GANETI_WEB_MANAGER:power:G:5"
     );
 }
+
+#[test]
+fn owner_tags_include_every_prefix_and_malformed_owners() {
+    let tags: Vec<String> = [
+        "ops:owner:U:alice",               // the cluster's prefix
+        "GANETI_WEB_MANAGER:owner:G:team", // the default one
+        "ganetimgr:user:bob",              // ganetimgr's
+        "ganetimgr:group:staff",
+        "ops:owner:Q:???",    // malformed, still an owner
+        "ops:admin:U:carol",  // a grant, not an owner
+        "other:owner:U:dave", // another tool's prefix
+        "ganetimgr:needsreboot",
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(
+        owner_tags(&tags, "ops"),
+        [
+            "ops:owner:U:alice",
+            "GANETI_WEB_MANAGER:owner:G:team",
+            "ganetimgr:user:bob",
+            "ganetimgr:group:staff",
+            "ops:owner:Q:???",
+        ]
+    );
+    assert!(owner_tags(&tags[5..], "ops").is_empty());
+}

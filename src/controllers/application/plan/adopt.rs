@@ -6,7 +6,7 @@
 //! owner. The evaluation resolves the name to the VM's Ganeti UUID and records it
 //! (`status.instanceUUID`) with the approval; from then on only that VM is adopted, and
 //! only while it has no owner in any form the operator reads (its own owner tag, also
-//! under the default prefix, and ganetimgr's): [`owner_tags`]. Anything else fails the
+//! under the default prefix, and ganetimgr's): [`crate::tags::owner_tags`]. Anything else fails the
 //! application with the reason, and no tag is written: no silent takeover of someone's
 //! VM. `clusters.createVm` never approves an adoption (creating VMs is not taking them).
 //!
@@ -35,30 +35,6 @@ pub const ADOPTING: &str = "Adopting";
 /// Reason of the `InstanceCreated` condition once the VM is the owner's.
 pub const ADOPTED: &str = "Adopted";
 
-/// The tags that give `instance` an owner, as the operator reads them (its own, with the
-/// cluster's prefix or the default one, and ganetimgr's), malformed ones included: a tag
-/// that looks like an owner is treated as one, never overwritten.
-pub fn owner_tags<'a>(instance: &'a Instance, prefix: &str) -> Vec<&'a str> {
-    use crate::tags::{DEFAULT_PREFIX, GANETIMGR_PREFIX, OWNER_PERM, ParsedTag, parse};
-    let heads = [
-        format!("{prefix}:{OWNER_PERM}:"),
-        format!("{DEFAULT_PREFIX}:{OWNER_PERM}:"),
-        format!("{GANETIMGR_PREFIX}:user:"),
-        format!("{GANETIMGR_PREFIX}:group:"),
-    ];
-    instance
-        .tags
-        .iter()
-        .map(String::as_str)
-        .filter(|t| {
-            matches!(
-                parse(t, prefix),
-                Some(ParsedTag::Owner(_) | ParsedTag::GanetimgrOwner(_))
-            ) || heads.iter().any(|h| t.starts_with(h.as_str()))
-        })
-        .collect()
-}
-
 /// The instance an Adopt application names, if it may be adopted now: it is on the
 /// (ready) cluster, has no owner, and no other adoption of it is under way.
 pub(super) fn validate_adopt<'a>(
@@ -82,7 +58,7 @@ pub(super) fn validate_adopt<'a>(
             ),
         ));
     };
-    let owners = owner_tags(instance, &inventory.tag_prefix);
+    let owners = crate::tags::owner_tags(&instance.tags, &inventory.tag_prefix);
     if !owners.is_empty() {
         return Err((
             "AlreadyOwned",
@@ -234,7 +210,7 @@ pub fn adopt_step(app: &InstanceApplication, seen: &Seen<'_>, prefix: &str, now:
             now,
         );
     }
-    let owners = owner_tags(instance, prefix);
+    let owners = crate::tags::owner_tags(&instance.tags, prefix);
     if !owners.is_empty() {
         return fail(
             app,

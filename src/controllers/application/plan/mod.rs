@@ -42,7 +42,6 @@ mod validate;
 
 pub use adopt::{
     ADOPTED, ADOPTING, Adopt, Seen, adopt_after_job, adopt_reason, adopt_step, after_tag, is_tag_job,
-    owner_tags,
 };
 pub use create::{
     approved_name, create_reason, create_request, is_ours, marker_tag, owner_tag, spec_is_approved, ssh_keys,
