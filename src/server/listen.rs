@@ -50,11 +50,10 @@ mod tests {
     use std::mem::ManuallyDrop;
     use std::net::TcpStream;
     use std::os::fd::FromRawFd;
-    use std::time::{Duration, Instant};
 
-    /// Whether this process's socket at `local` connected to `peer` (the server's end of
-    /// a test connection) has `TCP_NODELAY`; `None` until it is accepted.
-    fn server_end_nodelay(local: SocketAddr, peer: SocketAddr) -> Option<bool> {
+    /// Whether this process's accepted socket on `local` (the server's end of the test's
+    /// one connection) has `TCP_NODELAY`.
+    fn server_end_nodelay(local: SocketAddr) -> Option<bool> {
         for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
             let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
@@ -62,26 +61,30 @@ mod tests {
             // Borrowed, never closed: the fd belongs to the server (or to anyone else in
             // this process; on a non-socket the queries just fail).
             let socket = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
-            if socket.local_addr().ok() == Some(local) && socket.peer_addr().ok() == Some(peer) {
+            // The listener has no peer; an accepted connection has.
+            if socket.local_addr().ok() == Some(local) && socket.peer_addr().is_ok() {
                 return socket.nodelay().ok();
             }
         }
         None
     }
 
-    /// Connects to `addr` and waits (up to a generous deadline: the server accepts in
-    /// its own task) for the server's end to show up.
-    fn accepted_nodelay(addr: SocketAddr) -> bool {
-        let client = TcpStream::connect(addr).unwrap();
-        let peer = client.local_addr().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(nodelay) = server_end_nodelay(addr, peer) {
-                return nodelay;
-            }
-            assert!(Instant::now() < deadline, "the server never accepted {peer}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    /// GETs `/` at `addr` (so the connection has been accepted and served, not only
+    /// queued), then, with the kept-alive connection still open, reads the option.
+    async fn served_nodelay(scheme: &str, addr: SocketAddr) -> bool {
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let response = client.get(format!("{scheme}://{addr}/")).send().await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        assert_eq!(response.text().await.unwrap(), "ok");
+        let nodelay = tokio::task::spawn_blocking(move || server_end_nodelay(addr))
+            .await
+            .unwrap()
+            .expect("the server's end of the connection is open");
+        drop(client);
+        nodelay
     }
 
     fn router() -> axum::Router {
@@ -102,10 +105,10 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = tls_from_tcp(listener, config).unwrap();
         tokio::spawn(server.serve(router().into_make_service()));
-        let nodelay = tokio::task::spawn_blocking(move || accepted_nodelay(addr))
-            .await
-            .unwrap();
-        assert!(nodelay, "the accepted connection has TCP_NODELAY");
+        assert!(
+            served_nodelay("https", addr).await,
+            "the accepted connection has TCP_NODELAY"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,9 +116,9 @@ mod tests {
         let listener = plain("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = axum::serve::Listener::local_addr(&listener).unwrap();
         tokio::spawn(async move { axum::serve(listener, router()).await });
-        let nodelay = tokio::task::spawn_blocking(move || accepted_nodelay(addr))
-            .await
-            .unwrap();
-        assert!(nodelay, "the accepted connection has TCP_NODELAY");
+        assert!(
+            served_nodelay("http", addr).await,
+            "the accepted connection has TCP_NODELAY"
+        );
     }
 }
