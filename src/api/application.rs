@@ -332,6 +332,18 @@ pub struct GanetiError {
     pub code: Option<String>,
 }
 
+impl InstanceApplication {
+    /// `namespace/name`: how applications are named in messages, logs, mails and Ganeti
+    /// job reasons, and compared with one another.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}",
+            self.metadata.namespace.as_deref().unwrap_or_default(),
+            self.metadata.name.as_deref().unwrap_or_default()
+        )
+    }
+}
+
 #[cfg(test)]
 impl InstanceApplication {
     /// A small application of alice's on `cluster`, filed at `filed`, for tests.

@@ -2,7 +2,7 @@
 
 use super::QuotaError;
 use super::limits::{EffectiveLimits, LimitKind, effective_limits};
-use super::usage::{Usage, application_cluster, application_key, tally};
+use super::usage::{Usage, application_cluster, tally};
 use crate::api::application::{InstanceApplication, QuotaCheck};
 use crate::api::common::Subject;
 use crate::api::quantity::{Bytes, parse_bytes};
@@ -22,7 +22,7 @@ impl Request {
     /// What an application asks for; an unreadable size is an error, not zero.
     pub fn from_application(app: &InstanceApplication) -> Result<Self, QuotaError> {
         let invalid = |field, source| QuotaError::InvalidRequest {
-            application: application_key(app),
+            application: app.key(),
             field,
             source,
         };
@@ -167,7 +167,7 @@ pub fn check_application(
     app: &InstanceApplication,
     owner_of: impl Fn(&Instance) -> Option<Subject>,
 ) -> Result<Verdict, QuotaError> {
-    let key = application_key(app);
+    let key = app.key();
     let cluster = application_cluster(app).ok_or_else(|| QuotaError::NoCluster(key.clone()))?;
     let request = if app.spec.adopts() {
         // The VM to adopt as it is now, by the name the application gives.
@@ -184,7 +184,7 @@ pub fn check_application(
         Request::from_application(app)?
     };
     let limits = effective_limits(quotas, cluster, &app.spec.owner)?;
-    let others = applications.iter().filter(|a| application_key(a) != key);
+    let others = applications.iter().filter(|a| a.key() != key);
     let used = tally(cluster, instances, others, owner_of)
         .remove(&app.spec.owner)
         .unwrap_or_default();

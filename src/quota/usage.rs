@@ -7,7 +7,6 @@ use crate::api::common::Subject;
 use crate::api::quantity::Bytes;
 use crate::api::quota::{ClusterQuota, SubjectUsage};
 use crate::inventory::Instance;
-use kube::ResourceExt;
 use std::collections::{BTreeMap, HashSet};
 
 /// At most this many subjects in a default quota's status: the status must stay well
@@ -83,11 +82,6 @@ fn phase(app: &InstanceApplication) -> Phase {
     app.status.as_ref().map(|s| s.phase).unwrap_or_default()
 }
 
-/// `namespace/name`, how applications are named in messages and compared.
-pub(crate) fn application_key(app: &InstanceApplication) -> String {
-    format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
-}
-
 fn mib(v: u64) -> u64 {
     v.saturating_mul(Bytes::MIB)
 }
@@ -115,7 +109,7 @@ pub(crate) fn tally<'a>(
         .filter(|a| application_cluster(a) == Some(cluster))
         .collect();
     // Sorted so that, should two applications name one instance, the same one wins.
-    apps.sort_by_cached_key(|a| application_key(a));
+    apps.sort_by_cached_key(|a| a.key());
 
     // Ganeti names are host names: compare them case-insensitively.
     let present: HashSet<String> = instances.iter().map(|i| i.name.to_ascii_lowercase()).collect();
@@ -165,7 +159,7 @@ pub(crate) fn tally<'a>(
             Ok(r) => usage.add(r.vcpus, r.memory.0, r.disk.0),
             Err(_) => {
                 usage.add(u64::from(app.spec.vcpus), 0, 0);
-                usage.uncountable.push(application_key(app));
+                usage.uncountable.push(app.key());
             }
         }
     }

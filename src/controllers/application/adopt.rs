@@ -139,7 +139,7 @@ async fn finish(app: &mut InstanceApplication, state: &State, step: Step) -> Res
         let status = app.status.clone().unwrap_or_default();
         tracing::info!(
             target: "audit",
-            application = %super::key(app),
+            application = %app.key(),
             applicant = app.spec.applicant.as_deref().unwrap_or_default(),
             owner = %app.spec.owner,
             decided_by = app.spec.decision.as_ref().and_then(|d| d.decided_by.as_deref()).unwrap_or_default(),

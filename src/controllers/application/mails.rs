@@ -1,6 +1,6 @@
 //! Mails to the applicant about the phase the application reached.
 
-use super::{State, key, plan, write_status};
+use super::{State, plan, write_status};
 use crate::api::application::InstanceApplication;
 use crate::api::profile::UserProfile;
 use crate::controllers::Error;
@@ -65,7 +65,7 @@ pub(super) async fn mail_applicant(
     let status = match sent {
         Ok(()) => plan::notified(app, kind, true, format!("mailed {to}"), now),
         Err(e) if e.is_transient() => {
-            tracing::warn!(application = %key(app), error = %e, "mailing the applicant failed; retrying");
+            tracing::warn!(application = %app.key(), error = %e, "mailing the applicant failed; retrying");
             return Ok(Some(Duration::from_secs(30)));
         }
         Err(e) => plan::notified(app, kind, false, format!("mail to {to} failed: {e}"), now),

@@ -189,11 +189,7 @@ fn waiting_on(
 }
 
 fn error_policy(app: Arc<InstanceApplication>, error: &Error, _state: Arc<State>) -> Action {
-    harness::retry(CONTROLLER, &key(&app), error, Duration::from_secs(5))
-}
-
-fn key(app: &InstanceApplication) -> String {
-    format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
+    harness::retry(CONTROLLER, &app.key(), error, Duration::from_secs(5))
 }
 
 async fn reconcile(app: Arc<InstanceApplication>, state: Arc<State>) -> Result<Action, Error> {
@@ -207,7 +203,7 @@ async fn reconcile_inner(app: Arc<InstanceApplication>, state: &State) -> Result
         Ok(action) => Ok(action),
         // Not an error: no warning, no error count, and a look again soon.
         Err(Stop::Wait(why)) => {
-            tracing::debug!(application = %key(&app), %why, "InstanceApplication waits");
+            tracing::debug!(application = %app.key(), %why, "InstanceApplication waits");
             Ok(Action::requeue(WAIT))
         }
         Err(Stop::Failed(e)) => Err(e),
@@ -276,7 +272,7 @@ async fn event(state: &State, app: &InstanceApplication, warning: bool, reason: 
         secondary: None,
     };
     if let Err(e) = state.recorder.publish(&ev, &app.object_ref(&())).await {
-        tracing::debug!(application = %key(app), error = %e, "publishing an Event failed");
+        tracing::debug!(application = %app.key(), error = %e, "publishing an Event failed");
     }
 }
 
@@ -320,7 +316,7 @@ async fn write_status(
         .status_writes
         .with_label_values(&[CONTROLLER])
         .inc();
-    tracing::debug!(application = %key(app), phase = ?status.phase, "status written");
+    tracing::debug!(application = %app.key(), phase = ?status.phase, "status written");
     app.status = stored.status;
     app.metadata.resource_version = stored.metadata.resource_version;
     Ok(())

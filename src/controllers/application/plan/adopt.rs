@@ -78,9 +78,8 @@ pub(super) fn validate_adopt<'a>(
         return Err((
             "AdoptionUnderWay",
             format!(
-                "application {}/{} was approved to adopt instance {wanted} and is under way: one VM gets one owner",
-                other.metadata.namespace.as_deref().unwrap_or_default(),
-                other.metadata.name.as_deref().unwrap_or_default()
+                "application {} was approved to adopt instance {wanted} and is under way: one VM gets one owner",
+                other.key()
             ),
         ));
     }
@@ -420,9 +419,8 @@ fn told(
 /// The `reason=` of the tag job: which application, whose VM it makes it, approved by whom.
 pub fn adopt_reason(app: &InstanceApplication) -> String {
     format!(
-        "ganeti-operator: InstanceApplication {}/{} of {} adopts it for {}, approved by {}",
-        app.metadata.namespace.as_deref().unwrap_or_default(),
-        app.metadata.name.as_deref().unwrap_or_default(),
+        "ganeti-operator: InstanceApplication {} of {} adopts it for {}, approved by {}",
+        app.key(),
         super::applicant(app),
         app.spec.owner,
         super::decider(app),

@@ -167,9 +167,8 @@ pub fn create_reason(app: &InstanceApplication) -> String {
         _ => format!("approved by {}", decider(app)),
     };
     format!(
-        "ganeti-operator: InstanceApplication {}/{} of {}, {approval}",
-        app.metadata.namespace.as_deref().unwrap_or_default(),
-        app.metadata.name.as_deref().unwrap_or_default(),
+        "ganeti-operator: InstanceApplication {} of {}, {approval}",
+        app.key(),
         applicant(app),
     )
 }

@@ -72,11 +72,7 @@ pub fn mail_text(app: &InstanceApplication, kind: MailKind) -> (String, String) 
     };
     let status = app.status.clone().unwrap_or_default();
     let cluster = status.cluster.as_deref().unwrap_or("(not chosen)");
-    let name = format!(
-        "{}/{}",
-        app.metadata.namespace.as_deref().unwrap_or_default(),
-        app.metadata.name.as_deref().unwrap_or_default()
-    );
+    let name = app.key();
     let decided = app
         .status
         .as_ref()

@@ -225,9 +225,8 @@ fn network_allowed(
         return Err((
             "IpTaken",
             format!(
-                "IP {ip} is held by application {}/{}, approved and not created yet: choose another address",
-                other.metadata.namespace.as_deref().unwrap_or_default(),
-                other.metadata.name.as_deref().unwrap_or_default()
+                "IP {ip} is held by application {}, approved and not created yet: choose another address",
+                other.key()
             ),
         ));
     }
