@@ -17,7 +17,7 @@ pub const EVERY: Duration = Duration::from_secs(3600);
 /// leaves this field to it (server-side apply keeps fields other managers own).
 pub const FIELD_MANAGER: &str = "ganeti-operator-last-seen";
 
-/// Where more distinct users than this were seen within the hour, older entries go.
+/// Where more profiles than this were written within the hour, older entries go.
 const REMEMBERED: usize = 10_000;
 
 /// The profiles of `user` whose `lastSeen` is due at `now`: theirs, and not written
@@ -37,8 +37,9 @@ pub fn due<'p>(user: &str, profiles: &'p [Arc<UserProfile>], now: Timestamp) -> 
 /// Records users as they are authenticated, on every replica.
 pub struct LastSeen {
     client: kube::Client,
-    /// When this replica last looked at each user: its own writes are not in the
-    /// watched profiles yet for a moment, and looking once an hour is enough.
+    /// When this replica last wrote (or began to write) each profile: its own writes are
+    /// not in the watched profiles yet for a moment. By profile, not by user: a user's
+    /// profile made later is written at their next request, not an hour later.
     looked: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
@@ -53,27 +54,10 @@ impl LastSeen {
     /// `user` was authenticated now: write `lastSeen` of their due profiles, in the
     /// background (a request never waits on it, and a failed write is only logged).
     pub fn saw(&self, user: &str, profiles: &[Arc<UserProfile>]) {
-        // A user without a profile is looked at again next time: the profile may be
-        // made a moment later, and should not wait an hour for its first lastSeen.
-        if !profiles.iter().any(|p| p.spec.username == user) {
-            return;
-        }
-        let now = Instant::now();
-        {
-            let mut looked = self.looked.lock().expect("lock");
-            if looked.get(user).is_some_and(|t| now.duration_since(*t) < EVERY) {
-                return;
-            }
-            if looked.len() >= REMEMBERED {
-                looked.retain(|_, t| now.duration_since(*t) < EVERY);
-            }
-            looked.insert(user.to_owned(), now);
-        }
         let at = Timestamp::now();
-        for name in due(user, profiles, at) {
+        for name in self.claim(user, profiles, Instant::now(), at) {
             let api = Api::<UserProfile>::all(self.client.clone());
-            let name = name.to_owned();
-            let (looked, user) = (self.looked.clone(), user.to_owned());
+            let looked = self.looked.clone();
             tokio::spawn(async move {
                 let patch = serde_json::json!({
                     "apiVersion": "ganeti.dev/v1alpha1",
@@ -85,12 +69,33 @@ impl LastSeen {
                     Ok(_) => tracing::debug!(profile = %name, "lastSeen written"),
                     Err(e) => {
                         // The next request tries again, rather than an hour later.
-                        looked.lock().expect("lock").remove(&user);
+                        looked.lock().expect("lock").remove(&name);
                         tracing::info!(profile = %name, error = %e, "writing lastSeen failed");
                     }
                 }
             });
         }
+    }
+
+    /// The due profiles of `user` this replica has not written within [`EVERY`], now
+    /// marked as written.
+    fn claim(&self, user: &str, profiles: &[Arc<UserProfile>], now: Instant, at: Timestamp) -> Vec<String> {
+        let due = due(user, profiles, at);
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let mut looked = self.looked.lock().expect("lock");
+        if looked.len() >= REMEMBERED {
+            looked.retain(|_, t| now.duration_since(*t) < EVERY);
+        }
+        let mut claimed = Vec::new();
+        for name in due {
+            if looked.get(name).is_none_or(|t| now.duration_since(*t) >= EVERY) {
+                looked.insert(name.to_owned(), now);
+                claimed.push(name.to_owned());
+            }
+        }
+        claimed
     }
 }
 
@@ -136,5 +141,31 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn a_profile_made_later_is_written_at_the_next_request_and_each_once_an_hour() {
+        // Never contacted: only the bookkeeping runs.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let seen = LastSeen::new(kube::Client::try_from(config).unwrap());
+        let at: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+        let t0 = Instant::now();
+        let first = vec![profile("alice-a", "alice", None)];
+        assert_eq!(seen.claim("alice", &first, t0, at), ["alice-a"]);
+        // Before the watch shows the write, a request does not write it again.
+        assert!(
+            seen.claim("alice", &first, t0 + Duration::from_secs(1), at)
+                .is_empty()
+        );
+        // A second profile of the same user, seen a minute later, is written then.
+        let both = vec![
+            profile("alice-a", "alice", None),
+            profile("alice-b", "alice", None),
+        ];
+        let t1 = t0 + Duration::from_secs(60);
+        assert_eq!(seen.claim("alice", &both, t1, at), ["alice-b"]);
+        assert!(seen.claim("bob", &both, t1, at).is_empty());
+        // An hour on, a profile still due (the write was lost) is written again.
+        assert_eq!(seen.claim("alice", &both, t0 + EVERY, at), ["alice-a"]);
     }
 }
